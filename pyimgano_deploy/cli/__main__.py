@@ -1,0 +1,3 @@
+from pyimgano_deploy.cli import main
+
+main()

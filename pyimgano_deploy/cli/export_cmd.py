@@ -1,0 +1,63 @@
+"""``pyimgano-deploy export``: run directory → deployment bundle."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory written by 'train' (runs/NAME).")
+@click.option("--category", default=None, help="Category inside a multi-category run (runs/NAME/categories/C).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp16 adds model.fp16.onnx (backbone in half precision, distances in fp32).")
+@click.option("--opset", type=click.IntRange(17, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
+@click.option("--golden", type=click.IntRange(2, 256), default=8, show_default=True, help="Number of held-out calibration images in the golden self-test set.")
+@click.option("--tensorrt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, as_json: bool) -> None:
+    """Export a trained run to a self-contained deployment bundle.
+
+    Traces the detector's inference module (backbone and scoring head) to ONNX, checks
+    ONNX Runtime against eager PyTorch on held-out calibration images (the parity gate),
+    and writes bundle.json (manifest with thresholds, provenance and checksums),
+    model.onnx, golden.npz and infer_config.json. The bundle is written to a temporary
+    directory and renamed at the end: a failed export leaves nothing behind.
+
+    \b
+    Exit codes: 0 ok, 1 error, 6 parity gate failed, 5 TensorRT unavailable.
+    """
+    from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, export_run
+    from pyimgano_deploy.exporters.onnx_export import ExportError
+    from pyimgano_deploy.exporters.parity import ParityError
+    from pyimgano_deploy.exporters.run_source import RunDirError
+    from pyimgano_deploy.exporters.tensorrt_build import TensorRTUnavailableError
+
+    try:
+        opts = ExportOptions(precision=precision, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force)
+        result = export_run(run_dir, out_dir, opts, category=category)
+    except (BundleExistsError, RunDirError, ExportError, ValueError, FileNotFoundError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except ParityError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(ParityError.exit_code)
+    except TensorRTUnavailableError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(5)
+    summary = {
+        "bundle": str(result.bundle_dir),
+        "engines": [e["file"] for e in result.manifest["engines"]],
+        "parity": {p: r.to_manifest() for p, r in result.parity.items()},
+        "tensorrt_compatibility": result.compat,
+        "timings_s": {k: round(v, 3) for k, v in result.timings_s.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(f"bundle written to {result.bundle_dir} ({', '.join(summary['engines'])}); total {summary['timings_s']['total']:.1f} s", err=True)

@@ -1,0 +1,201 @@
+"""``pyimgano-deploy infer``: score images with a bundle (torch-free) and stream JSONL records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+_LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
+
+
+def _fail(message: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": message}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    with click.progressbar(length=total, label="infer", file=sys.stderr, show_pos=True, show_eta=True) as bar:
+        yield bar
+
+
+def _previous_stats(jsonl: Path, wanted: set[str]) -> tuple[set[str], int, int]:
+    """Inputs already in ``jsonl`` (after dropping a truncated tail), their errors and anomalies."""
+    from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail
+
+    if not jsonl.exists():
+        return set(), 0, 0
+    repair_tail(jsonl)
+    done: set[str] = set()
+    errors = anomalies = 0
+    for record in iter_records(jsonl):
+        name = str(record.get("input"))
+        if name not in wanted or name in done:
+            continue
+        done.add(name)
+        errors += record.get("status") != "ok"
+        anomalies += record.get("label") == 1
+    return done, errors, anomalies
+
+
+def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[str, Any]:
+    import numpy as np
+
+    path = maps_dir / f"{index:06d}_{Path(input_label).stem}.npy"
+    arr = np.ascontiguousarray(amap, dtype=np.float32)
+    np.save(path, arr, allow_pickle=False)
+    return {"path": path.as_posix(), "shape": list(arr.shape), "dtype": "float32"}
+
+
+@click.command("infer")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(), help="Bundle directory (or its bundle.json).")
+@click.option(
+    "--input", "inputs", required=True, multiple=True,
+    help="Image file, directory (recursive, sorted), glob, or list file (@list.txt / a .txt file). Repeatable.",
+)
+@click.option("--save-jsonl", "jsonl_path", required=True, type=click.Path(dir_okay=False), help="Write one JSON record per input here.")
+@click.option("--save-maps", "maps_dir", type=click.Path(file_okay=False), default=None, help="Save anomaly maps (.npy float32, original image size) here.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="Preprocessing threads.")
+@click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: ORT's choice).")
+@click.option("--resume", is_flag=True, help="Skip inputs already recorded in --save-jsonl (a truncated last line is repaired).")
+@click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
+@click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+def infer(
+    bundle_path: str,
+    inputs: tuple[str, ...],
+    jsonl_path: str,
+    maps_dir: str | None,
+    batch_size: int,
+    num_workers: int,
+    engine: str,
+    precision: str,
+    device: str,
+    threads: int | None,
+    resume: bool,
+    max_errors: int,
+    fsync: bool,
+    as_json: bool,
+) -> None:
+    """Score images with a bundle and write JSONL records (one per input, flushed as written).
+
+    Exit status: 0 when every input succeeded or the number of failed inputs is at most
+    --max-errors; 1 otherwise (including an invalid bundle or no inputs); 2 for usage errors.
+    """
+    from pyimgano_deploy.bundles import BundleError
+    from pyimgano_deploy.runtimes.errors import EngineLoadError
+    from pyimgano_deploy.runtimes.jsonl import JsonlWriter, make_record
+    from pyimgano_deploy.runtimes.loader import load_bundle
+    from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
+    from pyimgano_deploy.runtimes.sources import expand_inputs
+
+    try:
+        plan = expand_inputs(inputs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--input") from exc
+    for spec in plan.unmatched:
+        click.echo(f"warning: --input {spec!r} matched no files", err=True)
+    if not plan.items:
+        _fail(f"no input images found in {list(inputs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""), as_json)
+    try:
+        runtime = load_bundle(
+            bundle_path, device=device, engine=engine, precision=precision, batch_size=batch_size,
+            intra_op_threads=threads, num_workers=num_workers,
+        )
+    except BundleError as exc:
+        _fail(f"invalid bundle {bundle_path}: {exc}", as_json)
+    except EngineLoadError as exc:
+        _fail(f"cannot load an engine of {bundle_path}: {exc}", as_json)
+    info = runtime.engine_info
+    if not as_json:
+        click.echo(f"engine: {info['engine']} {info['file']} ({info['precision']}, {info['device']}), batch {runtime.batch_size}", err=True)
+
+    jsonl = Path(jsonl_path)
+    done, prev_errors, prev_anomalies = (set(), 0, 0)
+    if resume:
+        try:
+            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(plan.items))
+        except ValueError as exc:
+            _fail(f"cannot resume from {jsonl}: {exc}", as_json)
+    todo = [(i, path) for i, path in enumerate(plan.items) if path not in done]
+    maps_out = Path(maps_dir) if maps_dir else None
+    if maps_out is not None:
+        maps_out.mkdir(parents=True, exist_ok=True)
+
+    errors = anomalies = 0
+    start = time.perf_counter()
+    show_bar = not as_json and sys.stderr.isatty()
+    with runtime, JsonlWriter(jsonl, append=resume, fsync=fsync) as writer, _progress(len(todo), show_bar) as bar:
+        stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None)
+        for (index, path), item in zip(todo, stream):
+            result, saved = item.result, None
+            if result.ok and maps_out is not None and result.anomaly_map is not None:
+                try:
+                    saved = _save_map(maps_out, index, path, result.anomaly_map)
+                except (OSError, ValueError) as exc:
+                    err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
+                    result = InferenceResult.failure(err, result.threshold)
+            writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved))
+            errors += not result.ok
+            anomalies += result.label == 1
+            if bar is not None:
+                bar.update(1)
+    elapsed = time.perf_counter() - start
+
+    total_errors = errors + prev_errors
+    summary = {
+        "schema_version": "1.0",
+        "ok": total_errors <= max_errors,
+        "images": len(plan.items),
+        "processed": len(todo),
+        "resumed_skipped": len(plan.items) - len(todo),
+        "errors": total_errors,
+        "anomalies": anomalies + prev_anomalies,
+        "max_errors": max_errors,
+        "elapsed_s": round(elapsed, 3),
+        "images_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
+        "skipped_files": plan.skipped,
+        "unmatched_inputs": plan.unmatched,
+        "jsonl": jsonl.as_posix(),
+        "maps_dir": maps_out.as_posix() if maps_out else None,
+        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers")},
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+    sys.exit(0 if summary["ok"] else 1)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    rate = f"{s['images_per_s']} images/s" if s["images_per_s"] is not None else "n/a"
+    lines = [
+        f"images: {s['images']}  processed: {s['processed']}  resumed (already recorded): {s['resumed_skipped']}",
+        f"errors: {s['errors']} (max allowed {s['max_errors']})  anomalies: {s['anomalies']}  "
+        f"time: {s['elapsed_s']} s  ({rate})",
+        f"records: {s['jsonl']}" + (f"  maps: {s['maps_dir']}" if s["maps_dir"] else ""),
+    ]
+    skipped = s["skipped_files"]
+    if skipped:
+        lines.append(f"skipped {len(skipped)} non-image file(s):")
+        lines += [f"  {p}" for p in skipped[:_LIST_LIMIT]]
+        if len(skipped) > _LIST_LIMIT:
+            lines.append(f"  ... and {len(skipped) - _LIST_LIMIT} more (see --json)")
+    lines.append("OK" if s["ok"] else "FAILED: too many errors")
+    for line in lines:
+        click.echo(line, err=True)

@@ -1,0 +1,112 @@
+"""The parity gate: exported outputs must match eager outputs before a bundle is written.
+
+Tolerances (per precision):
+- fp32: max |Δscore| ≤ 1e-4 × max(1, |threshold|), identical labels,
+  max |Δmap| ≤ 1e-3 × (eager map range over the golden images).
+- fp16: identical labels, max |Δscore| ≤ 2e-2 × max(1, |threshold|) and
+  max |Δmap| ≤ 5e-2 × map range. Half-precision backbones move features by ~1e-3
+  relative; the distance head amplifies that, so 2 % of the threshold scale is the
+  documented bound, and labels must still agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+TOLERANCES = {
+    "fp32": {"score_rel": 1e-4, "map_rel": 1e-3},
+    "fp16": {"score_rel": 2e-2, "map_rel": 5e-2},
+}
+
+
+class ParityError(RuntimeError):
+    """Exported and eager outputs disagree beyond the tolerance; the message holds a table."""
+
+    exit_code = 6
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    precision: str
+    n_images: int
+    max_abs_score: float
+    max_rel_score: float
+    max_abs_map: float
+    map_range: float
+    labels_identical: bool
+    tolerance: dict
+    passed: bool
+    per_image: list
+
+    def to_manifest(self) -> dict:
+        d = asdict(self)
+        d.pop("per_image")
+        d.pop("passed")
+        return d
+
+    def table(self) -> str:
+        rows = [f"{'#':>3} {'eager score':>14} {'exported':>14} {'|Δ|':>10} {'labels':>8} {'max|Δmap|':>10}"]
+        for r in self.per_image:
+            rows.append(
+                f"{r['index']:>3} {r['eager_score']:>14.6f} {r['exported_score']:>14.6f} {r['abs_score']:>10.2e} "
+                f"{r['eager_label']!s:>3}/{r['exported_label']!s:<4} {r['abs_map']:>10.2e}"
+            )
+        tol = self.tolerance
+        rows.append(
+            f"{self.precision}: max|Δscore|={self.max_abs_score:.3e} (tolerance {tol['score_abs']:.3e}), "
+            f"max|Δmap|={self.max_abs_map:.3e} (tolerance {tol['map_abs']:.3e}), labels identical: {self.labels_identical}"
+        )
+        return "\n".join(rows)
+
+
+def compare_outputs(
+    eager_scores: np.ndarray,
+    eager_maps: np.ndarray,
+    exported_scores: np.ndarray,
+    exported_maps: np.ndarray,
+    *,
+    threshold: float | None,
+    precision: str,
+) -> ParityReport:
+    """Compare outputs on the same golden batch and decide pass/fail (see module docstring)."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"precision must be one of {sorted(TOLERANCES)}, got {precision!r}")
+    es, xs = np.asarray(eager_scores, np.float64), np.asarray(exported_scores, np.float64)
+    em, xm = np.asarray(eager_maps, np.float64), np.asarray(exported_maps, np.float64)
+    if es.shape != xs.shape or em.shape != xm.shape:
+        raise ValueError(f"output shapes differ: eager {es.shape}/{em.shape}, exported {xs.shape}/{xm.shape}")
+    rel = TOLERANCES[precision]
+    scale = max(1.0, abs(threshold)) if threshold is not None else max(1.0, float(np.abs(es).max()))
+    map_range = float(em.max() - em.min()) if em.size else 0.0
+    tol = {"score_abs": rel["score_rel"] * scale, "map_abs": rel["map_rel"] * max(map_range, 1e-12), **rel}
+    d_score = np.abs(es - xs)
+    d_map = np.abs(em - xm).reshape(len(em), -1).max(axis=1) if em.size else np.zeros(len(es))
+    finite = bool(np.all(np.isfinite(xs)) and np.all(np.isfinite(xm)))
+    if threshold is None:
+        el = xl = [None] * len(es)
+    else:
+        el = [int(v >= threshold) for v in es]
+        xl = [int(v >= threshold) if np.isfinite(v) else None for v in xs]
+    labels_identical = el == xl
+    per_image = [
+        {"index": i, "eager_score": float(es[i]), "exported_score": float(xs[i]), "abs_score": float(d_score[i]),
+         "eager_label": el[i], "exported_label": xl[i], "abs_map": float(d_map[i])}
+        for i in range(len(es))
+    ]
+    max_abs_score = float(d_score.max()) if len(es) else 0.0
+    max_abs_map = float(d_map.max()) if len(es) else 0.0
+    passed = finite and labels_identical and max_abs_score <= tol["score_abs"] and max_abs_map <= tol["map_abs"]
+    return ParityReport(
+        precision=precision,
+        n_images=int(len(es)),
+        max_abs_score=max_abs_score,
+        max_rel_score=float((d_score / np.maximum(np.abs(es), 1e-12)).max()) if len(es) else 0.0,
+        max_abs_map=max_abs_map,
+        map_range=map_range,
+        labels_identical=labels_identical,
+        tolerance=tol,
+        passed=passed,
+        per_image=per_image,
+    )

@@ -1,0 +1,100 @@
+"""Reading what an export needs from a run directory (ARCHITECTURE §3, "Run directory")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pyimgano_deploy.bundles import config_sha256
+
+
+class RunDirError(ValueError):
+    """The run directory is missing something an export needs; names the path."""
+
+
+@dataclass
+class RunSource:
+    """A resolved run directory: its detector, configs, metrics and calibration images."""
+
+    root: Path
+    config: dict[str, Any]
+    report: dict[str, Any]
+    infer_config: dict[str, Any]
+    calibration_inputs: list[str]
+
+    @property
+    def config_sha256(self) -> str:
+        return config_sha256(self.config)
+
+    def load_detector(self, device: str = "cpu") -> Any:
+        from pyimgano_deploy.models.detectors.base import Detector
+
+        return Detector.load(self.root / "model", device=device)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing: is this a run directory written by 'pyimgano-deploy train'?")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
+
+
+def _calibration_inputs(root: Path) -> list[str]:
+    """Inputs of the held-out calibration split, in the order recorded by the workbench."""
+    per_image = root / "per_image.jsonl"
+    found: list[str] = []
+    if per_image.is_file():
+        for line in per_image.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if rec.get("split") == "calibration":
+                found.append(str(rec["input"]))
+    return found
+
+
+def resolve_run(run_dir: str | Path, category: str | None = None) -> RunSource:
+    """Resolve ``run_dir`` (or ``run_dir/categories/<category>``) into a :class:`RunSource`."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise RunDirError(f"run directory {root} does not exist")
+    categories = root / "categories"
+    if category is not None:
+        root = categories / category
+        if not root.is_dir():
+            known = sorted(p.name for p in categories.iterdir()) if categories.is_dir() else []
+            raise RunDirError(f"category {category!r} not found under {categories}; available: {known}")
+    elif not (root / "model").is_dir() and categories.is_dir():
+        known = sorted(p.name for p in categories.iterdir())
+        raise RunDirError(f"{run_dir} holds several categories {known}: pass --category NAME")
+    if not (root / "model" / "detector.json").is_file():
+        raise RunDirError(f"{root / 'model' / 'detector.json'} is missing: the run has no saved detector")
+    return RunSource(
+        root=root,
+        config=_read_json(root / "config.json"),
+        report=_read_json(root / "report.json"),
+        infer_config=_read_json(root / "artifacts" / "infer_config.json"),
+        calibration_inputs=_calibration_inputs(root),
+    )
+
+
+def sample_golden_inputs(inputs: list[str], n: int, seed: int = 0) -> list[str]:
+    """A fixed, seeded sample of ``n`` inputs (sorted by position for stable files)."""
+    if not inputs:
+        raise RunDirError(
+            "the run records no calibration images (per_image.jsonl entries with split='calibration'); "
+            "golden images must be real held-out normal images"
+        )
+    rng = np.random.default_rng(seed)
+    n = min(n, len(inputs))
+    picks = sorted(rng.choice(len(inputs), size=n, replace=False).tolist())
+    return [inputs[i] for i in picks]

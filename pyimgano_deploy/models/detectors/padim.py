@@ -1,0 +1,118 @@
+"""PaDiM (Defard et al., ICPR 2021): per-position multivariate Gaussian of patch features.
+
+Features of three stages are upsampled to the finest grid and concatenated; ``d`` channels
+are selected at random (seeded); each grid position gets a mean and a covariance
+``Σ + eps·I``; the inverse is computed once at fit (float64, stored fp32). The map is the
+Mahalanobis distance upsampled and blurred (σ = 4); the image score is its maximum.
+Memory: positions × d × d × 4 bytes for the inverse covariances.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from pyimgano_deploy.models.backbones import FeatureExtractor
+from pyimgano_deploy.models.detectors.base import Detector
+from pyimgano_deploy.models.detectors.inference_module import AnomalyInferenceModule
+from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, PatchEmbedding
+
+DEFAULT_STAGES = {"efficientnet_lite0": ("s4", "s8", "s16"), "resnet18": ("layer1", "layer2", "layer3"), "wide_resnet50_2": ("layer1", "layer2", "layer3")}
+
+
+class PaDiM(Detector):
+    """PaDiM anomaly detector (Gaussian head, Mahalanobis map)."""
+
+    family = "padim"
+    model_name = "vision_padim"
+
+    def __init__(
+        self,
+        *,
+        backbone: str = "efficientnet_lite0",
+        pretrained: bool | str = True,
+        stages: tuple[str, ...] | list[str] | None = None,
+        image_size: int | tuple[int, int] = 224,
+        interpolation: str = "linear",
+        center_crop: int | tuple[int, int] | None = None,
+        d: int = 100,
+        eps: float = 0.01,
+        blur_sigma: float = 4.0,
+        seed: int = 0,
+        device: str = "cpu",
+        batch_size: int = 16,
+        progress: bool = True,
+    ) -> None:
+        if stages is None:
+            stages = DEFAULT_STAGES.get(backbone)
+        super().__init__(
+            backbone=backbone, pretrained=pretrained, stages=stages, image_size=image_size,
+            interpolation=interpolation, center_crop=center_crop, blur_sigma=blur_sigma,
+            seed=seed, device=device, batch_size=batch_size, progress=progress,
+        )
+        if d < 1:
+            raise ValueError(f"d (number of selected channels) must be >= 1, got {d}")
+        if eps <= 0:
+            raise ValueError(f"eps (covariance regularisation) must be > 0, got {eps}")
+        self.d = int(d)
+        self.eps = float(eps)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self._common_hyperparameters(), "d": self.d, "eps": self.eps}
+
+    def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
+        channels = [extractor.stage_channels[s] for s in extractor.stages]
+        strides = [extractor.stage_strides[s] for s in extractor.stages]
+        total = sum(channels)
+        d = min(self.d, total)
+        gen = torch.Generator().manual_seed(self.seed)
+        select = torch.sort(torch.randperm(total, generator=gen)[:d]).values
+        return PatchEmbedding(channels, strides, self._grid(extractor), aggregate=False, select_channels=select)
+
+    def _assemble(self, extractor: FeatureExtractor, embedding: PatchEmbedding, mean: torch.Tensor, inv_cov: torch.Tensor) -> AnomalyInferenceModule:
+        scorer = MahalanobisDistance(mean, inv_cov, self._grid(extractor))
+        return AnomalyInferenceModule(extractor, embedding, scorer, AnomalyMapFinisher(self.input_size, self.blur_sigma))
+
+    def _fit_head(self, extractor: FeatureExtractor, batches: Iterator[np.ndarray], total: int) -> AnomalyInferenceModule:
+        embedding = self._embedding(extractor).to(self.device)
+        t0 = time.perf_counter()
+        n = 0
+        s1 = s2 = None
+        for batch in batches:
+            emb = self._embed(extractor, embedding, batch).to(torch.float64)
+            x = emb.flatten(2).permute(2, 0, 1)  # [P, B, d]
+            b1 = x.sum(1)
+            b2 = torch.einsum("pbi,pbj->pij", x, x)
+            s1 = b1 if s1 is None else s1 + b1
+            s2 = b2 if s2 is None else s2 + b2
+            n += x.shape[1]
+        if n < 2:
+            raise ValueError(f"PaDiM needs at least 2 training images to estimate a covariance, got {n}")
+        mean = s1 / n
+        cov = (s2 - n * torch.einsum("pi,pj->pij", mean, mean)) / (n - 1)
+        eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+        inv_cov = torch.linalg.inv(cov + self.eps * eye)
+        t1 = time.perf_counter()
+        grid = self._grid(extractor)
+        self.fit_summary = {
+            "n_images": int(n),
+            "positions": int(grid[0] * grid[1]),
+            "feature_dim": int(mean.shape[1]),
+            "grid": list(grid),
+            "covariance_bytes": int(grid[0] * grid[1] * mean.shape[1] ** 2 * 4),
+            "timings_s": {"features_and_statistics": round(t1 - t0, 4)},
+        }
+        return self._assemble(extractor, embedding, mean.to(torch.float32).cpu(), inv_cov.to(torch.float32).cpu())
+
+    def _empty_module(self, fitted: dict[str, Any]) -> AnomalyInferenceModule:
+        extractor = self._make_extractor(pretrained=False)
+        embedding = self._embedding(extractor)
+        p, d = int(fitted["positions"]), int(fitted["feature_dim"])
+        return self._assemble(extractor, embedding, torch.zeros(p, d), torch.zeros(p, d, d))
+
+    def memory_bytes(self) -> int:
+        """Size of the inverse covariances in bytes, fp32 (positions × d × d × 4)."""
+        return int(self.fit_summary.get("covariance_bytes", 0))

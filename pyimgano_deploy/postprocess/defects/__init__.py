@@ -1,0 +1,32 @@
+"""Defects pipeline: anomaly map → binary mask → ordered regions, plus mask/overlay export."""
+
+from .config import DEFECTS_PRESETS, FP40, DefectsConfig, get_preset
+from .export import mask_to_rle, render_overlay, rle_to_mask, save_mask_png, save_overlay
+from .pipeline import (
+    DefectsResult,
+    calibrate_for_config,
+    calibrate_pixel_threshold,
+    extract_defects,
+    resolve_hysteresis_low,
+    resolve_pixel_threshold,
+)
+from .regions import Region
+
+__all__ = [
+    "DEFECTS_PRESETS",
+    "FP40",
+    "DefectsConfig",
+    "DefectsResult",
+    "Region",
+    "calibrate_for_config",
+    "calibrate_pixel_threshold",
+    "extract_defects",
+    "get_preset",
+    "mask_to_rle",
+    "render_overlay",
+    "resolve_hysteresis_low",
+    "resolve_pixel_threshold",
+    "rle_to_mask",
+    "save_mask_png",
+    "save_overlay",
+]

@@ -1,0 +1,50 @@
+"""Per-image inference results shared by the eager API and the torch-free runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class InferenceError:
+    """Why one input produced no score.
+
+    ``stage`` is where it failed: ``"read"``, ``"decode"``, ``"preprocess"``, ``"inference"``
+    or ``"postprocess"``.
+    """
+
+    type: str
+    message: str
+    stage: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "stage": self.stage}
+
+
+@dataclass
+class InferenceResult:
+    """Outcome for one input image.
+
+    ``score`` is the raw anomaly score (higher is more anomalous); ``label`` is 1/0 when a
+    threshold is known (``score >= threshold``) and ``None`` otherwise. ``anomaly_map`` is a
+    float32 ``[H, W]`` array when maps were requested. A failed input has ``error`` set and
+    ``score``/``label`` left as ``None`` — never a made-up value.
+    """
+
+    score: float | None
+    label: int | None
+    threshold: float | None
+    anomaly_map: np.ndarray | None = None
+    defects: dict[str, Any] | None = None
+    error: InferenceError | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def failure(cls, error: InferenceError, threshold: float | None = None) -> "InferenceResult":
+        return cls(score=None, label=None, threshold=threshold, anomaly_map=None, error=error)

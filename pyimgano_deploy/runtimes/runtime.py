@@ -1,0 +1,340 @@
+"""``Runtime``: score images (paths or declared numpy arrays) with one engine session.
+
+Per-item failures never stop a batch: each becomes ``InferenceResult.failure`` with the stage
+where it failed (``read``, ``decode``, ``preprocess``, ``inference``, ``postprocess``). Items
+are grouped in fixed-size batches; engines with a static batch get the last batch padded by
+repeating its last image. Preprocessing may run in ``num_workers`` threads (OpenCV releases
+the GIL). One ``Runtime`` may be shared by several threads: sessions that are not thread-safe
+are called under a lock, and results do not depend on how many threads call ``infer``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol
+
+import cv2
+import numpy as np
+
+from pyimgano_deploy.inputs import (
+    IMAGE_EXTENSIONS,
+    ImageFormat,
+    ImageFormatError,
+    Preprocess,
+    as_image_list,
+    describe_input,
+    load_canonical,
+    parse_image_format,
+)
+from pyimgano_deploy.postprocess.maps import resize_map
+from pyimgano_deploy.postprocess.thresholds import apply_threshold
+from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch
+from pyimgano_deploy.runtimes.errors import EngineRunError
+from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
+
+#: Exceptions that are bugs in this code or its caller, never recorded as a per-item failure.
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError, AttributeError, NameError, KeyError, ImportError, AssertionError,
+)
+_PREFETCH = 2  # chunks prepared ahead of the engine when num_workers > 0
+
+
+class Session(Protocol):
+    """What the runtime needs from an engine session (OnnxSession, TensorRTSession)."""
+
+    kind: str
+    thread_safe: bool
+    static_batch: int | None
+    providers: list[str]
+
+    def run(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@dataclass
+class RuntimeItem:
+    """One scored input in stream order: its position, label for logs, result and time."""
+
+    index: int
+    input: str
+    result: InferenceResult
+    timing_ms: float
+
+
+@dataclass
+class _Prepared:
+    index: int
+    input: str
+    image: np.ndarray | None
+    orig_hw: tuple[int, int] | None
+    error: InferenceError | None
+    ms: float
+
+
+def _path_precheck(path: Path) -> InferenceError | None:
+    """Errors of the ``read`` stage found without decoding: extension, existence, size."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return InferenceError(
+            "UnsupportedImageType",
+            f"'{path}' has extension '{path.suffix}', expected one of {list(IMAGE_EXTENSIONS)}",
+            "read",
+        )
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return InferenceError("FileNotFoundError", f"'{path}': file not found", "read")
+    except OSError as exc:
+        return InferenceError(type(exc).__name__, f"'{path}': {exc.strerror or exc}", "read")
+    if not path.is_file():
+        return InferenceError("IsADirectoryError", f"'{path}' is not a regular file", "read")
+    if st.st_size == 0:
+        return InferenceError("EmptyFile", f"'{path}' is empty (0 bytes)", "read")
+    return None
+
+
+class Runtime:
+    """A verified bundle plus an open engine session. Build it with ``load_bundle``."""
+
+    def __init__(
+        self,
+        bundle: Any,
+        session: Session,
+        *,
+        engine_info: dict[str, Any] | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        u16_max: int = 65535,
+    ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.bundle = bundle
+        self.session = session
+        self.engine_info: dict[str, Any] = dict(engine_info or {})
+        self.preprocess: Preprocess = bundle.preprocess
+        calib = bundle.image_threshold
+        self.threshold: float | None = None if calib is None else float(calib.value)
+        self.batch_size = effective_batch_size(
+            int(batch_size),
+            static_batch=getattr(session, "static_batch", None),
+            max_batch=getattr(session, "max_batch", None),
+        )
+        self.num_workers = int(num_workers)
+        self.u16_max = int(u16_max)
+        self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
+        self.engine_info.setdefault("batch_size", self.batch_size)
+        self.engine_info.setdefault("static_batch", getattr(session, "static_batch", None))
+
+    # ------------------------------------------------------------------ engine
+    def run_batch(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run preprocessed ``uint8 [B,h,w,3]`` through the engine (padding a static batch).
+
+        Returns ``(score float32 [B], anomaly_map float32 [B,h,w])``; raises ``EngineRunError``
+        when the engine fails or returns outputs of the wrong shape.
+        """
+        n = len(batch_u8)
+        static = getattr(self.session, "static_batch", None)
+        outputs: list[tuple[np.ndarray, np.ndarray]] = []
+        step = static or n
+        for start in range(0, n, step):
+            part = batch_u8[start : start + step]
+            feed = pad_batch(part, static) if static else part
+            if self._lock is None:
+                score, amap = self.session.run(feed)
+            else:
+                with self._lock:
+                    score, amap = self.session.run(feed)
+            score, amap = np.asarray(score), np.asarray(amap)
+            if score.shape != (len(feed),) or amap.ndim != 3 or amap.shape[0] != len(feed):
+                raise EngineRunError(
+                    f"engine returned score {score.shape} and anomaly_map {amap.shape} "
+                    f"for a batch of {len(feed)}; expected [B] and [B,H,W]"
+                )
+            outputs.append((score[: len(part)], amap[: len(part)]))
+        return (
+            np.concatenate([o[0] for o in outputs]).astype(np.float32, copy=False),
+            np.concatenate([o[1] for o in outputs]).astype(np.float32, copy=False),
+        )
+
+    # ------------------------------------------------------------------ public API
+    def infer(
+        self,
+        images: Any,
+        *,
+        input_format: str | ImageFormat | None = None,
+        include_maps: bool = False,
+        defects: Any = None,
+    ) -> list[InferenceResult]:
+        """Score ``images``: a path, a list of paths and/or arrays, or one array / a batch
+        array in the declared ``input_format``. One ``InferenceResult`` per input, in order.
+
+        ``defects``: a ``postprocess.defects.DefectsConfig`` to extract defect regions from
+        each map (with the bundle's pixel threshold); ``result.defects`` is then the
+        ``DefectsResult.to_record()`` dict (boxes also scaled to the original image).
+        """
+        stream = self.infer_iter(images, input_format=input_format, include_maps=include_maps, defects=defects)
+        return [item.result for item in stream]
+
+    def infer_iter(
+        self,
+        images: Any,
+        *,
+        input_format: str | ImageFormat | None = None,
+        include_maps: bool = False,
+        defects: Any = None,
+    ) -> Iterator[RuntimeItem]:
+        """Like :meth:`infer`, but streams: consumes ``images`` (any iterable, e.g. a generator
+        of paths) chunk by chunk and yields a :class:`RuntimeItem` per input, in order, so
+        memory stays flat for big folders."""
+        fmt = None if input_format is None else parse_image_format(input_format)
+        if isinstance(images, (str, os.PathLike, np.ndarray, list, tuple)):
+            items: Iterable[Any] = as_image_list(images, input_format=fmt)
+        else:
+            items = images
+        for prepared in self._prepared_chunks(items, fmt):
+            yield from self._score_chunk(prepared, include_maps, defects)
+
+    def close(self) -> None:
+        close = getattr(self.session, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        info = self.engine_info
+        return (
+            f"Runtime(bundle={str(self.bundle.root)!r}, engine={info.get('engine')!r}, "
+            f"file={info.get('file')!r}, precision={info.get('precision')!r}, batch_size={self.batch_size})"
+        )
+
+    # ------------------------------------------------------------------ preprocessing
+    def _prepare(self, index: int, item: Any, fmt: ImageFormat | None) -> _Prepared:
+        """Read / decode / preprocess one input; failures become an ``InferenceError``."""
+        t0 = time.perf_counter()
+        if isinstance(item, np.ndarray) and fmt is None:
+            raise ImageFormatError(
+                "numpy array inputs need an explicit input_format (formats are never guessed); "
+                f"got an array with shape={tuple(item.shape)} dtype={item.dtype} at index {index}"
+            )
+        desc = describe_input(item, index)
+        stage = "read"
+        try:
+            if isinstance(item, (str, os.PathLike)):
+                error = _path_precheck(Path(os.fspath(item)))
+                if error is not None:
+                    return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
+            stage = "decode"
+            canonical = load_canonical(item, input_format=fmt, u16_max=self.u16_max)
+            stage = "preprocess"
+            image = self.preprocess(canonical)
+        except PROGRAMMING_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - per-item isolation, bugs re-raised above
+            # expected: OSError, ValueError (ImageReadError, ImageFormatError), cv2.error, MemoryError
+            error = InferenceError(type(exc).__name__, str(exc), stage)
+        else:
+            return _Prepared(index, desc, image, canonical.shape[:2], None, (time.perf_counter() - t0) * 1e3)
+        return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
+
+    def _prepared_chunks(self, items: Iterable[Any], fmt: ImageFormat | None) -> Iterator[list[_Prepared]]:
+        chunks = iter_chunks(enumerate(items), self.batch_size)
+        if self.num_workers == 0:
+            for chunk in chunks:
+                yield [self._prepare(i, item, fmt) for i, item in chunk]
+            return
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pyimgano-preprocess")
+        try:
+            pending: deque[list[Future[_Prepared]]] = deque()
+            for chunk in chunks:
+                pending.append([pool.submit(self._prepare, i, item, fmt) for i, item in chunk])
+                if len(pending) > _PREFETCH:
+                    yield [f.result() for f in pending.popleft()]
+            while pending:
+                yield [f.result() for f in pending.popleft()]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # ------------------------------------------------------------------ scoring
+    def _score_chunk(self, prepared: list[_Prepared], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
+        ok = [p for p in prepared if p.error is None]
+        done: dict[int, tuple[InferenceResult, float]] = {}
+        if ok:
+            t0 = time.perf_counter()
+            try:
+                scores, maps = self.run_batch(np.stack([p.image for p in ok]))  # type: ignore[misc]
+            except EngineRunError as exc:
+                share = (time.perf_counter() - t0) * 1e3 / len(ok)
+                err = InferenceError(type(exc).__name__, str(exc), "inference")
+                for p in ok:
+                    done[p.index] = (InferenceResult.failure(err, self.threshold), p.ms + share)
+            else:
+                share = (time.perf_counter() - t0) * 1e3 / len(ok)
+                for j, p in enumerate(ok):
+                    t1 = time.perf_counter()
+                    result = self._finish(p, scores[j], maps[j], include_maps, defects)
+                    done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3)
+        for p in prepared:
+            if p.error is not None:
+                yield RuntimeItem(p.index, p.input, InferenceResult.failure(p.error, self.threshold), p.ms)
+            else:
+                result, ms = done[p.index]
+                yield RuntimeItem(p.index, p.input, result, ms)
+
+    def _finish(
+        self, p: _Prepared, score: np.floating, amap: np.ndarray, include_maps: bool, defects: Any
+    ) -> InferenceResult:
+        value = float(score)
+        if not math.isfinite(value):
+            err = InferenceError("NonFiniteScore", f"engine returned score={value} for {p.input}", "inference")
+            return InferenceResult.failure(err, self.threshold)
+        out_map, defects_record = None, None
+        if include_maps or defects is not None:
+            if not np.all(np.isfinite(amap)):
+                err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf map values for {p.input}", "inference")
+                return InferenceResult.failure(err, self.threshold)
+            try:
+                if include_maps:
+                    out_map = self.map_to_original(amap, p.orig_hw)  # type: ignore[arg-type]
+                if defects is not None:
+                    defects_record = self._defects(amap, p.orig_hw, defects)  # type: ignore[arg-type]
+            except (ValueError, cv2.error) as exc:
+                return InferenceResult.failure(InferenceError(type(exc).__name__, str(exc), "postprocess"), self.threshold)
+        return InferenceResult(
+            score=value,
+            label=apply_threshold(value, self.threshold),
+            threshold=self.threshold,
+            anomaly_map=out_map,
+            defects=defects_record,
+        )
+
+    def _defects(self, amap: np.ndarray, orig_hw: tuple[int, int], config: Any) -> dict[str, Any]:
+        from pyimgano_deploy.postprocess.defects import extract_defects  # noqa: PLC0415 - only when asked
+
+        found = extract_defects(amap, config, pixel_threshold=self.bundle.pixel_threshold, image_size=orig_hw)
+        return found.to_record()
+
+    def map_to_original(self, amap: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
+        """A model-resolution map → float32 ``[H, W]`` at the original image size (bilinear).
+
+        With a centre crop, the map is placed where the crop was taken in the resized image
+        and the border that was cropped away (never scored) is filled with the map's minimum.
+        """
+        pre = self.preprocess
+        if pre.center_crop is not None:
+            (height, width), (ch, cw) = pre.size, pre.center_crop
+            inner = resize_map(amap, (ch, cw))
+            canvas = np.full((height, width), float(inner.min()), dtype=np.float32)
+            top, left = (height - ch) // 2, (width - cw) // 2
+            canvas[top : top + ch, left : left + cw] = inner
+            amap = canvas
+        return resize_map(amap, (int(orig_hw[0]), int(orig_hw[1])))

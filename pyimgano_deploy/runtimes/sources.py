@@ -1,0 +1,107 @@
+"""Expand command-line input specs into an ordered list of image paths.
+
+A spec is one of:
+
+* ``@list.txt`` or an existing ``*.txt`` file: one spec per line (blank lines and ``#``
+  comments ignored; lines are directories, globs or files, not further lists);
+* a directory: every file below it, recursively, sorted by path; files whose extension is not
+  an image extension are reported in ``skipped`` (never silently dropped);
+* a glob (``*``, ``?``, ``[``): its matches, sorted; directories are expanded as above,
+  non-image files are skipped; a glob matching nothing is reported in ``unmatched``;
+* anything else: an explicit file, kept whatever its extension or existence (the runtime
+  turns a missing file or an unsupported extension into an error record).
+
+Duplicates (same normalised path) are kept once, at their first position.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from pyimgano_deploy.inputs import IMAGE_EXTENSIONS
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+@dataclass
+class InputPlan:
+    """Inputs in processing order, plus what was found but not used."""
+
+    items: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set, repr=False)
+
+    def add(self, path: str) -> None:
+        key = os.path.normpath(path)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.items.append(path)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk(directory: str) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        found.extend(os.path.join(dirpath, name) for name in filenames)
+    return sorted(found, key=lambda p: Path(p).as_posix())
+
+
+def _add_found(plan: InputPlan, paths: Sequence[str]) -> None:
+    for path in paths:
+        if is_image_path(path):
+            plan.add(path)
+        else:
+            plan.skipped.append(path)
+
+
+def _read_list(list_file: str) -> list[str]:
+    path = Path(list_file)
+    if not path.is_file():
+        raise ValueError(f"input list file not found: {list_file}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read input list file {list_file}: {exc}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+def _expand_one(plan: InputPlan, spec: str) -> None:
+    if os.path.isdir(spec):
+        _add_found(plan, _walk(spec))
+    elif any(c in spec for c in _GLOB_CHARS) and not os.path.exists(spec):
+        matches = sorted(glob.glob(spec, recursive=True), key=lambda p: Path(p).as_posix())
+        if not matches:
+            plan.unmatched.append(spec)
+        for match in matches:
+            if os.path.isdir(match):
+                _add_found(plan, _walk(match))
+            else:
+                _add_found(plan, [match])
+    else:
+        plan.add(spec)
+
+
+def expand_inputs(specs: Sequence[str | os.PathLike[str]]) -> InputPlan:
+    """Expand ``specs`` (see the module docstring); ``ValueError`` for an unreadable list file."""
+    plan = InputPlan()
+    for raw in specs:
+        spec = os.fspath(raw)
+        if spec.startswith("@"):
+            lines = _read_list(spec[1:])
+        elif spec.lower().endswith(".txt") and os.path.isfile(spec):
+            lines = _read_list(spec)
+        else:
+            _expand_one(plan, spec)
+            continue
+        for line in lines:
+            _expand_one(plan, line)
+    return plan

@@ -1,0 +1,328 @@
+"""Training configuration: dataclasses with ``from_dict`` validation and a resolved ``to_dict``.
+
+Every error is a :class:`ConfigError` naming the key (dotted path) and what is allowed,
+unknown keys included. ``TrainConfig.from_dict`` applies the recipe's defaults (tiling for
+``industrial-adapt-highres``, the fp40 defects block for ``industrial-adapt-fp40``) and fills
+the model's constructor defaults, so ``to_dict()`` is the complete, reproducible config.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DATASET_KINDS = ("mvtec", "folder", "synthetic")
+DEVICES = ("cpu", "cuda")
+# Detector arguments owned by the top level (or by the CLI) rather than by model.kwargs.
+RESERVED_MODEL_KWARGS = {"device": "device", "seed": "seed", "progress": "(the CLI's progress bars)"}
+FOLDER_DEFAULTS = {"train_dir": "train", "test_normal_dir": "test/normal", "test_anomalous_dir": "test/anomalous", "mask_dir": "masks"}
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message names the key and the allowed values."""
+
+
+# ---------------------------------------------------------------------------- helpers
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected an object/mapping, got {type(data).__name__}")
+    return data
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
+        raise ConfigError(f"unknown key(s) {names}; allowed keys{' in ' + where if where else ''}: {list(allowed)}")
+
+
+def _str(value: Any, key: str, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string{' or null' if optional else ''}, got {value!r}")
+    return value
+
+
+def _int(value: Any, key: str, *, lo: int, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(f"{key}: expected an integer >= {lo}{' or null' if optional else ''}, got {value!r}")
+    return int(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, key: str, *, lo_open: bool, hi_open: bool, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        f = float(value)
+        ok = (f > 0.0 if lo_open else f >= 0.0) and (f < 1.0 if hi_open else f <= 1.0)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}0, 1{')' if hi_open else ']'}"
+        raise ConfigError(f"{key}: expected a number in {rng}{' or null' if optional else ''}, got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------- sections
+@dataclass
+class ModelConfig:
+    name: str = "vision_patchcore"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelConfig":
+        from pyimgano_deploy.models.registry import list_models, model_parameters
+
+        d = _mapping(data, "model")
+        _check_keys(d, ("name", "kwargs"), "model")
+        name = d.get("name", cls.name)
+        if name not in list_models():
+            raise ConfigError(f"model.name: unknown model {name!r}; registered models: {list_models()}")
+        kwargs = dict(_mapping(d.get("kwargs") or {}, "model.kwargs"))
+        for key, owner in RESERVED_MODEL_KWARGS.items():
+            if key in kwargs:
+                raise ConfigError(f"model.kwargs.{key}: not allowed here; it is set by {owner}")
+        params = model_parameters(name)
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            allowed = sorted(set(params) - set(RESERVED_MODEL_KWARGS))
+            raise ConfigError(f"model.kwargs: unknown argument(s) {unknown} for {name}; allowed: {allowed}")
+        resolved = {k: v for k, v in params.items() if k not in RESERVED_MODEL_KWARGS}
+        resolved.update(kwargs)
+        return cls(name=name, kwargs=resolved)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+
+@dataclass
+class DatasetConfig:
+    kind: str
+    root: str | None = None
+    category: str | None = None
+    # folder layout
+    train_dir: str | None = None
+    test_normal_dir: str | None = None
+    test_anomalous_dir: str | None = None
+    mask_dir: str | None = None
+    # synthetic
+    seed: int | None = None
+    n_train: int = 40
+    n_test: int = 20
+    size: int = 128
+
+    KEYS = ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir",
+            "seed", "n_train", "n_test", "size")
+    PER_KIND = {
+        "mvtec": ("kind", "root", "category"),
+        "folder": ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir"),
+        "synthetic": ("kind", "root", "category", "seed", "n_train", "n_test", "size"),
+    }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, default_seed: int) -> "DatasetConfig":
+        d = _mapping(data, "dataset")
+        if "kind" not in d:
+            raise ConfigError(f"dataset.kind: required; expected one of {list(DATASET_KINDS)}")
+        kind = _choice(d["kind"], "dataset.kind", DATASET_KINDS)
+        _check_keys(d, cls.PER_KIND[kind], f"dataset (kind {kind})")
+        root = _str(d.get("root"), "dataset.root", optional=True)
+        category = _str(d.get("category"), "dataset.category", optional=True)
+        out = cls(kind=kind, root=None if root is None else str(Path(root).expanduser().absolute()), category=category)
+        if kind == "mvtec":
+            if out.root is None:
+                raise ConfigError("dataset.root: required for kind 'mvtec' (a category folder or a folder of categories)")
+        elif kind == "folder":
+            out._resolve_folder(d)
+        else:
+            out.category = category or "surface"
+            if out.category == "all":
+                raise ConfigError("dataset.category: 'all' is only for kind 'mvtec'")
+            out.seed = _int(d.get("seed", default_seed), "dataset.seed", lo=0)
+            out.n_train = _int(d.get("n_train", cls.n_train), "dataset.n_train", lo=2)  # type: ignore[assignment]
+            out.n_test = _int(d.get("n_test", cls.n_test), "dataset.n_test", lo=2)  # type: ignore[assignment]
+            out.size = _int(d.get("size", cls.size), "dataset.size", lo=32)  # type: ignore[assignment]
+        return out
+
+    def _resolve_folder(self, d: Mapping[str, Any]) -> None:
+        if self.category == "all":
+            raise ConfigError("dataset.category: 'all' is only for kind 'mvtec'")
+        base = None if self.root is None else Path(self.root)
+        for key, default in FOLDER_DEFAULTS.items():
+            value = _str(d.get(key), f"dataset.{key}", optional=True)
+            if value is None and base is not None:
+                candidate = base / default
+                # train_dir is always filled in (the loader reports a missing one); the optional
+                # test/mask folders only when they exist.
+                value = str(candidate) if key == "train_dir" or candidate.is_dir() else None
+            elif value is not None:
+                p = Path(value).expanduser()
+                value = str(p if p.is_absolute() or base is None else base / p)
+            setattr(self, key, None if value is None else str(Path(value).absolute()))
+        if self.train_dir is None:
+            raise ConfigError("dataset.train_dir: required for kind 'folder' (or give dataset.root holding train/)")
+        self.category = self.category or "folder"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.PER_KIND[self.kind]}
+
+
+@dataclass
+class CalibrationConfig:
+    fraction: float = 0.2
+    quantile: float = 0.99
+    pixel_quantile: float | None = 0.99
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":
+        d = _mapping(data, "calibration")
+        _check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed"), "calibration")
+        return cls(
+            fraction=_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
+            quantile=_fraction(d.get("quantile", cls.quantile), "calibration.quantile", lo_open=True, hi_open=False),  # type: ignore[arg-type]
+            pixel_quantile=_fraction(d.get("pixel_quantile", cls.pixel_quantile), "calibration.pixel_quantile",
+                                     lo_open=True, hi_open=False, optional=True),
+            seed=_int(d.get("seed", default_seed), "calibration.seed", lo=0),  # type: ignore[arg-type]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "quantile": self.quantile, "pixel_quantile": self.pixel_quantile, "seed": self.seed}
+
+
+@dataclass
+class OutputConfig:
+    dir: str
+    save_maps: bool = False
+    report: bool = True
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "OutputConfig":
+        d = _mapping(data, "output")
+        _check_keys(d, ("dir", "save_maps", "report"), "output")
+        if d.get("dir") is None:
+            raise ConfigError("output.dir: required (the run directory to write, e.g. runs/NAME)")
+        out_dir = _str(d["dir"], "output.dir")
+        return cls(
+            dir=str(Path(out_dir).expanduser().absolute()),  # type: ignore[arg-type]
+            save_maps=_bool(d.get("save_maps", False), "output.save_maps"),
+            report=_bool(d.get("report", True), "output.report"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dir": self.dir, "save_maps": self.save_maps, "report": self.report}
+
+
+TOP_KEYS = ("name", "recipe", "model", "dataset", "calibration", "tiling", "defects", "output", "device", "seed")
+
+
+@dataclass
+class TrainConfig:
+    """The whole training configuration (see docs/RECIPES.md for every key)."""
+
+    name: str
+    recipe: str
+    model: ModelConfig
+    dataset: DatasetConfig
+    calibration: CalibrationConfig
+    output: OutputConfig
+    tiling: dict[str, Any] | None = None
+    defects: dict[str, Any] | None = None
+    device: str = "cpu"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "TrainConfig":
+        from pyimgano_deploy.workbench.recipes import get_recipe
+
+        d = _mapping(data, "")
+        _check_keys(d, TOP_KEYS, "")
+        recipe_name = d.get("recipe", "industrial-adapt")
+        try:
+            recipe = get_recipe(recipe_name)
+        except KeyError as exc:
+            raise ConfigError(f"recipe: {exc.args[0]}") from None
+        seed = _int(d.get("seed", 0), "seed", lo=0)
+        device = d.get("device", "cpu")
+        if not (device in DEVICES or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())):
+            raise ConfigError(f"device: expected one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+        if "dataset" not in d:
+            raise ConfigError(f"dataset: required; e.g. {{'kind': 'mvtec', 'root': DIR, 'category': C}} (kinds: {list(DATASET_KINDS)})")
+        if "output" not in d:
+            raise ConfigError("output: required; e.g. {'dir': 'runs/NAME'}")
+        output = OutputConfig.from_dict(d["output"])
+        name = d.get("name") or Path(output.dir).name
+        cfg = cls(
+            name=_str(name, "name"),  # type: ignore[arg-type]
+            recipe=recipe.name,
+            model=ModelConfig.from_dict(d.get("model") or {}),
+            dataset=DatasetConfig.from_dict(d["dataset"], default_seed=seed),  # type: ignore[arg-type]
+            calibration=CalibrationConfig.from_dict(d.get("calibration") or {}, default_seed=seed),  # type: ignore[arg-type]
+            output=output,
+            device=device,
+            seed=seed,  # type: ignore[arg-type]
+        )
+        cfg.tiling, cfg.defects = recipe.resolve_blocks(d.get("tiling"), d.get("defects"))
+        recipe.check(cfg)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "recipe": self.recipe,
+            "model": self.model.to_dict(),
+            "dataset": self.dataset.to_dict(),
+            "calibration": self.calibration.to_dict(),
+            "tiling": None if self.tiling is None else dict(self.tiling),
+            "defects": None if self.defects is None else dict(self.defects),
+            "output": self.output.to_dict(),
+            "device": self.device,
+            "seed": self.seed,
+        }
+
+    def model_kwargs(self, *, progress: bool) -> dict[str, Any]:
+        """Keyword arguments for ``create_model``: the resolved kwargs plus device, seed, progress."""
+        return {**self.model.kwargs, "device": self.device, "seed": self.seed, "progress": progress}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config, or YAML (``.yaml``/``.yml``) when PyYAML is installed."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config: file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(f"--config {p}: reading YAML needs PyYAML (pip install pyyaml), or write the config as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {p}: invalid YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config {p}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {p}: expected an object at the top level, got {type(data).__name__}")
+    return data

@@ -1,0 +1,170 @@
+"""The registry of training recipes (what ``pyimgano-deploy recipes`` lists).
+
+All recipes share one runner (``workbench.train``); a recipe decides which optional blocks
+the run carries (tiling, defects), their defaults, and what it checks up front. The steps
+are documented in docs/RECIPES.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pyimgano_deploy.runtimes.tiling import TilingSpec
+
+if TYPE_CHECKING:
+    from pyimgano_deploy.workbench.config import TrainConfig
+
+COMMON_STEPS = (
+    "load the data set (MVTec layout, plain folders, or a generated synthetic set)",
+    "split the training normals: a seeded held-out calibration split (default 20 %), never used for fitting",
+    "create the detector from the model registry and fit it on the remaining training normals",
+    "calibrate the image threshold (quantile of calibration scores) and the pixel threshold "
+    "(quantile of calibration-map pixels), each with provenance",
+    "evaluate on the test split: image AUROC / AP / F1 and confusion at the threshold; pixel AUROC and AUPRO when masks exist",
+    "write the run directory: config.json, report.json, environment.json, per_image.jsonl, model/, "
+    "artifacts/infer_config.json, optional maps/, report.html",
+)
+
+HIGHRES_TILING = TilingSpec(tile=512, stride=384, blend="hann", score_reduction="topk_mean", topk=100)
+
+
+def _fp40_defaults() -> dict[str, Any]:
+    from pyimgano_deploy.postprocess.defects import DEFECTS_PRESETS
+
+    return DEFECTS_PRESETS["fp40"].to_dict()
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named training recipe."""
+
+    name: str
+    summary: str
+    steps: tuple[str, ...]
+    tiling: TilingSpec | None = None  # defaults of the tiling block; None = no tiling allowed
+    defects_preset: str | None = None  # name of the defects preset filled into infer_config.json
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def defaults(self) -> dict[str, Any]:
+        """The config defaults this recipe sets (beyond the common ones)."""
+        from pyimgano_deploy.workbench.config import CalibrationConfig
+
+        cal = CalibrationConfig()
+        return {
+            "model": {"name": "vision_patchcore", "kwargs": "registry defaults (see `pyimgano-deploy models info NAME`)"},
+            "calibration": {"fraction": cal.fraction, "quantile": cal.quantile, "pixel_quantile": cal.pixel_quantile,
+                            "seed": "top-level seed"},
+            "output": {"save_maps": False, "report": True},
+            "device": "cpu",
+            "seed": 0,
+            "tiling": None if self.tiling is None else self.tiling.to_dict(),
+            "defects": None if self.defects_preset is None else _fp40_defaults(),
+        }
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "summary": self.summary, "steps": list(self.steps), "notes": list(self.notes),
+                "defaults": self.defaults()}
+
+    def resolve_blocks(self, tiling: Any, defects: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Merge user-given ``tiling`` / ``defects`` over this recipe's defaults and validate them."""
+        from pyimgano_deploy.postprocess.defects import DefectsConfig
+        from pyimgano_deploy.workbench.config import ConfigError
+
+        resolved_tiling = None
+        if self.tiling is None:
+            if tiling is not None:
+                raise ConfigError(f"tiling: recipe {self.name!r} does not tile images; use recipe "
+                                  "'industrial-adapt-highres' (or set tiling to null)")
+        else:
+            if tiling is not None and not isinstance(tiling, Mapping):
+                raise ConfigError(f"tiling: expected an object with keys {list(self.tiling.to_dict())}, got {tiling!r}")
+            try:
+                resolved_tiling = TilingSpec.from_dict({**self.tiling.to_dict(), **dict(tiling or {})}).to_dict()
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"tiling: {exc}") from None
+        base = _fp40_defaults() if self.defects_preset else {}
+        if defects is None and not base:
+            return resolved_tiling, None
+        if defects is not None and not isinstance(defects, Mapping):
+            raise ConfigError(f"defects: expected an object of DefectsConfig keys or null, got {defects!r}")
+        try:
+            resolved_defects = DefectsConfig.from_dict({**base, **dict(defects or {})}).to_dict()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"defects: {exc}") from None
+        return resolved_tiling, resolved_defects
+
+    def check(self, cfg: "TrainConfig") -> None:
+        """Recipe-specific checks of a resolved config (raise ConfigError)."""
+        from pyimgano_deploy.models.registry import model_info
+        from pyimgano_deploy.workbench.config import ConfigError
+
+        if cfg.defects is not None:
+            if "pixel_map" not in model_info(cfg.model.name)["tags"]:
+                raise ConfigError(f"defects: model {cfg.model.name!r} has no pixel map (tag 'pixel_map'); "
+                                  "defects need an anomaly map")
+            if cfg.defects.get("pixel_threshold_source") == "bundle" and cfg.calibration.pixel_quantile is None:
+                raise ConfigError("calibration.pixel_quantile: required when defects.pixel_threshold_source is "
+                                  "'bundle' (the defects take the calibrated pixel threshold); set a quantile "
+                                  "in (0, 1] or change defects.pixel_threshold_source to 'fixed'")
+        if self.tiling is not None and cfg.tiling is not None:
+            size = cfg.model.kwargs.get("image_size")
+            size = max(size) if isinstance(size, (list, tuple)) and size else size
+            if isinstance(size, int) and size > cfg.tiling["tile"]:
+                raise ConfigError(f"tiling.tile: {cfg.tiling['tile']} px is smaller than model.kwargs.image_size "
+                                  f"{size}: tiles would be upsampled; use tile >= image_size")
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="industrial-adapt",
+            summary="Fit on normals, calibrate thresholds on a held-out normal split, evaluate, write a run directory.",
+            steps=COMMON_STEPS,
+        ),
+        Recipe(
+            name="industrial-adapt-highres",
+            summary="industrial-adapt on tiles for 2K/4K images: fit on tiles, Hann-blended maps, top-k mean score.",
+            steps=(
+                COMMON_STEPS[0],
+                COMMON_STEPS[1],
+                "cut every fitting image into tile x tile crops (stride apart, the last row/column flush with "
+                "the edge) and fit the detector on the tiles, so fit and inference see the same scale",
+                "score each image tile by tile; blend the tile maps (resized to the tile size) with a Hann "
+                "window into a full-resolution map; image score = top-k mean of that map",
+                COMMON_STEPS[3],
+                COMMON_STEPS[4] + " (maps are compared at model scale: the blended map is area-resized to "
+                "image size x image_size / tile)",
+                COMMON_STEPS[5] + "; the tiling block travels into infer_config.json",
+            ),
+            tiling=HIGHRES_TILING,
+            notes=("tile >= model image_size (tiles are downsampled to the model input, never upsampled)",
+                   "fitting keeps all tiles of the fitting images in memory"),
+        ),
+        Recipe(
+            name="industrial-adapt-fp40",
+            summary="industrial-adapt plus the fp40 defects defaults (false-positive control) in infer_config.json.",
+            steps=COMMON_STEPS[:-1] + (
+                "run the fp40 defects pipeline on the calibration and test maps and report how many images "
+                "get at least one region (false-positive check on normals)",
+                COMMON_STEPS[-1] + "; infer_config.json carries the defects block (DefectsConfig preset fp40)",
+            ),
+            defects_preset="fp40",
+            notes=("needs a pixel threshold: calibration.pixel_quantile must not be null",
+                   "needs a model with a pixel map (tag pixel_map)",
+                   "defects keys given in the config override the preset's values"),
+        ),
+    )
+}
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: Any) -> Recipe:
+    """The recipe called ``name``; KeyError listing the known names otherwise."""
+    if not isinstance(name, str) or name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; known recipes: {list_recipes()}")
+    return RECIPES[name]
