@@ -11,6 +11,8 @@ from typing import Any, Iterator
 
 import click
 
+from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
+
 _LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
 
 
@@ -76,6 +78,7 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+@defects_options
 def infer(
     bundle_path: str,
     inputs: tuple[str, ...],
@@ -91,12 +94,16 @@ def infer(
     max_errors: int,
     fsync: bool,
     as_json: bool,
+    **defects_kwargs: Any,
 ) -> None:
     """Score images with a bundle and write JSONL records (one per input, flushed as written).
 
     Exit status: 0 when every input succeeded or the number of failed inputs is at most
     --max-errors; 1 otherwise (including an invalid bundle or no inputs); 2 for usage errors.
+    Defects options (see docs/DEFECTS.md) override the bundle's defects block.
     """
+    import dataclasses
+
     from pyimgano_deploy.bundles import BundleError
     from pyimgano_deploy.runtimes.errors import EngineLoadError
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, make_record
@@ -104,6 +111,7 @@ def infer(
     from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
     from pyimgano_deploy.runtimes.sources import expand_inputs
 
+    defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
     try:
         plan = expand_inputs(inputs)
     except ValueError as exc:
@@ -122,6 +130,7 @@ def infer(
     except EngineLoadError as exc:
         _fail(f"cannot load an engine of {bundle_path}: {exc}", as_json)
     info = runtime.engine_info
+    dplan = resolve_defects(defects_flags, runtime.bundle)
     if not as_json:
         click.echo(f"engine: {info['engine']} {info['file']} ({info['precision']}, {info['device']}), batch {runtime.batch_size}", err=True)
 
@@ -141,7 +150,8 @@ def infer(
     start = time.perf_counter()
     show_bar = not as_json and sys.stderr.isatty()
     with runtime, JsonlWriter(jsonl, append=resume, fsync=fsync) as writer, _progress(len(todo), show_bar) as bar:
-        stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None)
+        stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None or (dplan is not None and dplan.needs_maps),
+                                    defects=None if dplan is None else dplan.runtime_config)
         for (index, path), item in zip(todo, stream):
             result, saved = item.result, None
             if result.ok and maps_out is not None and result.anomaly_map is not None:
@@ -149,6 +159,12 @@ def infer(
                     saved = _save_map(maps_out, index, path, result.anomaly_map)
                 except (OSError, ValueError) as exc:
                     err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
+                    result = InferenceResult.failure(err, result.threshold)
+            if result.ok and dplan is not None and item.defects_result is not None:
+                try:
+                    result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map))
+                except (OSError, ValueError) as exc:
+                    err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
                     result = InferenceResult.failure(err, result.threshold)
             writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved))
             errors += not result.ok
@@ -175,6 +191,8 @@ def infer(
         "maps_dir": maps_out.as_posix() if maps_out else None,
         "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers")},
     }
+    if dplan is not None:
+        summary["defects"] = dplan.summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -190,6 +208,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"time: {s['elapsed_s']} s  ({rate})",
         f"records: {s['jsonl']}" + (f"  maps: {s['maps_dir']}" if s["maps_dir"] else ""),
     ]
+    if "defects" in s:
+        d = s["defects"]
+        lines.append(f"defects: {d['regions']} region(s) in {d['images_with_regions']} image(s), pixel threshold "
+                     f"{d['pixel_threshold']['value']:.6g} ({d['pixel_threshold']['source']})")
     skipped = s["skipped_files"]
     if skipped:
         lines.append(f"skipped {len(skipped)} non-image file(s):")

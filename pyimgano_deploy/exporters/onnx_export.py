@@ -56,6 +56,21 @@ def _initializer_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def _declare_output_shapes(model: onnx.ModelProto, height: int, width: int) -> None:
+    """Write the contract's output shapes into the graph (the tracer leaves H, W unnamed),
+    so runtimes and TensorRT see ``score [batch]`` and ``anomaly_map [batch, H, W]``."""
+    wanted = {OUTPUT_NAMES[0]: ["batch"], OUTPUT_NAMES[1]: ["batch", height, width]}
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        del dims[:]
+        for d in wanted[out.name]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = int(d)
+
+
 def export_module(
     module: torch.nn.Module,
     example: np.ndarray,
@@ -95,6 +110,8 @@ def export_module(
                 dynamic_axes=dynamic, do_constant_folding=True,
             )
     model = onnx.load(str(path))
+    _declare_output_shapes(model, example.shape[1], example.shape[2])
+    onnx.save_model(model, str(path))
     external = None
     if _initializer_bytes(model) > external_data_threshold:
         external = path.name + EXTERNAL_DATA_SUFFIX

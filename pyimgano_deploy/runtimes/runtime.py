@@ -65,6 +65,9 @@ class RuntimeItem:
     input: str
     result: InferenceResult
     timing_ms: float
+    #: the ``postprocess.defects.DefectsResult`` (mask + regions, map space) when defects were
+    #: asked and extracted, for callers that save masks / RLE / overlays; ``None`` otherwise.
+    defects_result: Any = None
 
 
 @dataclass
@@ -267,7 +270,7 @@ class Runtime:
     # ------------------------------------------------------------------ scoring
     def _score_chunk(self, prepared: list[_Prepared], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
         ok = [p for p in prepared if p.error is None]
-        done: dict[int, tuple[InferenceResult, float]] = {}
+        done: dict[int, tuple[InferenceResult, float, Any]] = {}
         if ok:
             t0 = time.perf_counter()
             try:
@@ -276,52 +279,55 @@ class Runtime:
                 share = (time.perf_counter() - t0) * 1e3 / len(ok)
                 err = InferenceError(type(exc).__name__, str(exc), "inference")
                 for p in ok:
-                    done[p.index] = (InferenceResult.failure(err, self.threshold), p.ms + share)
+                    done[p.index] = (InferenceResult.failure(err, self.threshold), p.ms + share, None)
             else:
                 share = (time.perf_counter() - t0) * 1e3 / len(ok)
                 for j, p in enumerate(ok):
                     t1 = time.perf_counter()
-                    result = self._finish(p, scores[j], maps[j], include_maps, defects)
-                    done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3)
+                    result, found = self._finish(p, scores[j], maps[j], include_maps, defects)
+                    done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3, found)
         for p in prepared:
             if p.error is not None:
                 yield RuntimeItem(p.index, p.input, InferenceResult.failure(p.error, self.threshold), p.ms)
             else:
-                result, ms = done[p.index]
-                yield RuntimeItem(p.index, p.input, result, ms)
+                result, ms, found = done[p.index]
+                yield RuntimeItem(p.index, p.input, result, ms, found)
 
     def _finish(
         self, p: _Prepared, score: np.floating, amap: np.ndarray, include_maps: bool, defects: Any
-    ) -> InferenceResult:
+    ) -> tuple[InferenceResult, Any]:
+        """The result for one scored item, and the ``DefectsResult`` when defects were extracted."""
         value = float(score)
         if not math.isfinite(value):
             err = InferenceError("NonFiniteScore", f"engine returned score={value} for {p.input}", "inference")
-            return InferenceResult.failure(err, self.threshold)
-        out_map, defects_record = None, None
+            return InferenceResult.failure(err, self.threshold), None
+        out_map, found = None, None
         if include_maps or defects is not None:
             if not np.all(np.isfinite(amap)):
                 err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf map values for {p.input}", "inference")
-                return InferenceResult.failure(err, self.threshold)
+                return InferenceResult.failure(err, self.threshold), None
             try:
                 if include_maps:
                     out_map = self.map_to_original(amap, p.orig_hw)  # type: ignore[arg-type]
                 if defects is not None:
-                    defects_record = self._defects(amap, p.orig_hw, defects)  # type: ignore[arg-type]
+                    found = self._defects(amap, p.orig_hw, defects)  # type: ignore[arg-type]
             except (ValueError, cv2.error) as exc:
-                return InferenceResult.failure(InferenceError(type(exc).__name__, str(exc), "postprocess"), self.threshold)
-        return InferenceResult(
+                err = InferenceError(type(exc).__name__, str(exc), "postprocess")
+                return InferenceResult.failure(err, self.threshold), None
+        result = InferenceResult(
             score=value,
             label=apply_threshold(value, self.threshold),
             threshold=self.threshold,
             anomaly_map=out_map,
-            defects=defects_record,
+            defects=None if found is None else found.to_record(),
         )
+        return result, found
 
-    def _defects(self, amap: np.ndarray, orig_hw: tuple[int, int], config: Any) -> dict[str, Any]:
+    def _defects(self, amap: np.ndarray, orig_hw: tuple[int, int], config: Any) -> Any:
+        """``DefectsResult`` of one model-resolution map (boxes also scaled to ``orig_hw``)."""
         from pyimgano_deploy.postprocess.defects import extract_defects  # noqa: PLC0415 - only when asked
 
-        found = extract_defects(amap, config, pixel_threshold=self.bundle.pixel_threshold, image_size=orig_hw)
-        return found.to_record()
+        return extract_defects(amap, config, pixel_threshold=self.bundle.pixel_threshold, image_size=orig_hw)
 
     def map_to_original(self, amap: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
         """A model-resolution map → float32 ``[H, W]`` at the original image size (bilinear).

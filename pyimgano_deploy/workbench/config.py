@@ -87,7 +87,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":
-        from pyimgano_deploy.models.registry import list_models, model_parameters
+        from pyimgano_deploy.models.registry import create_model, list_models, model_parameters
 
         d = _mapping(data, "model")
         _check_keys(d, ("name", "kwargs"), "model")
@@ -105,6 +105,10 @@ class ModelConfig:
             raise ConfigError(f"model.kwargs: unknown argument(s) {unknown} for {name}; allowed: {allowed}")
         resolved = {k: v for k, v in params.items() if k not in RESERVED_MODEL_KWARGS}
         resolved.update(kwargs)
+        try:  # constructing a detector only validates its arguments (no weights are loaded)
+            create_model(name, **resolved, progress=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model.kwargs: {exc}") from None
         return cls(name=name, kwargs=resolved)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +233,8 @@ class OutputConfig:
         return {"dir": self.dir, "save_maps": self.save_maps, "report": self.report}
 
 
-TOP_KEYS = ("name", "recipe", "model", "dataset", "calibration", "tiling", "defects", "output", "device", "seed")
+CONFIG_SCHEMA_VERSION = "1.0"
+TOP_KEYS = ("schema_version", "name", "recipe", "model", "dataset", "calibration", "tiling", "defects", "output", "device", "seed")
 
 
 @dataclass
@@ -253,6 +258,9 @@ class TrainConfig:
 
         d = _mapping(data, "")
         _check_keys(d, TOP_KEYS, "")
+        version = d.get("schema_version", CONFIG_SCHEMA_VERSION)
+        if str(version).split(".")[0] != CONFIG_SCHEMA_VERSION.split(".")[0]:
+            raise ConfigError(f"schema_version: {version!r} is not supported; expected {CONFIG_SCHEMA_VERSION!r}")
         recipe_name = d.get("recipe", "industrial-adapt")
         try:
             recipe = get_recipe(recipe_name)
@@ -284,6 +292,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema_version": CONFIG_SCHEMA_VERSION,
             "name": self.name,
             "recipe": self.recipe,
             "model": self.model.to_dict(),

@@ -108,6 +108,8 @@ class Recipe:
                                   "'bundle' (the defects take the calibrated pixel threshold); set a quantile "
                                   "in (0, 1] or change defects.pixel_threshold_source to 'fixed'")
         if self.tiling is not None and cfg.tiling is not None:
+            if cfg.model.kwargs.get("center_crop") is not None:
+                raise ConfigError("model.kwargs.center_crop: must be null with tiling (each tile map must cover its whole tile)")
             size = cfg.model.kwargs.get("image_size")
             size = max(size) if isinstance(size, (list, tuple)) and size else size
             if isinstance(size, int) and size > cfg.tiling["tile"]:

@@ -133,7 +133,7 @@ class Detector(ABC):
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=None)
         try:
             for idx, batch in batches:
                 yield batch

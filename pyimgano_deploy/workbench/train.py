@@ -1,0 +1,220 @@
+"""The recipe runner: data → split → fit → calibrate → evaluate → run directory.
+
+``run_training(config)`` runs one category, or every category of an MVTec tree when
+``dataset.category`` is ``"all"`` (one run directory per category under
+``<out>/categories/<cat>/`` plus ``summary.json``), and returns a JSON-ready summary.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pyimgano_deploy._version import __version__
+from pyimgano_deploy.datasets import AnomalyDataset, DatasetError, list_mvtec_categories, load_folder, load_mvtec
+from pyimgano_deploy.runtimes.tiling import TilingSpec
+from pyimgano_deploy.workbench import rundir
+from pyimgano_deploy.workbench.calibration import Thresholds, calibrate_thresholds, split_calibration
+from pyimgano_deploy.workbench.config import TrainConfig
+from pyimgano_deploy.workbench.evaluate import defects_check, image_metrics, pixel_metrics
+from pyimgano_deploy.workbench.scoring import ScoredSplit, SplitScorer
+
+Log = Callable[[str], None]
+SUMMARY_METRICS = (("image", "auroc"), ("image", "ap"), ("image", "f1"), ("pixel", "auroc"), ("pixel", "aupro"))
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def load_dataset(cfg: TrainConfig, out_dir: Path) -> AnomalyDataset:
+    """The data set of ``cfg`` (a synthetic one is generated first, into ``<out>/data`` by default)."""
+    d = cfg.dataset
+    if d.kind == "mvtec":
+        return load_mvtec(d.root, d.category)  # type: ignore[arg-type]
+    if d.kind == "folder":
+        return load_folder(d.train_dir, test_normal_dir=d.test_normal_dir, test_anomalous_dir=d.test_anomalous_dir,  # type: ignore[arg-type]
+                           mask_dir=d.mask_dir, name=d.category or "folder")
+    from pyimgano_deploy.datasets import generate_synthetic_dataset
+
+    root = Path(d.root) if d.root else out_dir / "data"
+    cat_dir = generate_synthetic_dataset(root, seed=d.seed or 0, n_train=d.n_train, n_test=d.n_test, size=d.size,
+                                         category=d.category or "surface")
+    return load_mvtec(cat_dir)
+
+
+def _pixel_threshold_for_defects(defects: dict[str, Any], thresholds: Thresholds, cal: ScoredSplit) -> float | None:
+    from pyimgano_deploy.postprocess.defects import DefectsConfig, calibrate_for_config
+
+    config = DefectsConfig.from_dict(defects)
+    if config.pixel_threshold_source == "fixed":
+        return float(config.pixel_threshold_value)  # type: ignore[arg-type]
+    if config.pixel_threshold_source == "normal_quantile":
+        return calibrate_for_config(cal.maps, config, source_split="calibration").value
+    return None if thresholds.pixel is None else thresholds.pixel.value
+
+
+def _per_image_records(out: Path, splits: dict[str, ScoredSplit], threshold: float, save_maps: bool) -> list[dict[str, Any]]:
+    records = []
+    index = 0
+    if save_maps:
+        (out / rundir.MAPS_DIR).mkdir(parents=True, exist_ok=True)
+    for split_name, split in splits.items():
+        for sample, score, amap in zip(split.samples, split.scores, split.maps):
+            map_rel = None
+            if save_maps:
+                map_rel = f"{rundir.MAPS_DIR}/{split_name}_{index:05d}_{Path(sample.path).stem}.npy"
+                np.save(out / map_rel, np.ascontiguousarray(amap, dtype=np.float32), allow_pickle=False)
+            records.append({
+                "schema_version": rundir.SCHEMA_VERSION, "index": index, "input": sample.path, "split": split_name,
+                "y_true": int(sample.label), "defect_type": sample.defect_type, "mask": sample.mask_path,
+                "score": float(score), "label": int(float(score) >= threshold), "threshold": float(threshold),
+                "map": map_rel,
+            })
+            index += 1
+    return records
+
+
+def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dict[str, Any]:
+    from pyimgano_deploy.models.registry import create_model
+
+    timings: dict[str, float] = {}
+    t_start = t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 4)
+        t = now
+
+    ds = load_dataset(cfg, out)
+    if not ds.test:
+        raise DatasetError(f"the test split of {ds.root} is empty: evaluation needs test images")
+    fit_samples, cal_samples = split_calibration(ds.train, cfg.calibration.fraction, cfg.calibration.seed)
+    lap("load")
+    log(f"[{cfg.name}] {ds.category}: {len(fit_samples)} fit / {len(cal_samples)} calibration / {len(ds.test)} test images")
+
+    tiling = None if cfg.tiling is None else TilingSpec.from_dict(cfg.tiling)
+    detector = create_model(cfg.model.name, **cfg.model_kwargs(progress=progress))
+    scorer = SplitScorer(detector, tiling, progress=progress)
+    fit_inputs = scorer.fit_inputs(fit_samples)
+    what = f"{len(fit_inputs)} tiles of {len(fit_samples)} images" if tiling else f"{len(fit_samples)} images"
+    log(f"[{cfg.name}] fitting {cfg.model.name} on {what} (feature extraction, then the detector head)")
+    detector.fit(fit_inputs, input_format=scorer.fit_input_format)
+    del fit_inputs
+    lap("fit")
+
+    cal = scorer.score(cal_samples, "scoring calibration")
+    thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=cfg.calibration.quantile,
+                                      pixel_quantile=cfg.calibration.pixel_quantile)
+    detector.threshold, detector.pixel_threshold = thresholds.image, thresholds.pixel
+    lap("calibrate")
+
+    test = scorer.score(ds.test, "scoring test")
+    threshold = thresholds.image.value
+    metrics = {"image": image_metrics(test, threshold), "pixel": pixel_metrics(test, scorer)}
+    check = None
+    if cfg.defects is not None:
+        pixel_thr = _pixel_threshold_for_defects(cfg.defects, thresholds, cal)
+        if pixel_thr is not None:
+            check = defects_check(cfg.defects, pixel_thr, {"calibration": cal, "test": test})
+    lap("evaluate")
+
+    thr_dict = thresholds.to_dict()
+    detector.save(out / "model")
+    rundir.write_json(out / rundir.CONFIG, cfg.to_dict())
+    rundir.write_json(out / rundir.ENVIRONMENT, rundir.capture_run_environment())
+    rundir.write_jsonl(out / rundir.PER_IMAGE, _per_image_records(out, {"calibration": cal, "test": test}, threshold, cfg.output.save_maps))
+    rundir.write_json(out / rundir.INFER_CONFIG, rundir.build_infer_config(detector, thr_dict, cfg.tiling, cfg.defects))
+    lap("write")
+    if cfg.output.report:
+        from pyimgano_deploy.workbench.run_report import write_run_report
+
+        write_run_report(out / rundir.REPORT_HTML, title=f"{cfg.name} — {cfg.model.name} on {ds.category}",
+                         metrics=rundir.json_safe(metrics), thresholds=thr_dict, test=test, threshold=threshold,
+                         preprocess=None if tiling else detector.preprocess)
+        lap("report")
+    timings["total"] = round(time.perf_counter() - t_start, 4)
+
+    report = {
+        "schema_version": rundir.SCHEMA_VERSION,
+        "timestamp": _utc_now(),
+        "toolkit": {"name": "pyimgano-deploy", "version": __version__},
+        "name": cfg.name,
+        "recipe": cfg.recipe,
+        "model": {"name": detector.model_name, "family": detector.family, "hyperparameters": detector.hyperparameters(),
+                  "fitted": detector.fit_summary, "input_size": list(detector.input_size)},
+        "dataset": {"kind": cfg.dataset.kind, **ds.summary(), "n_fit": len(fit_samples),
+                    "n_calibration": len(cal_samples), "n_test": len(ds.test)},
+        "splits": {"fit": [s.path for s in fit_samples], "calibration": [s.path for s in cal_samples],
+                   "calibration_fraction": cfg.calibration.fraction, "calibration_seed": cfg.calibration.seed},
+        "metrics": metrics,
+        "thresholds": thr_dict,
+        "timings_s": timings,
+        "tiling": cfg.tiling,
+        "defects": cfg.defects,
+        "defects_check": check,
+    }
+    rundir.write_json(out / rundir.REPORT, report)
+    return {
+        "ok": True, "run_dir": str(out), "name": cfg.name, "recipe": cfg.recipe, "category": ds.category,
+        "metrics": rundir.json_safe(metrics),
+        "thresholds": {"image": threshold, "pixel": None if thresholds.pixel is None else thresholds.pixel.value},
+        "timings_s": timings,
+    }
+
+
+def _metric(summary: dict[str, Any], level: str, key: str) -> float | None:
+    block = (summary.get("metrics") or {}).get(level) or {}
+    value = block.get(key)
+    return None if value is None else float(value)
+
+
+def _run_all(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dict[str, Any]:
+    categories = list_mvtec_categories(cfg.dataset.root)  # type: ignore[arg-type]
+    if not categories:
+        raise DatasetError(f"no categories (folders holding train/) under {cfg.dataset.root}")
+    t0 = time.perf_counter()
+    rundir.write_json(out / rundir.CONFIG, cfg.to_dict())
+    results: dict[str, Any] = {}
+    for cat in categories:
+        sub = copy.deepcopy(cfg)
+        sub.dataset.category = cat
+        sub.name = f"{cfg.name}/{cat}"
+        sub.output.dir = str(out / rundir.CATEGORIES_DIR / cat)
+        Path(sub.output.dir).mkdir(parents=True, exist_ok=True)
+        results[cat] = _run_single(sub, Path(sub.output.dir), progress=progress, log=log)
+    mean = {}
+    for level, key in SUMMARY_METRICS:
+        values = [v for v in (_metric(r, level, key) for r in results.values()) if v is not None]
+        mean[f"{level}_{key}"] = float(np.mean(values)) if values else None
+    summary = {
+        "schema_version": rundir.SCHEMA_VERSION, "timestamp": _utc_now(), "name": cfg.name, "recipe": cfg.recipe,
+        "toolkit": {"name": "pyimgano-deploy", "version": __version__},
+        "categories": {c: {"run_dir": f"{rundir.CATEGORIES_DIR}/{c}", "metrics": r["metrics"], "thresholds": r["thresholds"],
+                           "timings_s": r["timings_s"]} for c, r in results.items()},
+        "mean": mean, "timings_s": {"total": round(time.perf_counter() - t0, 4)},
+    }
+    rundir.write_json(out / rundir.SUMMARY, summary)
+    return {"ok": True, "run_dir": str(out), "name": cfg.name, "recipe": cfg.recipe, "categories": results, "mean": mean,
+            "timings_s": summary["timings_s"]}
+
+
+def run_training(cfg: TrainConfig, *, force: bool = False, progress: bool = True, log: Log | None = None) -> dict[str, Any]:
+    """Run ``cfg`` and write its run directory; returns the JSON-ready summary (run dir,
+    metrics, thresholds, timings). Raises RunDirExistsError, ConfigError, DatasetError, …"""
+    log = log or _stderr
+    out = rundir.prepare_out_dir(cfg.output.dir, force=force)
+    if cfg.dataset.kind == "mvtec" and cfg.dataset.category == "all":
+        return _run_all(cfg, out, progress=progress, log=log)
+    return _run_single(cfg, out, progress=progress, log=log)
