@@ -8,7 +8,7 @@ off) and ``fp40`` (``DEFECTS_PRESETS["fp40"]``) — and compares them with the g
 (resized to the map size with nearest neighbour) using ``workbench.region_eval``. Prints JSON.
 
     python benchmarks/bench_defects.py [--data ../shared/data/hazelnut_toy] [--n-calib 6]
-        [--pixel-quantiles 0.99,0.995,0.999] [--bundle-out DIR]
+        [--pixel-quantiles 0.99,0.999,0.995,0.95] [--ablate] [--bundle-out DIR]
 
 ``--bundle-out DIR`` also writes the fitted run (DIR/run, infer_config with the fp40 defects
 block, as the industrial-adapt-fp40 recipe does) and exports it to DIR/bundle.
@@ -52,7 +52,10 @@ def _gt_masks(samples: list[Any], shape: tuple[int, int]) -> list[np.ndarray | N
     return out
 
 
-def _evaluate(maps: np.ndarray, gts: list[np.ndarray | None], config: Any, threshold: float) -> dict[str, Any]:
+def _evaluate(maps: np.ndarray, gts: list[np.ndarray | None], config: Any, threshold: float,
+              cal_maps: np.ndarray | None = None) -> dict[str, Any]:
+    """Region metrics on the test maps; with ``cal_maps`` also the false-positive regions per
+    held-out calibration normal (in-sample for the threshold: it was computed on them)."""
     from pyimgano_deploy.postprocess.defects import extract_defects
     from pyimgano_deploy.workbench.region_eval import evaluate_regions
 
@@ -61,7 +64,34 @@ def _evaluate(maps: np.ndarray, gts: list[np.ndarray | None], config: Any, thres
     ms = (time.perf_counter() - t) * 1e3 / len(maps)
     out = evaluate_regions(preds, gts).to_dict()
     out.pop("rule")
+    if cal_maps is not None:
+        cal = evaluate_regions([extract_defects(m, config, pixel_threshold=threshold).mask for m in cal_maps],
+                               [None] * len(cal_maps))
+        out["fp_regions_per_calibration_image"] = cal.fp_regions_per_normal_image
     out["extract_ms_per_image"] = round(ms, 3)
+    return out
+
+
+#: fp40 with one step turned off at a time (``--ablate``): which knob moves the numbers.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_border": {"border_ignore_px": 0},
+    "no_smoothing": {"smoothing": "none"},
+    "no_hysteresis": {"hysteresis_low_ratio": None},
+    "no_morphology": {"open_ksize": 0, "close_ksize": 0},
+    "no_fill_holes": {"fill_holes": False},
+    "no_min_area": {"min_area": 0},
+    "no_min_score": {"min_score_max_ratio": None},
+    "no_merge": {"merge_gap_px": None},
+}
+
+
+def _ablate(maps: np.ndarray, gts: list[np.ndarray | None], threshold: float) -> dict[str, Any]:
+    from pyimgano_deploy.postprocess import DEFECTS_PRESETS
+
+    out = {}
+    for name, change in ABLATIONS.items():
+        r = _evaluate(maps, gts, DEFECTS_PRESETS["fp40"].with_overrides(**change), threshold)
+        out[name] = {k: r[k] for k in ("precision", "recall", "n_pred", "n_tp", "n_gt_detected", "fp_regions_per_normal_image")}
     return out
 
 
@@ -101,9 +131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-calib", type=int, default=6, help="train/good images held out for calibration")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-quantile", type=float, default=0.99)
-    ap.add_argument("--pixel-quantiles", default="0.99,0.995,0.999",
+    ap.add_argument("--pixel-quantiles", default="0.99,0.999,0.995,0.95",
                     help="comma-separated; the first is the headline (0.99 = the workbench default)")
     ap.add_argument("--bundle-out", type=Path, default=None)
+    ap.add_argument("--ablate", action="store_true", help="also run fp40 with one step off at a time")
     args = ap.parse_args(argv)
 
     from pyimgano_deploy.datasets import load_mvtec
@@ -136,7 +167,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pixel_cals[q] = pixel_cal
         entry = {"pixel_quantile": q, "pixel_threshold": pixel_cal.value}
         for name, config in configs.items():
-            entry[name] = _evaluate(test_maps, gts, config, pixel_cal.value)
+            entry[name] = _evaluate(test_maps, gts, config, pixel_cal.value, cal_maps)
+        if args.ablate:
+            entry["fp40_ablation"] = _ablate(test_maps, gts, pixel_cal.value)
         results.append(entry)
 
     from pyimgano_deploy.workbench.region_eval import DEFAULT_MIN_OVERLAP, RULE

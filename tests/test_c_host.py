@@ -42,14 +42,11 @@ def _compiler() -> str | None:
 def _ldflags() -> list[str] | None:
     """``python3-config --ldflags --embed`` of this interpreter, else the same from sysconfig."""
     config = Path(sys.executable).parent / f"python{_var('VERSION')}-config"
+    flags = None
     if config.is_file():
         proc = subprocess.run([str(config), "--ldflags", "--embed"], capture_output=True, text=True)
         if proc.returncode == 0 and proc.stdout.strip():
             flags = shlex.split(proc.stdout)
-        else:
-            flags = None
-    else:
-        flags = None
     shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
     libdir, libpl = _var("LIBDIR"), _var("LIBPL")
     lib = Path(libdir, _var("LDLIBRARY")) if shared else Path(libpl, _var("LIBRARY"))
@@ -58,7 +55,8 @@ def _ldflags() -> list[str] | None:
     if not lib.is_file():
         return None
     if flags is None:
-        flags = [f"-L{lib.parent}", f"-lpython{_var('LDVERSION')}", *shlex.split(_var("LIBS")), *shlex.split(_var("SYSLIBS"))]
+        flags = [f"-L{lib.parent}", f"-lpython{_var('LDVERSION')}", *shlex.split(_var("LIBS"))]
+        flags += shlex.split(_var("SYSLIBS"))
     # static libpython: extension modules (numpy, cv2) resolve the C API from the executable
     return [*flags, *shlex.split(_var("LINKFORSHARED")), f"-Wl,-rpath,{libdir}"]
 

@@ -63,7 +63,7 @@ def test_defaults_are_resolved(tmp_path: Path) -> None:
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, over: dict[str, Any], needle: str) -> None:
-    with pytest.raises(ConfigError, match=None) as info:
+    with pytest.raises(ConfigError) as info:
         TrainConfig.from_dict(_cfg(tmp_path, **over))
     assert needle in str(info.value)
 
@@ -153,3 +153,22 @@ def test_calibrate_thresholds_provenance() -> None:
     assert th.image.code_path.endswith("calibrate_thresholds")
     assert th.pixel is not None and th.pixel.value == pytest.approx(0.5) and th.pixel.n_values == 11 * 16
     assert calibrate_thresholds(scores, maps, quantile=0.9, pixel_quantile=None).pixel is None
+
+
+def test_yaml_without_pyyaml_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "yaml", None)  # makes `import yaml` raise ImportError
+    (tmp_path / "c.yml").write_text("dataset: {kind: synthetic}\n")
+    with pytest.raises(ConfigError, match="PyYAML"):
+        load_config_file(tmp_path / "c.yml")
+
+
+def test_cuda_device_needs_cuda(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        assert TrainConfig.from_dict(_cfg(tmp_path, device="cuda")).device == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="device"):
+            TrainConfig.from_dict(_cfg(tmp_path, device="cuda"))

@@ -206,7 +206,7 @@ class DefectsPlan:
                 mask_path = save_mask_png(found.mask, self.masks_dir / f"{stem}_mask.png").as_posix()
             if self.overlays_dir is not None:
                 thr = self.pixel_threshold
-                value_range = (0.0, 2.0 * thr) if thr > 0 else None
+                value_range = (0.5 * thr, 1.5 * thr) if thr > 0 else None  # threshold = mid colour
                 overlay_path = save_overlay(read_image(input_label), image_map, found,
                                             self.overlays_dir / f"{stem}_overlay.png", value_range=value_range).as_posix()
         except cv2.error as exc:
@@ -277,9 +277,12 @@ def resolve_defects(flags: DefectsFlags, bundle: Any) -> DefectsPlan | None:
     v = flags.values
     masks = Path(v["save_masks"]) if "save_masks" in v else None
     overlays = Path(v["save_overlays"]) if "save_overlays" in v else None
-    for folder in (masks, overlays):
+    for flag, folder in (("--save-masks", masks), ("--save-overlays", overlays)):
         if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise click.UsageError(f"{flag}: cannot create the folder {folder}: {exc}") from None
     return DefectsPlan(config=config, runtime_config=runtime_config, base=base_name, overrides=overrides,
                        pixel_threshold=threshold, provenance=provenance, masks_dir=masks, overlays_dir=overlays,
                        rle=bool(v.get("rle")))

@@ -48,7 +48,9 @@ def wrap_bgr(buffer: Any, height: int, width: int, count: int | None = None) -> 
     try:
         flat = np.frombuffer(buffer, dtype=np.uint8)
     except TypeError as exc:
-        raise TypeError(f"buffer must support the buffer protocol (e.g. a memoryview); got {type(buffer).__name__}") from exc
+        raise TypeError(
+            f"buffer must support the buffer protocol (e.g. a memoryview); got {type(buffer).__name__}"
+        ) from exc
     expected = n * h * w * 3
     if flat.size != expected:
         what = f"{h}x{w}x3" if count is None else f"{n}x{h}x{w}x3"

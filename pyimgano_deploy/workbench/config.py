@@ -131,8 +131,6 @@ class DatasetConfig:
     n_test: int = 20
     size: int = 128
 
-    KEYS = ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir",
-            "seed", "n_train", "n_test", "size")
     PER_KIND = {
         "mvtec": ("kind", "root", "category"),
         "folder": ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir"),
@@ -162,6 +160,8 @@ class DatasetConfig:
             out.n_train = _int(d.get("n_train", cls.n_train), "dataset.n_train", lo=2)  # type: ignore[assignment]
             out.n_test = _int(d.get("n_test", cls.n_test), "dataset.n_test", lo=2)  # type: ignore[assignment]
             out.size = _int(d.get("size", cls.size), "dataset.size", lo=32)  # type: ignore[assignment]
+            if out.size > 4096:
+                raise ConfigError(f"dataset.size: expected an integer in [32, 4096], got {out.size}")
         return out
 
     def _resolve_folder(self, d: Mapping[str, Any]) -> None:
@@ -270,6 +270,11 @@ class TrainConfig:
         device = d.get("device", "cpu")
         if not (device in DEVICES or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())):
             raise ConfigError(f"device: expected one of {list(DEVICES)} or 'cuda:N', got {device!r}")
+        if device != "cpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device: {device!r} requested but torch sees no CUDA device here; use 'cpu'")
         if "dataset" not in d:
             raise ConfigError(f"dataset: required; e.g. {{'kind': 'mvtec', 'root': DIR, 'category': C}} (kinds: {list(DATASET_KINDS)})")
         if "output" not in d:

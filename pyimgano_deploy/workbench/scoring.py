@@ -33,12 +33,13 @@ class ScoredSplit:
 
 
 def progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar on stderr (or None when disabled)."""
+    """A tqdm bar on stderr (None when disabled; tqdm also stays silent when stderr is not a
+    terminal, like the detectors' own feature-extraction bar)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=None)
 
 
 def _tick(bar: Any, n: int = 1) -> None:
