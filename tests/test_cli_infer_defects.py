@@ -82,7 +82,7 @@ def test_bundle_block_masks_overlays_and_rle(env: dict[str, Path], tmp_path: Pat
         assert sum(reg["area"] for reg in rec["regions"]) == int((mask > 0).sum())
         assert len(rec["regions"]) <= 5 and all(reg["area"] >= 4 for reg in rec["regions"])
         assert rec["pixel_threshold"] == pytest.approx(bundle_cal.value)
-        assert rec["hysteresis_low"] == pytest.approx(0.75 * bundle_cal.value)
+        assert rec["hysteresis_low"] == pytest.approx(0.9 * bundle_cal.value)
         assert rec["pixel_threshold_provenance"] == {"source": "bundle", "method": bundle_cal.method, "quantile": bundle_cal.quantile,
                                                      "source_split": "calibration", "n_images": bundle_cal.n_images}
         overlay = cv2.imread(rec["overlay"])

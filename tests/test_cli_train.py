@@ -205,6 +205,9 @@ def test_fp40_recipe_writes_the_defects_block_and_force_overwrites(tmp_path: Pat
     check = _read(run, "report.json")["defects_check"]
     assert check["pixel_threshold"] == summary["thresholds"]["pixel"]
     assert check["test"]["normal"]["n_images"] == 4 and check["test"]["anomalous"]["n_images"] == 4
+    regions = check["test"]["regions"]
+    assert regions["n_gt"] > 0 and 0.0 <= (regions["recall"] or 0.0) <= 1.0
+    assert "regions" not in check["calibration"]  # calibration images have no masks
     assert not (run / "maps").exists() and (run / "notes.txt").read_text() == "keep me"
 
 

@@ -102,11 +102,11 @@ def test_preset_fp40() -> None:
     assert fp40.roi_xyxy_norm == (0.0, 0.0, 1.0, 1.0)
     assert fp40.border_ignore_px == 4
     assert fp40.smoothing == "gaussian" and fp40.smoothing_sigma == 1.5
-    assert fp40.hysteresis_low_ratio == 0.75 and fp40.hysteresis_low is None
+    assert fp40.hysteresis_low_ratio == 0.9 and fp40.hysteresis_low is None
     assert (fp40.open_ksize, fp40.close_ksize, fp40.fill_holes) == (3, 3, True)
     assert fp40.min_area == 16 and fp40.min_score_max_ratio == 1.0
     assert fp40.merge_gap_px == 8 and fp40.max_regions == 20
-    assert resolve_hysteresis_low(fp40, 2.0) == pytest.approx(1.5)
+    assert resolve_hysteresis_low(fp40, 2.0) == pytest.approx(1.8)
     with pytest.raises(ValueError, match="known presets: \\['fp40'\\]"):
         get_preset("fp99")
 

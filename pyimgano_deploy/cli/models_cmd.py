@@ -28,7 +28,7 @@ def models(ctx: click.Context, tags: str | None, as_json: bool) -> None:
     """List registered detectors and their capability tags (no torch import)."""
     if ctx.invoked_subcommand is not None:
         return
-    from pyimgano_deploy.models.registry import KNOWN_TAGS, _entry, list_models
+    from pyimgano_deploy.models.registry import KNOWN_TAGS, list_models, model_entry
 
     try:
         names = list_models(_parse_tags(tags))
@@ -37,7 +37,7 @@ def models(ctx: click.Context, tags: str | None, as_json: bool) -> None:
         return
     rows = []
     for name in names:
-        entry = _entry(name)
+        entry = model_entry(name)
         rows.append({"name": name, "tags": sorted(entry.tags), "head": entry.metadata.get("head"),
                      "memory": entry.metadata.get("memory")})
     if as_json:

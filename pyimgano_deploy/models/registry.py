@@ -44,7 +44,8 @@ def register_model(name: str, *, target: str, tags: Iterable[str] = (), metadata
     return entry
 
 
-def _entry(name: str) -> ModelEntry:
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name`` (no import of the model); KeyError lists valid names."""
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -62,7 +63,7 @@ def list_models(tags: Iterable[str] | None = None) -> list[str]:
 
 def model_parameters(name: str) -> dict[str, Any]:
     """Constructor keyword arguments of ``name`` with their defaults (imports the model)."""
-    cls = _entry(name).load_class()
+    cls = model_entry(name).load_class()
     params = {}
     for p in inspect.signature(cls.__init__).parameters.values():
         if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
@@ -73,7 +74,7 @@ def model_parameters(name: str) -> dict[str, Any]:
 
 def model_info(name: str) -> dict[str, Any]:
     """Name, tags, metadata, target and parameters of ``name``."""
-    entry = _entry(name)
+    entry = model_entry(name)
     return {
         "name": entry.name,
         "tags": sorted(entry.tags),
@@ -85,7 +86,7 @@ def model_info(name: str) -> dict[str, Any]:
 
 def create_model(name: str, **kwargs: Any) -> Any:
     """Instantiate ``name``; unknown keyword arguments are refused with the valid list."""
-    entry = _entry(name)
+    entry = model_entry(name)
     valid = model_parameters(name)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:

@@ -175,26 +175,63 @@ def reduce_score(anomaly_map: np.ndarray, reduction: str = "max", topk: int = 10
 TilePredictor = Callable[[list[np.ndarray]], np.ndarray]
 
 
-def score_tiled(image: np.ndarray, spec: TilingSpec, predict_maps: TilePredictor) -> tuple[float, np.ndarray]:
-    """Tile ``image`` (HxWx3), get one map per tile from ``predict_maps(tiles) -> [N, h, w]``,
-    blend, reduce: ``(score, full-image map float32 [H, W])``."""
+def tile_image(image: np.ndarray, spec: TilingSpec) -> tuple[list[TileOrigin], list[np.ndarray]]:
+    """First half of :func:`score_tiled`: the grid of ``image`` (HxWx3) and its tiles."""
     h, w = image.shape[:2]
     grid = tile_grid(h, w, spec.tile, spec.stride)
-    maps = predict_maps(cut_tiles(image, grid, spec.tile))
+    return grid, cut_tiles(image, grid, spec.tile)
+
+
+def blend_and_reduce(
+    tile_maps: Sequence[np.ndarray], grid: Sequence[TileOrigin], image_hw: tuple[int, int], spec: TilingSpec
+) -> tuple[float, np.ndarray]:
+    """Second half of :func:`score_tiled`: blend the tile maps (one per ``grid`` entry) into the
+    full-image map and reduce it: ``(score, float32 [H, W])``."""
+    if len(tile_maps) != len(grid):
+        raise ValueError(f"got {len(tile_maps)} tile maps for {len(grid)} tiles")
+    full = blend_tile_maps(list(tile_maps), grid, image_hw, spec.tile, spec.blend)
+    return reduce_score(full, spec.score_reduction, spec.topk), full
+
+
+def score_tiled(image: np.ndarray, spec: TilingSpec, predict_maps: TilePredictor) -> tuple[float, np.ndarray]:
+    """Tile ``image`` (HxWx3), get one map per tile from ``predict_maps(tiles) -> [N, h, w]``,
+    blend, reduce: ``(score, full-image map float32 [H, W])``. The runtime runs the same two
+    halves (:func:`tile_image`, :func:`blend_and_reduce`) with tiles of several images batched."""
+    grid, tiles = tile_image(image, spec)
+    maps = predict_maps(tiles)
     if len(maps) != len(grid):
         raise ValueError(f"predict_maps returned {len(maps)} maps for {len(grid)} tiles")
-    full = blend_tile_maps(list(maps), grid, (h, w), spec.tile, spec.blend)
-    return reduce_score(full, spec.score_reduction, spec.topk), full
+    return blend_and_reduce(list(maps), grid, image.shape[:2], spec)
+
+
+def model_scale_shape(image_hw: tuple[int, int], input_hw: tuple[int, int], tile: int) -> tuple[int, int]:
+    """(h, w) of a tiled map at *model scale*: image size × model input / tile (the scale the
+    workbench calibrates the pixel threshold at; same formula as ``workbench.scoring``)."""
+    return (max(1, round(image_hw[0] * input_hw[0] / tile)), max(1, round(image_hw[1] * input_hw[1] / tile)))
+
+
+def to_model_scale(full_map: np.ndarray, input_hw: tuple[int, int], tile: int) -> np.ndarray:
+    """A full-resolution tiled map area-resized (INTER_AREA) to model scale, float32."""
+    arr = np.ascontiguousarray(full_map, dtype=np.float32)
+    h, w = model_scale_shape(arr.shape[:2], input_hw, tile)
+    if (h, w) == arr.shape[:2]:
+        return arr
+    return cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
 
 
 __all__ = [
     "BLENDS",
     "SCORE_REDUCTIONS",
+    "TileOrigin",
     "TilingSpec",
+    "blend_and_reduce",
     "blend_tile_maps",
     "cut_tiles",
     "hann_window",
+    "model_scale_shape",
     "reduce_score",
     "score_tiled",
     "tile_grid",
+    "tile_image",
+    "to_model_scale",
 ]

@@ -52,23 +52,34 @@ def pixel_metrics(test: ScoredSplit, scorer: SplitScorer) -> dict[str, Any] | No
     }
 
 
-def defects_check(defects: dict[str, Any], pixel_threshold: float, splits: dict[str, ScoredSplit]) -> dict[str, Any]:
+def defects_check(
+    defects: dict[str, Any], pixel_threshold: float, splits: dict[str, ScoredSplit], scorer: SplitScorer | None = None
+) -> dict[str, Any]:
     """Run the defects pipeline (``defects`` = DefectsConfig dict) on every map and count, per
-    split and label, how many images get at least one region."""
+    split and label, how many images get at least one region. With a ``scorer`` (for the
+    ground-truth masks), splits with masks also get region-level precision / recall
+    (``workbench.region_eval``: a region is a true positive when >= 10 % of it lies on the mask)."""
     from pyimgano_deploy.postprocess.defects import DefectsConfig, extract_defects
+    from pyimgano_deploy.workbench.region_eval import evaluate_regions
 
     config = DefectsConfig.from_dict(defects)
     out: dict[str, Any] = {"pixel_threshold": float(pixel_threshold)}
     for name, split in splits.items():
         counts: dict[str, dict[str, int]] = {}
+        preds, gts = [], []
         for sample, amap in zip(split.samples, split.maps):
             key = "normal" if sample.label == 0 else "anomalous"
             res = extract_defects(amap, config, pixel_threshold=pixel_threshold)
+            if scorer is not None and not (sample.label == 1 and sample.mask_path is None):
+                preds.append(res.mask)
+                gts.append(scorer.mask_for(sample, amap.shape[:2]))
             c = counts.setdefault(key, {"n_images": 0, "n_with_regions": 0, "n_regions": 0})
             c["n_images"] += 1
             c["n_with_regions"] += int(len(res.regions) > 0)
             c["n_regions"] += len(res.regions)
         for c in counts.values():
             c["fraction_with_regions"] = c["n_with_regions"] / c["n_images"]  # type: ignore[assignment]
+        if any(g is not None for g in gts):
+            counts["regions"] = evaluate_regions(preds, gts).to_dict()  # type: ignore[assignment]
         out[name] = counts
     return out

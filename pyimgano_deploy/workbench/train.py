@@ -127,7 +127,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
     if cfg.defects is not None:
         pixel_thr = _pixel_threshold_for_defects(cfg.defects, thresholds, cal)
         if pixel_thr is not None:
-            check = defects_check(cfg.defects, pixel_thr, {"calibration": cal, "test": test})
+            check = defects_check(cfg.defects, pixel_thr, {"calibration": cal, "test": test}, scorer)
     lap("evaluate")
 
     thr_dict = thresholds.to_dict()

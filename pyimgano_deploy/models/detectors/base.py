@@ -128,20 +128,17 @@ class Detector(ABC):
         self.inference_module.eval().to(self.device)
         return self
 
-    def _progress(self, batches: Iterator[tuple[list[int], np.ndarray]], total: int, desc: str) -> Iterator[np.ndarray]:
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
+    def _progress_bar(self, total: int, desc: str, unit: str) -> Any:
+        """A tqdm bar on stderr (hidden when stderr is not a terminal or progress is off)."""
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, disable=None)
-        try:
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None if self.progress else True)
+
+    def _progress(self, batches: Iterator[tuple[list[int], np.ndarray]], total: int, desc: str) -> Iterator[np.ndarray]:
+        with self._progress_bar(total, desc, "img") as bar:
             for idx, batch in batches:
                 yield batch
-                if bar is not None:
-                    bar.update(len(idx))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(idx))
 
     @abstractmethod
     def _fit_head(self, extractor: FeatureExtractor, batches: Iterator[np.ndarray], total: int) -> AnomalyInferenceModule:

@@ -17,6 +17,7 @@ grows the min-distances shrink and most blocks are skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -76,9 +77,11 @@ def greedy_coreset(
     projection_dim: int = 128,
     seed: int = 0,
     n_blocks: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, CoresetStats]:
     """Indices (sorted ascending, int64) of ``n_select`` rows of ``features [N, D]`` chosen by
-    the greedy k-centre rule on a random projection. Deterministic for a given seed."""
+    the greedy k-centre rule on a random projection. Deterministic for a given seed.
+    ``progress(n)`` is called with the number of newly selected centres, ~100 times in all."""
     n = features.shape[0]
     if not 0 < n_select <= n:
         raise ValueError(f"coreset size must be in 1..{n}, got {n_select}")
@@ -113,7 +116,10 @@ def greedy_coreset(
     selected = np.empty(n_select, dtype=np.int64)
     starts = offsets_s[nonempty]
     updates = 0
+    report_every = max(1, n_select // 100)
     for i in range(n_select):
+        if progress is not None and i and i % report_every == 0:
+            progress(report_every)
         selected[i] = current
         c = xs[current]
         c_sq = float(sq[current])

@@ -169,7 +169,8 @@ class PatchCore(Detector):
         features = np.concatenate(feats)
         t1 = time.perf_counter()
         n_select = max(1, int(round(self.coreset_ratio * features.shape[0])))
-        idx, stats = greedy_coreset(features, n_select, projection_dim=self.coreset_projection_dim, seed=self.seed)
+        with self._progress_bar(n_select, "coreset", "centre") as bar:
+            idx, stats = greedy_coreset(features, n_select, projection_dim=self.coreset_projection_dim, seed=self.seed, progress=bar.update)
         t2 = time.perf_counter()
         bank = torch.from_numpy(np.ascontiguousarray(features[idx]))
         neighbors = None

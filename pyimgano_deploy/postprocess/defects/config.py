@@ -259,7 +259,7 @@ FP40 = DefectsConfig(
     border_ignore_px=4,
     smoothing="gaussian",
     smoothing_sigma=1.5,
-    hysteresis_low_ratio=0.75,
+    hysteresis_low_ratio=0.9,
     open_ksize=3,
     close_ksize=3,
     fill_holes=True,
@@ -269,7 +269,7 @@ FP40 = DefectsConfig(
     max_regions=20,
 )
 """False-positive control ("FP40"): whole-image ROI, 4 px border ignored (~2 % of a 256 px map),
-Gaussian smoothing sigma 1.5, hysteresis low = 0.75 × high, open 3 / close 3, fill holes,
+Gaussian smoothing sigma 1.5, hysteresis low = 0.9 × high, open 3 / close 3, fill holes,
 min area 16 px, peak score >= the pixel threshold, merge regions <= 8 px apart, at most 20."""
 
 DEFECTS_PRESETS: dict[str, DefectsConfig] = {"fp40": FP40}

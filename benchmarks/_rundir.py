@@ -1,0 +1,84 @@
+"""Build run directories and bundles for the benchmarks (like tests/run_factory.make_run_dir,
+but on any list of images: real hazelnut photographs with the pretrained backbone by default,
+generated images with a random-init backbone in ``--quick`` mode)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _common import HAZELNUT_ROOT, log
+
+MODELS = ("vision_patchcore", "vision_padim")
+
+
+@dataclass
+class ImageSets:
+    """Paths for fitting, calibration (→ golden images) and extra parity/throughput checks."""
+
+    fit: list[str]
+    calib: list[str]
+    test: list[str]
+    source: str
+
+
+def hazelnut_sets(n_calib: int = 6) -> ImageSets:
+    """hazelnut_toy: train/good split into fit + calibration; test/* for extra checks."""
+    from pyimgano_deploy.datasets import load_mvtec
+
+    if not (HAZELNUT_ROOT / "train" / "good").is_dir():
+        raise SystemExit(f"real-image data set not found at {HAZELNUT_ROOT}; use --quick or --data synthetic")
+    ds = load_mvtec(HAZELNUT_ROOT)
+    train = [s.path for s in ds.train]
+    return ImageSets(fit=train[:-n_calib], calib=train[-n_calib:], test=[s.path for s in ds.test], source=str(HAZELNUT_ROOT))
+
+
+def synthetic_sets(root: Path, *, size: int, n_fit: int, n_calib: int, n_test: int, seed: int = 0) -> ImageSets:
+    from pyimgano_deploy.datasets import generate_synthetic_dataset, load_mvtec
+
+    cat = generate_synthetic_dataset(root, seed=seed, n_train=n_fit + n_calib, n_test=n_test, size=size)
+    ds = load_mvtec(cat)
+    train = [s.path for s in ds.train]
+    return ImageSets(fit=train[:n_fit], calib=train[n_fit:], test=[s.path for s in ds.test], source=f"synthetic {size}px seed {seed}")
+
+
+def make_run_dir(root: Path, model: str, images: ImageSets, *, size: int, pretrained: bool, seed: int = 0, **model_kwargs: Any) -> tuple[Path, Any, float]:
+    """Fit + calibrate ``model`` and write the files ``export`` reads. Returns (run dir, detector, fit seconds)."""
+    from pyimgano_deploy.inference import calibrate_threshold
+    from pyimgano_deploy.models import create_model
+
+    kwargs = {"pretrained": pretrained, "image_size": size, "progress": False, "seed": seed, **model_kwargs}
+    det = create_model(model, **kwargs)
+    t = time.perf_counter()
+    det.fit(images.fit)
+    fit_s = time.perf_counter() - t
+    calibrate_threshold(det, images.calib, pixel_quantile=0.99)
+    run = root / f"run_{model}"
+    det.save(run / "model")
+    (run / "artifacts").mkdir(parents=True, exist_ok=True)
+    infer_config = {
+        "schema_version": "1.0",
+        "model": {"name": det.model_name, "family": det.family},
+        "preprocess": det.preprocess.to_dict(),
+        "thresholds": {"image": det.threshold.to_dict(), "pixel": det.pixel_threshold.to_dict()},
+        "tiling": None,
+        "defects": None,
+    }
+    (run / "artifacts" / "infer_config.json").write_text(json.dumps(infer_config))
+    (run / "config.json").write_text(json.dumps({"model": {"name": model, "kwargs": kwargs}, "seed": seed}))
+    (run / "report.json").write_text(json.dumps({"schema_version": "1.0", "metrics": {}}))
+    with open(run / "per_image.jsonl", "w") as f:
+        for p in images.calib:
+            f.write(json.dumps({"input": p, "split": "calibration", "y_true": 0}) + "\n")
+    log(f"{model}: fitted on {len(images.fit)} images in {fit_s:.1f}s → {run}")
+    return run, det, fit_s
+
+
+def export_bundle(run: Path, out: Path, *, precision: str = "fp16", golden: int = 8) -> Any:
+    """``export_run`` with the fp32 (+ fp16) engines; returns its ExportResult."""
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+
+    return export_run(run, out, ExportOptions(precision=precision, golden=golden, force=True), log=log)
