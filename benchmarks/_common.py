@@ -187,6 +187,14 @@ def environment(threads: int) -> dict[str, Any]:
     }
 
 
+def loadavg() -> list[float] | None:
+    """1/5/15-minute load averages: other processes on the machine skew every timing."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def header(name: str, args: Any, threads: int) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -194,4 +202,5 @@ def header(name: str, args: Any, threads: int) -> dict[str, Any]:
         "quick": bool(getattr(args, "quick", False)),
         "config": {k: v for k, v in vars(args).items()},
         "environment": environment(threads),
+        "loadavg_start": loadavg(),
     }

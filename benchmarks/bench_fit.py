@@ -186,6 +186,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "block_update_fraction": round(stats.block_updates / max(1, stats.n_blocks * n_select), 4),
             "phases": phases,
         },
+        "loadavg_end": C.loadavg(),
         "reference": {
             "n_points": int(n_ref),
             "n_select": int(k_ref),

@@ -6,6 +6,9 @@ are grouped in fixed-size batches; engines with a static batch get the last batc
 repeating its last image. Preprocessing may run in ``num_workers`` threads (OpenCV releases
 the GIL). One ``Runtime`` may be shared by several threads: sessions that are not thread-safe
 are called under a lock, and results do not depend on how many threads call ``infer``.
+
+Bundles with a ``tiling`` block are scored tile by tile at the image's own resolution, with the
+same code as the workbench (see :mod:`.tiled`); their maps are full-resolution blended maps.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
+from pyimgano_deploy.runtimes.tiled import TiledInput, TiledScorer, bundle_tiling
 
 #: Exceptions that are bugs in this code or its caller, never recorded as a per-item failure.
 PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
@@ -74,7 +78,7 @@ class RuntimeItem:
 class _Prepared:
     index: int
     input: str
-    image: np.ndarray | None
+    image: np.ndarray | TiledInput | None  # preprocessed image, or its preprocessed tiles
     orig_hw: tuple[int, int] | None
     error: InferenceError | None
     ms: float
@@ -130,6 +134,10 @@ class Runtime:
         self.num_workers = int(num_workers)
         self.u16_max = int(u16_max)
         self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
+        spec = bundle_tiling(bundle)
+        #: the tiled path (``None``: the bundle has no tiling block; whole images are scored)
+        self.tiled: TiledScorer | None = None if spec is None else TiledScorer(spec, self.preprocess)
+        self.engine_info.setdefault("tiling", None if spec is None else spec.to_dict())
         self.engine_info.setdefault("batch_size", self.batch_size)
         self.engine_info.setdefault("static_batch", getattr(session, "static_batch", None))
 
@@ -239,7 +247,7 @@ class Runtime:
             stage = "decode"
             canonical = load_canonical(item, input_format=fmt, u16_max=self.u16_max)
             stage = "preprocess"
-            image = self.preprocess(canonical)
+            image = self.preprocess(canonical) if self.tiled is None else self.tiled.prepare(canonical)
         except PROGRAMMING_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - per-item isolation, bugs re-raised above
@@ -271,7 +279,9 @@ class Runtime:
     def _score_chunk(self, prepared: list[_Prepared], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
         ok = [p for p in prepared if p.error is None]
         done: dict[int, tuple[InferenceResult, float, Any]] = {}
-        if ok:
+        if ok and self.tiled is not None:
+            done = self.tiled.score(self, ok, include_maps, defects)
+        elif ok:
             t0 = time.perf_counter()
             try:
                 scores, maps = self.run_batch(np.stack([p.image for p in ok]))  # type: ignore[misc]

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError
+from pyimgano_deploy.bundles.manifest import INFER_CONFIG_NAME
 from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.errors import EngineRunError
@@ -45,11 +46,9 @@ def bundle_tiling(bundle: Any) -> TilingSpec | None:
     """The bundle's tiling spec: ``bundle.json`` ``tiling``, else infer_config.json ``tiling``
     (both null → ``None``). ``InvalidBundleError`` when the block is malformed, when the two
     files disagree, or when it is combined with a centre crop (a tile map must cover its tile)."""
-    manifest = getattr(bundle, "manifest", {}) or {}
-    block = manifest.get("tiling")
+    block = bundle.manifest.get("tiling")
     source = "bundle.json"
-    config = bundle.infer_config if hasattr(bundle, "infer_config") else {}
-    other = config.get("tiling") if isinstance(config, dict) else None
+    other = bundle.infer_config.get("tiling") if bundle.has_file(INFER_CONFIG_NAME) else None
     if block is None:
         block, source = other, "infer_config.json"
     elif other is not None and other != block:
@@ -132,7 +131,6 @@ class TiledScorer:
             err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf tile map values for {p.input}", "inference")
             return InferenceResult.failure(err, thr), None
         tiled: TiledInput = p.image
-        stage = "postprocess"
         try:
             value, full = blend_and_reduce(tile_maps, tiled.grid, p.orig_hw, self.spec)
             if not math.isfinite(value):
@@ -143,7 +141,7 @@ class TiledScorer:
                 model_map = to_model_scale(full, self.preprocess.output_size, self.spec.tile)
                 found = runtime._defects(model_map, p.orig_hw, defects)
         except (ValueError, cv2.error) as exc:
-            return InferenceResult.failure(InferenceError(type(exc).__name__, str(exc), stage), thr), None
+            return InferenceResult.failure(InferenceError(type(exc).__name__, str(exc), "postprocess"), thr), None
         result = InferenceResult(
             score=value,
             label=apply_threshold(value, thr),
