@@ -159,3 +159,19 @@ def test_non_tiled_bundle_is_unaffected(tmp_path: Path) -> None:
     want, _ = torch_reference(rt.preprocess.batch(list(images)))
     assert np.abs(np.array([x.score for x in res]) - want).max() < 1e-5
     assert res[0].anomaly_map.shape == (50, 70)
+
+
+def test_tiled_bundle_golden_set_holds_tiles_not_whole_images(tiled: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+    from pyimgano_deploy.bundles import read_bundle
+    from pyimgano_deploy.inputs import read_image
+    from pyimgano_deploy.runtimes.tiling import TilingSpec, tile_image
+
+    run, bundle, records = tiled
+    b = read_bundle(bundle)
+    golden = b.load_golden()["images"]
+    pre = b.preprocess
+    spec = TilingSpec.from_dict(b.manifest["tiling"])
+    calib = [r["input"] for r in records if r["split"] == "calibration"]
+    whole = {pre(read_image(p)).tobytes() for p in calib}
+    tiles = {pre(t).tobytes() for p in calib for t in tile_image(read_image(p), spec)[1]}
+    assert all(g.tobytes() in tiles and g.tobytes() not in whole for g in golden)

@@ -70,9 +70,25 @@ class ExportResult:
 
 
 def golden_batch(source: RunSource, preprocess: Preprocess, n: int, seed: int) -> np.ndarray:
-    """Preprocessed uint8 ``[n, H, W, 3]`` batch of a seeded sample of calibration images."""
+    """Preprocessed uint8 ``[n, H, W, 3]`` batch of a seeded sample of calibration images.
+
+    For a tiled run the engine sees tiles, so the golden set holds tiles of the sampled
+    calibration images (the centre-most tile of each, then further tiles in grid order)."""
     paths = sample_golden_inputs(source.calibration_inputs, n, seed)
-    return preprocess.batch([read_image(p) for p in paths])
+    tiling = source.infer_config.get("tiling")
+    if not tiling:
+        return preprocess.batch([read_image(p) for p in paths])
+    from pyimgano_deploy.runtimes.tiling import TilingSpec, tile_image
+
+    spec = TilingSpec.from_dict(tiling)
+    per_image = [tile_image(read_image(p), spec)[1] for p in paths]
+    tiles: list[np.ndarray] = []
+    for k in range(max(len(t) for t in per_image)):
+        for image_tiles in per_image:
+            order = sorted(range(len(image_tiles)), key=lambda i: abs(i - (len(image_tiles) - 1) / 2))
+            if k < len(order) and len(tiles) < n:
+                tiles.append(image_tiles[order[k]])
+    return preprocess.batch(tiles)
 
 
 def _parity_or_raise(report: ParityReport, label: str) -> None:

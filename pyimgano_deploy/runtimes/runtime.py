@@ -44,9 +44,9 @@ from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 from pyimgano_deploy.runtimes.tiled import TiledInput, TiledScorer, bundle_tiling
 
 #: Exceptions that are bugs in this code or its caller, never recorded as a per-item failure.
-PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
-    TypeError, AttributeError, NameError, KeyError, ImportError, AssertionError,
-)
+# What reading, decoding or resizing one input may legitimately raise (ImageReadError and
+# ImageFormatError are ValueErrors).
+INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, cv2.error, MemoryError)
 _PREFETCH = 2  # chunks prepared ahead of the engine when num_workers > 0
 
 
@@ -248,10 +248,9 @@ class Runtime:
             canonical = load_canonical(item, input_format=fmt, u16_max=self.u16_max)
             stage = "preprocess"
             image = self.preprocess(canonical) if self.tiled is None else self.tiled.prepare(canonical)
-        except PROGRAMMING_ERRORS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - per-item isolation, bugs re-raised above
-            # expected: OSError, ValueError (ImageReadError, ImageFormatError), cv2.error, MemoryError
+        except INPUT_ERRORS as exc:
+            # One bad input is recorded with its stage and the batch goes on (ARCHITECTURE §3);
+            # anything else (a bug) propagates.
             error = InferenceError(type(exc).__name__, str(exc), stage)
         else:
             return _Prepared(index, desc, image, canonical.shape[:2], None, (time.perf_counter() - t0) * 1e3)

@@ -20,7 +20,7 @@ import numpy as np
 
 from pyimgano_deploy.datasets import Sample
 from pyimgano_deploy.inputs import read_image, read_mask
-from pyimgano_deploy.runtimes.tiling import TilingSpec, cut_tiles, score_tiled, tile_grid
+from pyimgano_deploy.runtimes.tiling import TilingSpec, cut_tiles, score_tiled, tile_grid, to_model_scale
 
 
 @dataclass
@@ -45,11 +45,6 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
 def _tick(bar: Any, n: int = 1) -> None:
     if bar is not None:
         bar.update(n)
-
-
-def model_scale_shape(image_hw: tuple[int, int], input_hw: tuple[int, int], tile: int) -> tuple[int, int]:
-    """(h, w) of a tiled run's map at model scale: image size × model input / tile."""
-    return (max(1, round(image_hw[0] * input_hw[0] / tile)), max(1, round(image_hw[1] * input_hw[1] / tile)))
 
 
 class SplitScorer:
@@ -130,10 +125,7 @@ class SplitScorer:
     def to_model_scale(self, full_map: np.ndarray) -> np.ndarray:
         """A tiled run's full-resolution map at model scale (INTER_AREA)."""
         assert self.tiling is not None
-        h, w = model_scale_shape(full_map.shape[:2], self.detector.input_size, self.tiling.tile)
-        if (h, w) == full_map.shape[:2]:
-            return np.ascontiguousarray(full_map, dtype=np.float32)
-        return cv2.resize(np.ascontiguousarray(full_map, dtype=np.float32), (w, h), interpolation=cv2.INTER_AREA)
+        return to_model_scale(full_map, self.detector.input_size, self.tiling.tile)
 
     # ------------------------------------------------------------------ masks
     def mask_for(self, sample: Sample, map_shape: tuple[int, int]) -> np.ndarray | None:
