@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.data, args.random_init, args.n_fit, args.n_calib, args.n_test = 64, "synthetic", True, 6, 3, 2
+        if args.threads is None:
+            args.threads = 1  # smoke mode: avoid oversubscription stalls on a shared machine
     return args
 
 

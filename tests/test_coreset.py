@@ -9,12 +9,20 @@ def _clustered(n=3000, d=48, seed=0):
     return centers[rng.integers(20, size=n)] + rng.standard_normal((n, d)).astype(np.float32)
 
 
-def test_pruned_greedy_equals_textbook_greedy():
+def test_lazy_greedy_equals_textbook_greedy():
     x = _clustered()
-    fast, stats = greedy_coreset(x, 300, projection_dim=32, seed=1)
+    fast, stats = greedy_coreset(x, 300, projection_dim=32, seed=1, block=16, top=64)
     ref = greedy_coreset_reference(x, 300, projection_dim=32, seed=1)
     assert np.array_equal(fast, ref)
-    assert stats.block_updates < 300 * stats.n_blocks  # the bound skipped work
+    assert stats.flushes < 300  # centres were applied in blocks, not one pass each
+
+
+def test_lazy_greedy_handles_duplicates_and_ties():
+    rng = np.random.default_rng(4)
+    x = np.repeat(rng.standard_normal((50, 16)).astype(np.float32), 6, axis=0)
+    for block, top in ((1, 1), (7, 5), (128, 1024)):
+        fast, _ = greedy_coreset(x, 60, projection_dim=0, seed=2, block=block, top=top)
+        assert np.array_equal(fast, greedy_coreset_reference(x, 60, projection_dim=0, seed=2))
 
 
 def test_coreset_is_sorted_unique_and_deterministic():

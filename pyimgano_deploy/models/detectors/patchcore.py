@@ -185,7 +185,7 @@ class PatchCore(Detector):
             "grid": list(self._grid(extractor)),
             "reweight_neighbors": None if neighbors is None else int(neighbors.shape[1]),
             "timings_s": {"features": round(t1 - t0, 4), "coreset": round(t2 - t1, 4)},
-            "coreset": {"projection_dim": stats.projection_dim, "blocks": stats.n_blocks, "block_updates": stats.block_updates},
+            "coreset": {"projection_dim": stats.projection_dim, "levels": stats.levels, "flushes": stats.flushes},
         }
         return self._assemble(extractor, embedding, bank, neighbors)
 
