@@ -118,10 +118,12 @@ class AnomalyMapFinisher(nn.Module):
 class NearestNeighbourDistance(nn.Module):
     """Distance of each query row to its k nearest memory-bank rows (ARCHITECTURE §4).
 
-    Squared distances use the expanded form ``‖q‖² − 2·q·Bᵀ + ‖B‖²`` with ``‖B‖²``
-    precomputed; the bank is stored transposed (``[D, M]``) for one GEMM per chunk and split
-    into fixed, static chunks so no intermediate exceeds ``chunk × rows`` elements. Returns
-    ``[R]`` (mean over the k nearest, after clamping at 0 and sqrt), always in fp32.
+    Squared distances use the expanded form ``‖q‖² − 2·q·Bᵀ + ‖B‖²``. The bank is stored
+    as ``−2·Bᵀ`` (``[D, M]``, laid out for one GEMM) with ``‖B‖²`` precomputed, so each chunk
+    is a single ``Gemm`` whose bias is ``‖B‖²``; ``‖q‖²`` is constant per row and is added
+    after the min / top-k, which keeps the only full-size element-wise work in the GEMM.
+    The bank is split into fixed, static chunks so no intermediate exceeds ``chunk × rows``
+    elements. Returns ``[R]`` (mean over the k nearest, after clamping at 0 and sqrt), fp32.
     """
 
     def __init__(self, bank: torch.Tensor, *, k: int = 1, chunk_size: int = 16384) -> None:
@@ -133,27 +135,32 @@ class NearestNeighbourDistance(nn.Module):
             raise ValueError(f"k must be in 1..min(bank size {m}, 3840 (TensorRT's TopK limit)), got {k}")
         self.k = int(k)
         bank = bank.to(torch.float32)
-        self.register_buffer("bank_t", bank.t().contiguous())
+        self.register_buffer("bank_t_neg2", (-2.0 * bank).t().contiguous())
         self.register_buffer("bank_sq", (bank * bank).sum(1))
         self.chunks = [(s, min(s + chunk_size, m)) for s in range(0, m, chunk_size)]
+
+    @property
+    def bank(self) -> torch.Tensor:
+        """The memory bank ``[M, D]`` (exact: scaling by −2 and back is lossless in fp32)."""
+        return self.bank_t_neg2.t() * -0.5
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         q = q.to(torch.float32)
         q_sq = (q * q).sum(1, keepdim=True)
         parts = []
         for s, e in self.chunks:
-            d2 = q_sq - 2.0 * (q @ self.bank_t[:, s:e]) + self.bank_sq[s:e]
+            partial = torch.addmm(self.bank_sq[s:e], q, self.bank_t_neg2[:, s:e])  # ‖B‖² − 2·q·Bᵀ
             if self.k == 1:
-                parts.append(d2.amin(dim=1, keepdim=True))
+                parts.append(partial.amin(dim=1, keepdim=True))
             else:
-                parts.append(torch.topk(d2, min(self.k, e - s), dim=1, largest=False).values)
-        d2 = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+                parts.append(torch.topk(partial, min(self.k, e - s), dim=1, largest=False).values)
+        partial = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if self.k == 1:
-            d2 = d2.amin(dim=1)
+            d2 = partial.amin(dim=1, keepdim=True) + q_sq
         else:
-            d2 = torch.topk(d2, self.k, dim=1, largest=False).values
+            d2 = torch.topk(partial, self.k, dim=1, largest=False).values + q_sq
         d = d2.clamp(min=0.0).sqrt()
-        return d if self.k == 1 else d.mean(dim=1)
+        return d.squeeze(1) if self.k == 1 else d.mean(dim=1)
 
 
 class MahalanobisDistance(nn.Module):

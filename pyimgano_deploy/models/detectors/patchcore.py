@@ -60,8 +60,8 @@ class ReweightedInferenceModule(AnomalyInferenceModule):
         anomaly_map = self.finisher(patch.reshape(-1, self.scorer.grid[0], self.scorer.grid[1]))
         worst = patch.argmax(dim=1)  # [B]
         q_star = torch.gather(q, 1, worst.view(-1, 1, 1).expand(-1, 1, q.shape[-1])).squeeze(1)  # [B, D]
-        bank = dist.bank_t.t()  # [M, D]
-        d2_star = (q_star * q_star).sum(1, keepdim=True) - 2.0 * (q_star @ dist.bank_t) + dist.bank_sq
+        bank = dist.bank  # [M, D]
+        d2_star = (q_star * q_star).sum(1, keepdim=True) + (q_star @ dist.bank_t_neg2) + dist.bank_sq
         m_star = d2_star.argmin(dim=1)  # [B]
         neigh = self.bank_neighbors.index_select(0, m_star)  # [B, b], column 0 is m* itself
         nb = bank.index_select(0, neigh.reshape(-1)).reshape(neigh.shape[0], neigh.shape[1], -1)
