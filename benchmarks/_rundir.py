@@ -4,7 +4,6 @@ generated images with a random-init backbone in ``--quick`` mode)."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,23 +55,10 @@ def make_run_dir(root: Path, model: str, images: ImageSets, *, size: int, pretra
     det.fit(images.fit)
     fit_s = time.perf_counter() - t
     calibrate_threshold(det, images.calib, pixel_quantile=0.99)
-    run = root / f"run_{model}"
-    det.save(run / "model")
-    (run / "artifacts").mkdir(parents=True, exist_ok=True)
-    infer_config = {
-        "schema_version": "1.0",
-        "model": {"name": det.model_name, "family": det.family},
-        "preprocess": det.preprocess.to_dict(),
-        "thresholds": {"image": det.threshold.to_dict(), "pixel": det.pixel_threshold.to_dict()},
-        "tiling": None,
-        "defects": None,
-    }
-    (run / "artifacts" / "infer_config.json").write_text(json.dumps(infer_config))
-    (run / "config.json").write_text(json.dumps({"model": {"name": model, "kwargs": kwargs}, "seed": seed}))
-    (run / "report.json").write_text(json.dumps({"schema_version": "1.0", "metrics": {}}))
-    with open(run / "per_image.jsonl", "w") as f:
-        for p in images.calib:
-            f.write(json.dumps({"input": p, "split": "calibration", "y_true": 0}) + "\n")
+    from pyimgano_deploy.workbench.api_run import write_api_run
+
+    run = write_api_run(root / f"run_{model}", det, calibration_inputs=images.calib,
+                        config={"model": {"name": model, "kwargs": kwargs}, "seed": seed})
     log(f"{model}: fitted on {len(images.fit)} images in {fit_s:.1f}s → {run}")
     return run, det, fit_s
 

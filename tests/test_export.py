@@ -145,3 +145,13 @@ def test_tensorrt_flag_without_tensorrt_fails_clearly(run_dir, tmp_path):
 def test_parity_table_names_the_difference():
     r = compare_outputs(np.array([1.0, 2.0]), np.zeros((2, 3, 3)), np.array([1.0, 2.5]), np.zeros((2, 3, 3)), threshold=1.5, precision="fp32")
     assert not r.passed and "5.00e-01" in r.table()
+
+
+def test_api_run_requires_a_calibrated_detector(tmp_path):
+    from pyimgano_deploy.models import create_model
+    from pyimgano_deploy.workbench.api_run import write_api_run
+
+    det = create_model("vision_padim", pretrained=False, image_size=32, d=4, progress=False)
+    det.fit(np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8), input_format="rgb_u8_hwc")
+    with pytest.raises(ValueError, match="calibrate_threshold"):
+        write_api_run(tmp_path / "r", det, calibration_inputs=["x.png"])
