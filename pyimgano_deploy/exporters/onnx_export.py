@@ -18,6 +18,8 @@ import numpy as np
 import onnx
 import torch
 
+from pyimgano_deploy.exporters.graph_rewrites import fold_conv_output_slices
+
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("score", "anomaly_map")
 TWO_GB = 2**31
@@ -111,6 +113,7 @@ def export_module(
             )
     model = onnx.load(str(path))
     _declare_output_shapes(model, example.shape[1], example.shape[2])
+    fold_conv_output_slices(model)
     onnx.save_model(model, str(path))
     external = None
     if _initializer_bytes(model) > external_data_threshold:

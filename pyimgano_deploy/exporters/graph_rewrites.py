@@ -1,0 +1,122 @@
+"""Exact rewrites of exported ONNX graphs that make them cheaper to run.
+
+``fold_conv_output_slices``: TensorFlow-"SAME" strided convolutions (EfficientNet-Lite) are
+traced as ``Conv`` with a symmetric padding followed by ``Slice`` ops that drop the first
+output rows/columns (torch has no asymmetric conv padding). ONNX ``Conv`` does: the slice is
+folded into asymmetric ``pads`` so the convolution computes exactly the kept outputs. The
+``Slice`` copies disappear, and the ``BatchNormalization`` that followed them sits directly
+after the ``Conv`` again, where ONNX Runtime and TensorRT fold it into the weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    out = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            out[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return out
+
+
+def _spatial_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    shapes: dict[str, list[int | None]] = {}
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _new_pads(conv: onnx.NodeProto, in_hw: list[int], slice_spec: dict[int, tuple[int, int]], weight_shape: tuple[int, ...]) -> list[int] | None:
+    """Asymmetric pads computing exactly ``outputs[start:end]`` per spatial axis, or None."""
+    kernel = list(_attr(conv, "kernel_shape", list(weight_shape[2:])))
+    strides = list(_attr(conv, "strides", [1, 1]))
+    dilations = list(_attr(conv, "dilations", [1, 1]))
+    pads = list(_attr(conv, "pads", [0, 0, 0, 0]))
+    if len(kernel) != 2 or any(d != 1 for d in dilations):
+        return None
+    for i, (start, end) in slice_spec.items():
+        n, k, s = in_hw[i], kernel[i], strides[i]
+        produced = (n + pads[i] + pads[i + 2] - k) // s + 1
+        start, end = max(0, min(start, produced)), max(0, min(end, produced))
+        keep = end - start
+        begin = pads[i] - start * s
+        if keep < 1 or begin < 0:
+            return None
+        after = (keep - 1) * s + k - n - begin
+        if after < 0 or (n + begin + after - k) // s + 1 != keep:
+            return None
+        pads[i], pads[i + 2] = begin, after
+    return pads
+
+
+def _slice_spec(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> dict[int, tuple[int, int]] | None:
+    """{spatial axis index (0 = H, 1 = W): (start, end)} of a constant, step-1 spatial Slice."""
+    if len(node.input) < 4 or any(i not in consts for i in node.input[1:]):
+        return None
+    starts, ends, axes = (consts[i].astype(np.int64).ravel() for i in node.input[1:4])
+    steps = consts[node.input[4]].ravel() if len(node.input) > 4 else np.ones_like(starts)
+    spec: dict[int, tuple[int, int]] = {}
+    for st, en, ax, sp in zip(starts, ends, axes, steps):
+        ax = int(ax) + 4 if ax < 0 else int(ax)
+        if sp != 1 or ax not in (2, 3) or st < 0 or en < 0:
+            return None
+        spec[ax - 2] = (int(st), int(min(en, np.iinfo(np.int32).max)))
+    return spec
+
+
+def fold_conv_output_slices(model: onnx.ModelProto) -> int:
+    """Fold spatial ``Slice`` ops that directly follow a ``Conv`` into its ``pads`` (in place).
+
+    Only constant, step-1 slices on H/W whose Conv output has no other consumer are folded,
+    and only when the asymmetric pads reproduce exactly the kept outputs. Returns the number
+    of Slice nodes removed."""
+    graph = model.graph
+    consts = _constants(graph)
+    shapes = _spatial_shapes(model)
+    weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    removed = 0
+    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+        in_shape = shapes.get(conv.input[0])
+        if not in_shape or len(in_shape) != 4 or None in in_shape[2:] or conv.input[1] not in weights:
+            continue
+        while True:
+            users = [n for n in graph.node if conv.output[0] in n.input]
+            if len(users) != 1 or users[0].op_type != "Slice" or users[0].input[0] != conv.output[0]:
+                break
+            spec = _slice_spec(users[0], consts)
+            pads = None if spec is None else _new_pads(conv, in_shape[2:], spec, weights[conv.input[1]])  # type: ignore[arg-type]
+            if pads is None:
+                break
+            sl = users[0]
+            for a in conv.attribute:
+                if a.name == "pads":
+                    conv.attribute.remove(a)
+                    break
+            conv.attribute.append(onnx.helper.make_attribute("pads", pads))
+            conv.output[0] = sl.output[0]
+            graph.node.remove(sl)
+            removed += 1
+    _drop_unused_constants(graph)
+    return removed
+
+
+def _drop_unused_constants(graph: onnx.GraphProto) -> None:
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(node)
