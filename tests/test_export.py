@@ -64,6 +64,8 @@ def test_graph_contract_dynamic_batch_and_no_cdist(bundle):
     assert m.opset_import[0].version >= 17
     ops = {n.op_type for n in m.graph.node}
     assert "Loop" not in ops and "If" not in ops
+    conv_outputs = {n.output[0] for n in m.graph.node if n.op_type == "Conv"}
+    assert not [n.name for n in m.graph.node if n.op_type == "Slice" and n.input[0] in conv_outputs]  # folded into pads
 
 
 def test_exported_graph_is_tensorrt_compatible(bundle):
