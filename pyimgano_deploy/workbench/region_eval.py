@@ -1,7 +1,8 @@
-"""Region-level evaluation of defect masks against ground truth (numpy only, no torch, no cv2).
+"""Region-level evaluation of defect masks against ground truth (numpy + OpenCV, no torch).
 
-Regions are the 8-connected components of a binary mask (the same connectivity as the defects
-pipeline, whose ``DefectsResult.mask`` holds exactly the pixels of its regions).
+Regions are the 8-connected components of a binary mask, labelled by the defects pipeline's
+own ``label_components`` (so evaluation and extraction see the same regions; its
+``DefectsResult.mask`` holds exactly the pixels of its regions).
 
 Matching rule (one rule, used everywhere):
 
@@ -29,7 +30,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
+import cv2
 import numpy as np
+
+from pyimgano_deploy.postprocess.defects.steps import label_components as _pipeline_labels
 
 DEFAULT_MIN_OVERLAP = 0.1
 
@@ -45,81 +49,19 @@ def _as_binary(mask: Any, name: str) -> np.ndarray:
     return arr != 0
 
 
-def _runs(row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start (inclusive) and end (exclusive) columns of the runs of True in one row."""
-    padded = np.concatenate(([False], row, [False]))
-    change = np.flatnonzero(padded[1:] != padded[:-1])
-    return change[0::2], change[1::2]
-
-
-def _find(parent: list[int], i: int) -> int:
-    root = i
-    while parent[root] != root:
-        root = parent[root]
-    while parent[i] != root:  # path compression
-        parent[i], i = root, parent[i]
-    return root
-
-
 def label_components(mask: Any) -> tuple[np.ndarray, int]:
-    """8-connected components of a binary mask: ``(labels int32 [H, W], n)``.
-
-    Background is 0; components are numbered 1..n in raster order of their first pixel (the
-    same components as OpenCV's ``connectedComponents(connectivity=8)``, whose numbering may
-    differ). Run-based union-find: the work grows with the number of horizontal runs, not with
-    the components' shapes."""
-    m = _as_binary(mask, "mask")
-    h, w = m.shape
-    starts: list[int] = []
-    ends: list[int] = []
-    rows: list[int] = []
-    parent: list[int] = []
-    prev: tuple[np.ndarray, np.ndarray, int] = (np.zeros(0, np.int64), np.zeros(0, np.int64), 0)
-    for y in range(h):
-        s, e = _runs(m[y])
-        first = len(starts)
-        ps, pe, pfirst = prev
-        j = 0
-        for k in range(len(s)):
-            rid = first + k
-            starts.append(int(s[k]))
-            ends.append(int(e[k]))
-            rows.append(y)
-            parent.append(rid)
-            # previous-row runs touching [s-1, e] (8-connectivity): pe > s-1 and ps < e+1
-            while j < len(ps) and pe[j] < s[k]:
-                j += 1
-            jj = j
-            while jj < len(ps) and ps[jj] <= e[k]:
-                a, b = _find(parent, pfirst + jj), _find(parent, rid)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-                jj += 1
-        prev = (s, e, first)
-    labels = np.zeros((h, w), dtype=np.int32)
-    if not starts:
-        return labels, 0
-    roots = [_find(parent, i) for i in range(len(starts))]
-    # roots are the smallest run id of each component = its first run in raster order
-    order = {root: n + 1 for n, root in enumerate(sorted(set(roots)))}
-    for i, root in enumerate(roots):
-        labels[rows[i], starts[i]:ends[i]] = order[root]
-    return labels, len(order)
+    """8-connected components of a binary mask: ``(labels int32 [H, W], n)``, background 0,
+    components 1..n in raster order of their first pixel (the defects pipeline's labelling)."""
+    return _pipeline_labels(_as_binary(mask, "mask").astype(np.uint8))
 
 
 def resize_nearest(mask: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D mask to ``shape = (h, w)`` (``uint8`` in {0, 1}).
-
-    Output pixel ``(y, x)`` takes input pixel ``(floor(y * H / h), floor(x * W / w))``, computed
-    in floating point exactly like OpenCV's ``INTER_NEAREST`` (``floor(y * (1 / (h / H)))``), so
-    the result is identical to ``cv2.resize(..., interpolation=cv2.INTER_NEAREST)``."""
+    """Nearest-neighbour resize of a 2-D mask to ``shape = (h, w)`` (``uint8`` in {0, 1}),
+    OpenCV's ``INTER_NEAREST`` — the same resize the workbench applies to ground truth."""
     m = _as_binary(mask, "mask")
     if len(shape) != 2 or any(int(v) < 1 for v in shape):
         raise ValueError(f"shape must be (h, w) with positive ints, got {shape!r}")
-    h, w = int(shape[0]), int(shape[1])
-    ys = np.minimum(np.floor(np.arange(h) * (1.0 / (h / m.shape[0]))).astype(np.int64), m.shape[0] - 1)
-    xs = np.minimum(np.floor(np.arange(w) * (1.0 / (w / m.shape[1]))).astype(np.int64), m.shape[1] - 1)
-    return m[ys[:, None], xs[None, :]].astype(np.uint8)
+    return cv2.resize(m.astype(np.uint8), (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_NEAREST)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,14 @@ def smooth_map(m: np.ndarray, method: str, *, ksize: int = 3, sigma: float = 1.0
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected labels (int32, 0 = background, 1..n in raster order of first pixel) and n."""
     n, labels = cv2.connectedComponents(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if n > 2:
+        # OpenCV's numbering follows its union-find roots; renumber by first pixel so labels
+        # do not depend on the OpenCV version.
+        ids, first = np.unique(labels.ravel(), return_index=True)
+        fg, fg_first = ids[ids > 0], first[ids > 0]
+        order = np.zeros(int(ids.max()) + 1, dtype=np.int32)  # background stays 0
+        order[fg[np.argsort(fg_first)]] = np.arange(1, len(fg) + 1, dtype=np.int32)
+        labels = order[labels]
     return labels, int(n) - 1
 
 
