@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pyimgano-deploy[tensorrt]'"
 #: Node-name substrings marking the distance subgraph our exporters emit (case-insensitive).
-DEFAULT_FP32_LAYER_PATTERNS: tuple[str, ...] = ("distance", "mahalanobis")
+DEFAULT_FP32_LAYER_PATTERNS: tuple[str, ...] = ("distance", "mahalanobis", "finisher")
 #: ONNX op names whose layers stay fp32 when the layer name contains them, with the TensorRT
 #: layer types (``trt.LayerType`` names) such a layer may have.
 FP32_OP_TOKENS: dict[str, frozenset[str]] = {

@@ -31,9 +31,12 @@ class PatchEmbedding(nn.Module):
     """Feature maps of several stages → one patch embedding ``[B, D, h, w]``.
 
     Each stage is aggregated over its 3×3 neighbourhood (average, zero padding counted, as
-    in PatchCore), optionally reduced per stage to ``stage_dim`` channels, upsampled
-    bilinearly to the grid of the first (finest) stage, and concatenated; an optional final
-    projection reduces the concatenation to ``out_dim`` channels.
+    in PatchCore), upsampled bilinearly to the grid of the first (finest) stage, and
+    concatenated; an optional final projection reduces the concatenation to
+    ``projection_dim`` channels. ``select_channels`` (sorted, unique indices into the
+    concatenation, PaDiM's random subset) is applied per stage *before* aggregation and
+    upsampling: both act per channel, so the result is identical, and unselected channels
+    are never upsampled or copied.
     """
 
     def __init__(
@@ -49,12 +52,19 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
         self.aggregate = aggregate
+        self.channels = [int(c) for c in channels]
         # Decided here, not from runtime shapes, so tracing records no shape-dependent branch.
         self.resize = [int(s) != int(strides[0]) for s in strides]
         d_total = int(sum(channels))
+        self.stage_keep: list[str] = ["all"] * len(self.channels)
         if select_channels is not None:
-            self.register_buffer("select", select_channels.to(torch.int64), persistent=True)
-            d_total = int(select_channels.numel())
+            sel = select_channels.to(torch.int64).flatten()
+            if sel.numel() < 1 or bool((sel[1:] <= sel[:-1]).any()) or int(sel[0]) < 0 or int(sel[-1]) >= d_total:
+                raise ValueError(f"select_channels must be sorted, unique indices in 0..{d_total - 1}, got {sel.tolist()[:8]}…")
+            self.register_buffer("select", sel, persistent=True)
+            self._split_selection()
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._split_selection())
+            d_total = int(sel.numel())
         else:
             self.select = None
         if projection_dim is not None and projection_dim < d_total:
@@ -64,66 +74,100 @@ class PatchEmbedding(nn.Module):
             self.projection = None
             self.out_dim = d_total
 
+    def _split_selection(self) -> None:
+        """``select`` → per-stage local indices (buffers ``select_stage{i}``) and a mode per
+        stage: ``all`` (no gather), ``some`` (gather) or ``none`` (stage dropped)."""
+        offset = 0
+        for i, c in enumerate(self.channels):
+            local = self.select[(self.select >= offset) & (self.select < offset + c)] - offset
+            self.stage_keep[i] = "all" if local.numel() == c else ("none" if local.numel() == 0 else "some")
+            self.register_buffer(f"select_stage{i}", local.contiguous(), persistent=False)
+            offset += c
+
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         parts = []
-        for f, resize in zip(features, self.resize):
+        for i, (f, resize) in enumerate(zip(features, self.resize)):
+            keep = self.stage_keep[i]
+            if keep == "none":
+                continue
+            if keep == "some":
+                f = f.index_select(1, getattr(self, f"select_stage{i}"))
             if self.aggregate:
                 f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
             if resize:
                 f = F.interpolate(f, size=self.grid, mode="bilinear", align_corners=False)
             parts.append(f)
         emb = torch.cat(parts, dim=1)
-        if self.select is not None:
-            emb = emb.index_select(1, self.select)
         if self.projection is not None:
             emb = torch.einsum("bchw,dc->bdhw", emb, self.projection.to(emb.dtype))
         return emb
 
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Normalised 1-D Gaussian, radius ``ceil(4σ)`` (truncation error < 1e-4)."""
     radius = max(1, int(math.ceil(4.0 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-(x * x) / (2.0 * sigma * sigma))
-    return (k / k.sum()).to(torch.float32)
+    return (k / k.sum()).to(dtype)
+
+
+def resample_blur_matrix(n_in: int, n_out: int, sigma: float) -> torch.Tensor:
+    """``[n_out, n_in]`` float64 matrix of one axis of :class:`AnomalyMapFinisher`.
+
+    Linear resampling (``align_corners=False``) from ``n_in`` to ``n_out`` samples followed
+    by a Gaussian blur with reflect padding (σ = 0: no blur), obtained by pushing the
+    identity basis through exactly those operations. Both are linear and act on one axis
+    each, so the 2-D map operation is ``A_rows · P · A_colsᵀ``.
+    """
+    basis = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)  # [n_in, 1, n_in]: one impulse per row
+    out = F.interpolate(basis, size=n_out, mode="linear", align_corners=False)  # [n_in, 1, n_out]
+    if sigma > 0:
+        k = gaussian_kernel1d(sigma, torch.float64)
+        r = (k.numel() - 1) // 2
+        if r >= n_out:
+            raise ValueError(f"blur sigma {sigma} needs a kernel radius of {r} px, which reflect padding allows only on maps larger than {r} px; the map is {n_out} px: lower blur_sigma or raise image_size")
+        out = F.conv1d(F.pad(out, (r, r), mode="reflect"), k.view(1, 1, -1))
+    return out.squeeze(1).t().contiguous()
 
 
 class AnomalyMapFinisher(nn.Module):
-    """Patch scores ``[B, h, w]`` → anomaly map ``[B, H, W]`` (bilinear upsampling to the model
-    input size, then a separable Gaussian blur with reflect padding; σ = 0 disables it)."""
+    """Patch scores ``[B, h, w]`` → anomaly map ``[B, H, W]`` float32: bilinear upsampling to
+    the model input size, then a separable Gaussian blur with reflect padding (σ = 0
+    disables it).
 
-    def __init__(self, out_size: tuple[int, int], sigma: float = 4.0) -> None:
+    Both steps are linear and separable, so they are folded into two constant matrices
+    (``rows [H, h]``, ``cols_t [w, W]``) and the map is ``rows · P · cols_t``: two small
+    MatMuls instead of Resize → Pad → Conv → Pad → Conv on a 1-channel map (which runtimes
+    pad to a full vector of channels). Same operator up to fp32 rounding of the matrices.
+    """
+
+    def __init__(self, out_size: tuple[int, int], sigma: float = 4.0, *, in_size: tuple[int, int]) -> None:
         super().__init__()
         self.out_size = (int(out_size[0]), int(out_size[1]))
+        self.in_size = (int(in_size[0]), int(in_size[1]))
         self.sigma = float(sigma)
-        if sigma > 0:
-            k = gaussian_kernel1d(sigma)
-            self.register_buffer("kernel_x", k.view(1, 1, 1, -1), persistent=False)
-            self.register_buffer("kernel_y", k.view(1, 1, -1, 1), persistent=False)
-            self.radius = (k.numel() - 1) // 2
-        else:
-            self.kernel_x = self.kernel_y = None
-            self.radius = 0
+        rows = resample_blur_matrix(self.in_size[0], self.out_size[0], self.sigma)
+        cols = resample_blur_matrix(self.in_size[1], self.out_size[1], self.sigma)
+        # Derived from (in_size, out_size, sigma), so not saved with the detector's state.
+        self.register_buffer("rows", rows.to(torch.float32), persistent=False)
+        self.register_buffer("cols_t", cols.t().contiguous().to(torch.float32), persistent=False)
 
     def forward(self, patch_scores: torch.Tensor) -> torch.Tensor:
-        m = F.interpolate(patch_scores.unsqueeze(1), size=self.out_size, mode="bilinear", align_corners=False)
-        if self.kernel_x is not None:
-            r = self.radius
-            m = F.conv2d(F.pad(m, (r, r, 0, 0), mode="reflect"), self.kernel_x)
-            m = F.conv2d(F.pad(m, (0, 0, r, r), mode="reflect"), self.kernel_y)
-        # An explicit reshape (not squeeze) keeps H and W static in the exported graph.
-        return m.reshape(-1, self.out_size[0], self.out_size[1])
+        p = patch_scores.to(torch.float32).reshape(-1, self.in_size[0], self.in_size[1])
+        return torch.matmul(torch.matmul(self.rows, p), self.cols_t)
 
 
 class NearestNeighbourDistance(nn.Module):
     """Distance of each query row to its k nearest memory-bank rows (ARCHITECTURE §4).
 
     Squared distances use the expanded form ``‖q‖² − 2·q·Bᵀ + ‖B‖²``. The bank is stored
-    as ``−2·Bᵀ`` (``[D, M]``, laid out for one GEMM) with ``‖B‖²`` precomputed, so each chunk
-    is a single ``Gemm`` whose bias is ``‖B‖²``; ``‖q‖²`` is constant per row and is added
-    after the min / top-k, which keeps the only full-size element-wise work in the GEMM.
-    The bank is split into fixed, static chunks so no intermediate exceeds ``chunk × rows``
-    elements. Returns ``[R]`` (mean over the k nearest, after clamping at 0 and sqrt), fp32.
+    augmented, ``bank_aug = [−2·Bᵀ; ‖B‖²]`` (``[D + 1, M]``), and each query gets a constant
+    1 appended, so ``[q, 1] · bank_aug = ‖B‖² − 2·q·Bᵀ`` is one bias-free GEMM:
+    a GEMM bias costs a full extra pass over the ``rows × M`` output (≈ 30 % of the distance
+    time in ONNX Runtime). ``‖q‖²`` is constant per row and is added after the min / top-k,
+    so nothing else touches the full-size product. The bank is split into fixed, static
+    chunks so no intermediate exceeds ``chunk × rows`` elements. Returns ``[R]`` (mean over
+    the k nearest, after clamping at 0 and sqrt), fp32.
     """
 
     def __init__(self, bank: torch.Tensor, *, k: int = 1, chunk_size: int = 16384) -> None:
@@ -134,22 +178,34 @@ class NearestNeighbourDistance(nn.Module):
         if not 1 <= k <= min(m, 3840):
             raise ValueError(f"k must be in 1..min(bank size {m}, 3840 (TensorRT's TopK limit)), got {k}")
         self.k = int(k)
-        bank = bank.to(torch.float32)
-        self.register_buffer("bank_t_neg2", (-2.0 * bank).t().contiguous())
-        self.register_buffer("bank_sq", (bank * bank).sum(1))
+        self.register_buffer("bank_aug", augmented_bank(bank))
         self.chunks = [(s, min(s + chunk_size, m)) for s in range(0, m, chunk_size)]
+        self._register_load_state_dict_pre_hook(_upgrade_split_bank_state)
 
     @property
     def bank(self) -> torch.Tensor:
         """The memory bank ``[M, D]`` (exact: scaling by −2 and back is lossless in fp32)."""
-        return self.bank_t_neg2.t() * -0.5
+        return self.bank_aug[:-1].t() * -0.5
+
+    @staticmethod
+    def augment_queries(q: torch.Tensor) -> torch.Tensor:
+        """``q [R, D]`` → ``[q, 1]`` ``[R, D + 1]`` fp32, the left operand of the distance GEMM."""
+        q = q.to(torch.float32)
+        # cat with ones_like (Shape → ConstantOfShape → Concat), not F.pad: the exporter
+        # turns a pad into a chain of ops that compute the pads array at run time.
+        return torch.cat([q, torch.ones_like(q[:, :1])], dim=1)
+
+    def partial_sq_distances(self, q1: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """``‖B‖² − 2·q·Bᵀ`` for bank columns ``start:end``: augmented ``q1 [R, D + 1]`` → ``[R, end − start]``."""
+        return torch.mm(q1, self.bank_aug[:, start:end])
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
         q = q.to(torch.float32)
         q_sq = (q * q).sum(1, keepdim=True)
+        q1 = self.augment_queries(q)
         parts = []
         for s, e in self.chunks:
-            partial = torch.addmm(self.bank_sq[s:e], q, self.bank_t_neg2[:, s:e])  # ‖B‖² − 2·q·Bᵀ
+            partial = self.partial_sq_distances(q1, s, e)
             if self.k == 1:
                 parts.append(partial.amin(dim=1, keepdim=True))
             else:
@@ -161,6 +217,19 @@ class NearestNeighbourDistance(nn.Module):
             d2 = torch.topk(partial, self.k, dim=1, largest=False).values + q_sq
         d = d2.clamp(min=0.0).sqrt()
         return d.squeeze(1) if self.k == 1 else d.mean(dim=1)
+
+
+def augmented_bank(bank: torch.Tensor) -> torch.Tensor:
+    """``[M, D]`` bank → ``[D + 1, M]`` fp32 ``[−2·Bᵀ; ‖B‖²]`` (see :class:`NearestNeighbourDistance`)."""
+    bank = bank.to(torch.float32)
+    return torch.cat([(-2.0 * bank).t(), (bank * bank).sum(1).unsqueeze(0)], dim=0).contiguous()
+
+
+def _upgrade_split_bank_state(state: dict, prefix: str, *args: object) -> None:
+    """Detectors saved before the augmented layout stored ``bank_t_neg2`` and ``bank_sq``."""
+    old_t, old_sq = prefix + "bank_t_neg2", prefix + "bank_sq"
+    if old_t in state and old_sq in state and prefix + "bank_aug" not in state:
+        state[prefix + "bank_aug"] = torch.cat([state.pop(old_t), state.pop(old_sq).unsqueeze(0)], dim=0).contiguous()
 
 
 class MahalanobisDistance(nn.Module):

@@ -61,7 +61,7 @@ class ReweightedInferenceModule(AnomalyInferenceModule):
         worst = patch.argmax(dim=1)  # [B]
         q_star = torch.gather(q, 1, worst.view(-1, 1, 1).expand(-1, 1, q.shape[-1])).squeeze(1)  # [B, D]
         bank = dist.bank  # [M, D]
-        d2_star = (q_star * q_star).sum(1, keepdim=True) + (q_star @ dist.bank_t_neg2) + dist.bank_sq
+        d2_star = (q_star * q_star).sum(1, keepdim=True) + dist.partial_sq_distances(dist.augment_queries(q_star))
         m_star = d2_star.argmin(dim=1)  # [B]
         neigh = self.bank_neighbors.index_select(0, m_star)  # [B, b], column 0 is m* itself
         nb = bank.index_select(0, neigh.reshape(-1)).reshape(neigh.shape[0], neigh.shape[1], -1)
@@ -154,7 +154,7 @@ class PatchCore(Detector):
         grid = self._grid(extractor)
         k = min(self.k, bank.shape[0])
         scorer = PatchCoreScorer(bank, grid, k=k, chunk_size=self.bank_chunk_size)
-        finisher = AnomalyMapFinisher(self.input_size, self.blur_sigma)
+        finisher = AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=grid)
         if self.reweight:
             return ReweightedInferenceModule(extractor, embedding, scorer, finisher, bank_neighbors=neighbors)
         return AnomalyInferenceModule(extractor, embedding, scorer, finisher)
