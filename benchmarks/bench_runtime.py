@@ -73,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--data", choices=("hazelnut", "synthetic"), default="hazelnut")
     p.add_argument("--random-init", action="store_true")
+    p.add_argument("--patchcore-coreset-ratio", type=float, default=None,
+                   help="PatchCore coreset ratio (default: the detector's 0.1; 0.95 on hazelnut gives the ~16k-patch bank the issue quotes)")
     p.add_argument("--threads", type=int, default=None, help="torch, ORT intra-op and BLAS threads (default: os.cpu_count())")
     p.add_argument("--batch-sizes", default="1,8")
     p.add_argument("--min-time-s", type=float, default=4.0, help="minimum timed seconds per engine and batch size")
@@ -219,6 +221,19 @@ def ort_profile(model_path: Path, batch: Any, threads: int, runs: int, work: Pat
     }
 
 
+def op_type_rates(profile: dict[str, Any], flops_by_op: dict[str, int], gemm: dict[str, Any]) -> dict[str, Any]:
+    """FLOP/s of each FLOP-carrying op type in the profile (its FLOPs / its kernel time) and
+    the share of the plain GEMM rate: shows which part of the graph holds the total back."""
+    times = {o["op"]: o["ms_per_run"] for o in profile["by_op_type"]}
+    rates: dict[str, Any] = {}
+    for op, flops in flops_by_op.items():
+        ms = times.get(op)
+        if ms:
+            gf = flops / (ms / 1e3) / 1e9
+            rates[op] = {"gflops": round(gf, 1), "fraction_of_gemm": round(gf / gemm["peak_gflops"], 3), "ms_per_run": ms}
+    return rates
+
+
 def eager_profile(det: Any, batch: Any, runs: int) -> dict[str, Any]:
     """Self CPU time per aten op of ``runs`` eager calls (torch.profiler), top 10."""
     import torch
@@ -247,7 +262,7 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
     from pyimgano_deploy.runtimes import load_bundle
 
     pool = image_pool(images, det.preprocess, 16)
-    out: dict[str, Any] = {"batches": {}}
+    out: dict[str, Any] = {"batches": {}, "fit_summary": {k: v for k, v in det.fit_summary.items() if k in ("n_images", "n_patches", "bank_size", "feature_dim", "grid")}}
     for b in args.batch_list:
         batch = take(pool, b)
         rt = load_bundle(bundle, intra_op_threads=threads, batch_size=b)
@@ -289,6 +304,7 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
     if not args.no_profile:
         b = max(args.batch_list)
         out["ort_profile"] = ort_profile(bundle / "model.onnx", take(pool, b), threads, 3 if args.quick else 10, work)
+        out["ort_profile"]["gflops_by_op_type"] = op_type_rates(out["ort_profile"], out["batches"][str(b)]["flops_by_op_type"], gemm)
         out["eager_profile"] = eager_profile(det, take(pool, b), 2 if args.quick else 5)
     return out
 
@@ -429,7 +445,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         C.log(f"GEMM: numpy {gemm['numpy_gflops']} GFLOP/s, ORT {gemm['ort_matmul_gflops']} GFLOP/s")
         bundles: dict[str, Path] = {}
         for model in models:
-            run_dir, det, _ = R.make_run_dir(work, model, images, size=args.size, pretrained=not args.random_init, seed=args.seed)
+            extra = {"coreset_ratio": args.patchcore_coreset_ratio} if model == "vision_patchcore" and args.patchcore_coreset_ratio else {}
+            run_dir, det, _ = R.make_run_dir(work, model, images, size=args.size, pretrained=not args.random_init, seed=args.seed, **extra)
             bundles[model] = work / f"bundle_{model}"
             R.export_bundle(run_dir, bundles[model], precision="fp32", golden=max(2, len(images.calib)))
             results[model] = engine_bench(model, det, bundles[model], images, args, threads, gemm, work)
@@ -457,6 +474,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     headline = {
         m: {
+            "bank_size": r["fit_summary"].get("bank_size"),
             "ort_over_eager_b8": r["batches"].get("8", {}).get("ort_over_eager"),
             "ort_images_per_s_b8": r["batches"].get("8", {}).get("ort", {}).get("images_per_s"),
             "eager_images_per_s_b8": r["batches"].get("8", {}).get("eager", {}).get("images_per_s"),

@@ -64,6 +64,9 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
             assert batch["flops_per_batch"] > 0
         assert {"p50_ms", "p99_ms"} <= set(entry["batches"]["1"]["latency"]["ort"])
         assert entry["cold_start"]["torch_imported"] is False
+        assert entry["ort_profile"]["gflops_by_op_type"]["Conv"]["gflops"] > 0
+        assert entry["fit_summary"]["n_images"] > 0
+    assert runtime["headline"]["vision_patchcore"]["bank_size"] == runtime["models"]["vision_patchcore"]["fit_summary"]["bank_size"]
     assert runtime["runtime_import"]["import_s_median"] > 0
     runs = runtime["infer_memory"]["runs"]
     assert all(r["n_records"] == r["n_images"] and r["peak_rss_mb"] for r in runs)
