@@ -64,6 +64,21 @@ def test_save_load_gives_bit_identical_scores(fitted, tmp_path):
     assert loaded.threshold == fitted.threshold
 
 
+def test_patchcore_saved_with_the_older_split_bank_still_loads(tmp_path):
+    """Runs written before the augmented-bank layout stored ``bank_t_neg2`` + ``bank_sq``."""
+    from safetensors.torch import load_file, save_file
+
+    det = _detector("vision_patchcore").fit(_images(6), input_format="rgb_u8_hwc")
+    det.save(tmp_path / "m")
+    state = load_file(str(tmp_path / "m" / "state.safetensors"))
+    aug = state.pop("scorer.distance.bank_aug")
+    state["scorer.distance.bank_t_neg2"], state["scorer.distance.bank_sq"] = aug[:-1].contiguous(), aug[-1].contiguous()
+    save_file(state, str(tmp_path / "m" / "state.safetensors"))
+    imgs = _images(2, seed=5)
+    loaded = type(det).load(tmp_path / "m")
+    assert np.array_equal(loaded.decision_function(imgs, input_format="rgb_u8_hwc"), det.decision_function(imgs, input_format="rgb_u8_hwc"))
+
+
 def test_fit_is_deterministic_under_seed():
     imgs = _images(6)
     a = _detector("vision_patchcore").fit(imgs, input_format="rgb_u8_hwc").decision_function(imgs[:2], input_format="rgb_u8_hwc")

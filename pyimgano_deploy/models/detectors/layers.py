@@ -1,6 +1,6 @@
 """Export-friendly torch layers shared by detectors.
 
-Every layer here traces to plain ONNX ops (AveragePool, Resize, Conv, MatMul, ReduceMin,
+Every layer here traces to plain ONNX ops (AveragePool, Resize, Concat, MatMul/Gemm, ReduceMin,
 TopK, Gather) with static shapes except the batch axis, per ARCHITECTURE §4.
 """
 
