@@ -43,3 +43,20 @@ def effective_batch_size(requested: int, *, static_batch: int | None, max_batch:
     if max_batch is not None:
         return max(1, min(int(requested), int(max_batch)))
     return int(requested)
+
+
+def split_even(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, end)`` ranges cutting ``n`` items into ``min(parts, n)`` contiguous pieces
+    whose sizes differ by at most one (larger pieces first)."""
+    if n < 0 or parts < 1:
+        raise ValueError(f"need n >= 0 and parts >= 1, got n={n}, parts={parts}")
+    k = min(parts, n)
+    if k == 0:
+        return []
+    base, extra = divmod(n, k)
+    bounds, start = [], 0
+    for i in range(k):
+        end = start + base + (1 if i < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds

@@ -4,8 +4,12 @@ Per-item failures never stop a batch: each becomes ``InferenceResult.failure`` w
 where it failed (``read``, ``decode``, ``preprocess``, ``inference``, ``postprocess``). Items
 are grouped in fixed-size batches; engines with a static batch get the last batch padded by
 repeating its last image. Preprocessing may run in ``num_workers`` threads (OpenCV releases
-the GIL). One ``Runtime`` may be shared by several threads: sessions that are not thread-safe
-are called under a lock, and results do not depend on how many threads call ``infer``.
+the GIL). With ``streams`` > 1 each batch is cut into that many pieces scored concurrently
+by the same (thread-safe) session, each call using its share of the intra-op threads: on a
+CPU this avoids the per-operator fork/join of one call spread over all cores (throughput
+mode; ``streams=1`` keeps the lowest latency). One ``Runtime`` may be shared by several
+threads: sessions that are not thread-safe are called under a lock, and results do not
+depend on how many threads call ``infer``.
 
 Bundles with a ``tiling`` block are scored tile by tile at the image's own resolution, with the
 same code as the workbench (see :mod:`.tiled`); their maps are full-resolution blended maps.
@@ -38,7 +42,7 @@ from pyimgano_deploy.inputs import (
 )
 from pyimgano_deploy.postprocess.maps import resize_map
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
-from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch
+from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch, split_even
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 from pyimgano_deploy.runtimes.tiled import TiledInput, TiledScorer, bundle_tiling
@@ -117,9 +121,17 @@ class Runtime:
         batch_size: int = 8,
         num_workers: int = 0,
         u16_max: int = 65535,
+        streams: int = 1,
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if streams < 1:
+            raise ValueError(f"streams must be >= 1, got {streams}")
+        if streams > 1 and not getattr(session, "thread_safe", False):
+            raise ValueError(
+                f"streams={streams} needs a session that can run concurrently (ONNX Runtime); "
+                f"this {getattr(session, 'kind', type(session).__name__)} session runs one batch at a time: use streams=1"
+            )
         self.bundle = bundle
         self.session = session
         self.engine_info: dict[str, Any] = dict(engine_info or {})
@@ -133,6 +145,9 @@ class Runtime:
         )
         self.num_workers = int(num_workers)
         self.u16_max = int(u16_max)
+        self.streams = int(streams)
+        self._stream_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
         spec = bundle_tiling(bundle)
         #: the tiled path (``None``: the bundle has no tiling block; whole images are scored)
@@ -140,14 +155,34 @@ class Runtime:
         self.engine_info.setdefault("tiling", None if spec is None else spec.to_dict())
         self.engine_info.setdefault("batch_size", self.batch_size)
         self.engine_info.setdefault("static_batch", getattr(session, "static_batch", None))
+        self.engine_info.setdefault("streams", self.streams)
 
     # ------------------------------------------------------------------ engine
     def run_batch(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run preprocessed ``uint8 [B,h,w,3]`` through the engine (padding a static batch).
+        """Run preprocessed ``uint8 [B,h,w,3]`` through the engine (padding a static batch;
+        cut into ``streams`` concurrent calls when ``streams`` > 1).
 
         Returns ``(score float32 [B], anomaly_map float32 [B,h,w])``; raises ``EngineRunError``
         when the engine fails or returns outputs of the wrong shape.
         """
+        n = len(batch_u8)
+        if self.streams > 1 and n > 1:
+            pieces = [batch_u8[s:e] for s, e in split_even(n, self.streams)]
+            outputs = list(self._streams().map(self._run_engine, pieces))
+        else:
+            outputs = [self._run_engine(batch_u8)]
+        if len(outputs) == 1:
+            return outputs[0]
+        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+
+    def _streams(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._stream_pool is None:
+                self._stream_pool = ThreadPoolExecutor(self.streams, thread_name_prefix="pyimgano-stream")
+            return self._stream_pool
+
+    def _run_engine(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One engine call per static batch (or one for the whole piece)."""
         n = len(batch_u8)
         static = getattr(self.session, "static_batch", None)
         outputs: list[tuple[np.ndarray, np.ndarray]] = []
@@ -211,6 +246,10 @@ class Runtime:
             yield from self._score_chunk(prepared, include_maps, defects)
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._stream_pool = self._stream_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         close = getattr(self.session, "close", None)
         if close is not None:
             close()
@@ -225,7 +264,8 @@ class Runtime:
         info = self.engine_info
         return (
             f"Runtime(bundle={str(self.bundle.root)!r}, engine={info.get('engine')!r}, "
-            f"file={info.get('file')!r}, precision={info.get('precision')!r}, batch_size={self.batch_size})"
+            f"file={info.get('file')!r}, precision={info.get('precision')!r}, batch_size={self.batch_size}, "
+            f"streams={self.streams})"
         )
 
     # ------------------------------------------------------------------ preprocessing
