@@ -66,8 +66,8 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
         assert entry["cold_start"]["torch_imported"] is False
         assert entry["ort_profile"]["gflops_by_op_type"]["Conv"]["gflops"] > 0
         assert entry["fit_summary"]["n_images"] > 0
-        streams = entry["batches"]["8"]["ort_streams"]
-        assert streams["streams"] == 2 and streams["images_per_s"] > 0 and streams["max_abs_score_diff_vs_one_call"] < 1e-4
+        tp = entry["batches"]["8"]["ort_throughput"]
+        assert tp["schedule"]["streams"] == 2 and tp["images_per_s"] > 0 and tp["max_abs_score_diff_vs_one_call"] < 1e-4
     assert runtime["headline"]["vision_patchcore"]["bank_size"] == runtime["models"]["vision_patchcore"]["fit_summary"]["bank_size"]
     assert runtime["runtime_import"]["import_s_median"] > 0
     runs = runtime["infer_memory"]["runs"]

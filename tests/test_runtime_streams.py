@@ -83,3 +83,59 @@ def test_cli_infer_streams(bundle_dir: Path, tmp_path: Path) -> None:
         outs[streams] = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["input"] for r in outs[1]] == [r["input"] for r in outs[2]]
     np.testing.assert_allclose([r["score"] for r in outs[2]], [r["score"] for r in outs[1]], rtol=1e-6)
+
+
+def test_candidate_schedules() -> None:
+    from pyimgano_deploy.runtimes.schedule import Schedule, candidate_schedules
+
+    assert candidate_schedules(2, 8) == [Schedule(1, None, 2), Schedule(2, 1, 1), Schedule(2, 2, 1), Schedule(2, None, 1)]
+    assert candidate_schedules(4, 8, static_batch=True) == [Schedule(1, None, 4), Schedule(4, None, 1)]
+    assert candidate_schedules(1, 8) == [Schedule(1, None, 1)] and candidate_schedules(4, 1) == [Schedule(1, None, 4)]
+
+
+def test_streams_auto_keeps_the_fastest_timed_schedule(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyimgano_deploy.runtimes.schedule as schedule
+
+    monkeypatch.setattr(schedule, "TUNE_SECONDS", 0.01)
+    images = random_images(6, 32, 40, seed=6)
+    with load_bundle(bundle_dir, batch_size=4, intra_op_threads=2) as one:
+        want = one.infer(images, input_format="rgb_u8_hwc")
+    with load_bundle(bundle_dir, batch_size=4, intra_op_threads=2, streams="auto") as tuned:
+        sched = tuned.engine_info["schedule"]
+        got = tuned.infer(images, input_format="rgb_u8_hwc")
+    table = sched["tuned"]
+    assert len(table) == 3 and all(row["images_per_s"] > 0 for row in table)
+    best = max(table, key=lambda row: row["images_per_s"])
+    assert (sched["streams"], sched["micro_batch"], sched["threads"]) == (best["streams"], best["micro_batch"], best["threads"])
+    assert (tuned.streams, tuned.micro_batch) == (best["streams"], best["micro_batch"])
+    assert [r.score for r in got] == pytest.approx([r.score for r in want], rel=1e-6, abs=1e-6)
+
+
+def test_micro_batches_run_as_separate_calls(bundle_dir: Path) -> None:
+    images = random_images(5, 32, 40, seed=7)
+    with load_bundle(bundle_dir, batch_size=5) as one, load_bundle(bundle_dir, batch_size=5, streams=2, micro_batch=2) as micro:
+        calls: list[int] = []
+        run = micro.session.run
+        micro.session.run = lambda feed: (calls.append(len(feed)), run(feed))[1]  # type: ignore[method-assign]
+        got, want = micro.run_batch(images), one.run_batch(images)
+    assert sorted(calls) == [1, 2, 2]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("value", "match"), [("fast", "positive integer or 'auto'"), ("0", ">= 1")])
+def test_bad_streams_value_is_refused(bundle_dir: Path, value: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_bundle(bundle_dir, streams=value)
+
+
+def test_cli_bad_streams_is_a_usage_error(bundle_dir: Path, tmp_path: Path) -> None:
+    img = tmp_path / "a.png"
+    assert cv2.imwrite(str(img), random_images(1, 32, 40)[0])
+    res = CliRunner().invoke(main, ["infer", "--bundle", str(bundle_dir), "--input", str(img), "--save-jsonl", str(tmp_path / "o.jsonl"), "--streams", "many"])
+    assert res.exit_code == 2 and "positive integer or 'auto'" in res.output
+
+
+def test_micro_batch_refused_for_a_static_batch_engine(tmp_path: Path) -> None:
+    bundle = build_tiny_bundle(tmp_path / "static", static_batch=3)
+    with pytest.raises(ValueError, match="static batch of 3"):
+        load_bundle(bundle, micro_batch=1)

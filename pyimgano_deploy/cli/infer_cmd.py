@@ -75,10 +75,12 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option(
-    "--streams", type=click.IntRange(min=1), default=1, show_default=True,
-    help="Cut each batch into N concurrent ONNX Runtime calls sharing --threads (default: all cores) "
-    "between them: more images/s on CPUs, at some latency per batch. Not with TensorRT.",
+    "--streams", default="1", show_default=True, metavar="N|auto",
+    help="CPU throughput mode: score each batch with N concurrent ONNX Runtime calls sharing --threads "
+    "(default: all cores). 'auto' times a few schedules on this machine (about a second) and keeps the "
+    "fastest. Not with TensorRT.",
 )
+@click.option("--micro-batch", type=click.IntRange(min=1), default=None, help="Images per engine call within a stream (default: the batch split evenly).")
 @click.option("--resume", is_flag=True, help="Skip inputs already recorded in --save-jsonl (a truncated last line is repaired).")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
@@ -95,7 +97,8 @@ def infer(
     precision: str,
     device: str,
     threads: int | None,
-    streams: int,
+    streams: str,
+    micro_batch: int | None,
     resume: bool,
     max_errors: int,
     fsync: bool,
@@ -129,18 +132,23 @@ def infer(
     try:
         runtime = load_bundle(
             bundle_path, device=device, engine=engine, precision=precision, batch_size=batch_size,
-            intra_op_threads=threads, num_workers=num_workers, streams=streams,
+            intra_op_threads=threads, num_workers=num_workers, streams=streams, micro_batch=micro_batch,
         )
     except BundleError as exc:
         _fail(f"invalid bundle {bundle_path}: {exc}", as_json)
     except EngineLoadError as exc:
         _fail(f"cannot load an engine of {bundle_path}: {exc}", as_json)
-    except ValueError as exc:  # an engine/option combination that cannot work (e.g. --streams with TensorRT)
-        raise click.BadParameter(str(exc)) from exc
+    except ValueError as exc:  # a bad --streams value, or a combination that cannot work (--streams with TensorRT)
+        raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
     info = runtime.engine_info
     dplan = resolve_defects(defects_flags, runtime.bundle)
     if not as_json:
-        streams_note = f", {runtime.streams} streams" if runtime.streams > 1 else ""
+        sched = info.get("schedule") or {}
+        streams_note = f", {runtime.streams} streams × {sched.get('threads')} thread(s)" if runtime.streams > 1 else ""
+        if runtime.micro_batch is not None:
+            streams_note += f", {runtime.micro_batch} image(s) per call"
+        if sched.get("tuned"):
+            streams_note += " (fastest of the schedules timed here)"
         click.echo(f"engine: {info['engine']} {info['file']} ({info['precision']}, {info['device']}), batch {runtime.batch_size}{streams_note}", err=True)
 
     jsonl = Path(jsonl_path)
@@ -198,7 +206,7 @@ def infer(
         "unmatched_inputs": plan.unmatched,
         "jsonl": jsonl.as_posix(),
         "maps_dir": maps_out.as_posix() if maps_out else None,
-        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads")},
+        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule")},
     }
     if dplan is not None:
         summary["defects"] = dplan.summary()

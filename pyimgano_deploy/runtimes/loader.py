@@ -13,6 +13,7 @@ from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.runtimes.errors import EngineLoadError
 from pyimgano_deploy.runtimes.onnx_session import OnnxSession
 from pyimgano_deploy.runtimes.runtime import Runtime, Session
+from pyimgano_deploy.runtimes.schedule import Schedule, candidate_schedules, images_per_second, synthetic_batch
 from pyimgano_deploy.runtimes.selection import EngineChoice, select_engine
 from pyimgano_deploy.runtimes.tensorrt_session import TensorRTSession, probe_tensorrt
 
@@ -47,15 +48,19 @@ def load_bundle(
     providers: Sequence[Any] | None = None,
     num_workers: int = 0,
     verify_checksums: bool = True,
-    streams: int = 1,
+    streams: int | str = 1,
+    micro_batch: int | None = None,
 ) -> Runtime:
     """Verify the bundle at ``path`` (``read_bundle``: schema, paths, checksums) before loading
     anything, choose an engine (see :mod:`pyimgano_deploy.runtimes.selection`), open it, and
     return a :class:`Runtime`. ``runtime.engine_info`` records the choice and the reasons.
 
-    ``streams`` > 1 (ONNX Runtime only) cuts each batch into that many concurrent calls of
+    ``streams`` > 1 (ONNX Runtime only) scores each batch with that many concurrent calls of
     one session, each with ``threads // streams`` intra-op threads (``threads`` =
-    ``intra_op_threads`` or the CPU count): CPU throughput mode, see :class:`Runtime`.
+    ``intra_op_threads`` or the usable cores), ``micro_batch`` images per call: CPU
+    throughput mode, see :mod:`.schedule`. ``streams="auto"`` times the candidate schedules
+    for about a second and keeps the fastest (``engine_info["schedule"]`` has the table);
+    on a GPU or TensorRT engine it means one stream.
 
     Raises ``BundleError`` subclasses for an invalid bundle (exit code 3/4), ``ValueError``
     for an unknown device/engine/precision or ``streams`` with a TensorRT engine, and
@@ -72,7 +77,15 @@ def load_bundle(
         providers=providers,
         num_workers=num_workers,
         streams=streams,
+        micro_batch=micro_batch,
     )
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def stream_threads(intra_op_threads: int | None, streams: int) -> int | None:
@@ -81,8 +94,50 @@ def stream_threads(intra_op_threads: int | None, streams: int) -> int | None:
         raise ValueError(f"streams must be >= 1, got {streams}")
     if streams == 1:
         return intra_op_threads
-    total = intra_op_threads if intra_op_threads is not None else (os.cpu_count() or 1)
+    total = intra_op_threads if intra_op_threads is not None else usable_cores()
     return max(1, int(total) // streams)
+
+
+def _parse_streams(streams: int | str) -> int | None:
+    """``"auto"`` → None (tune); an int ≥ 1 (or its string) → that int."""
+    if isinstance(streams, str):
+        if streams.strip().lower() == "auto":
+            return None
+        if not streams.strip().isdigit():
+            raise ValueError(f"streams must be a positive integer or 'auto', got {streams!r}")
+        streams = int(streams)
+    if int(streams) < 1:
+        raise ValueError(f"streams must be >= 1 or 'auto', got {streams}")
+    return int(streams)
+
+
+def tune_schedule(bundle: Bundle, choice: EngineChoice, *, threads: int, batch_size: int) -> tuple[Schedule, Session, list[dict[str, Any]]]:
+    """Time every :func:`candidate_schedules` entry on a synthetic batch; return the fastest
+    schedule, its open session (sessions are shared between candidates with the same thread
+    count) and the table of measurements."""
+    sample = synthetic_batch(batch_size, bundle.preprocess.output_size)
+    sessions: dict[int | None, Session] = {threads: open_session(bundle, choice, intra_op_threads=threads)}
+    static = getattr(sessions[threads], "static_batch", None) is not None
+    table: list[dict[str, Any]] = []
+    best: tuple[float, Schedule] | None = None
+    for candidate in candidate_schedules(threads, batch_size, static_batch=static):
+        if candidate.threads not in sessions:
+            sessions[candidate.threads] = open_session(bundle, choice, intra_op_threads=candidate.threads)
+        trial = Runtime(bundle, sessions[candidate.threads], batch_size=batch_size,
+                        streams=candidate.streams, micro_batch=candidate.micro_batch)
+        try:
+            ips = images_per_second(trial.run_batch, sample)
+        finally:
+            trial.stop_streams()
+        table.append({**candidate.to_dict(), "images_per_s": round(ips, 2)})
+        if best is None or ips > best[0]:
+            best = (ips, candidate)
+    assert best is not None  # candidate_schedules always yields the one-call schedule
+    chosen = best[1]
+    for n, session in sessions.items():
+        if n != chosen.threads and hasattr(session, "close"):
+            session.close()
+    return chosen, sessions[chosen.threads], table
 
 
 def open_runtime(
@@ -95,10 +150,12 @@ def open_runtime(
     intra_op_threads: int | None = None,
     providers: Sequence[Any] | None = None,
     num_workers: int = 0,
-    streams: int = 1,
+    streams: int | str = 1,
+    micro_batch: int | None = None,
 ) -> Runtime:
     """:func:`load_bundle` for an already verified :class:`Bundle`."""
-    session_threads = stream_threads(intra_op_threads, streams)
+    n_streams = _parse_streams(streams)
+    session_threads = stream_threads(intra_op_threads, n_streams or 1)
     available = ort.get_available_providers()
     choice = select_engine(
         bundle.engines,
@@ -109,8 +166,17 @@ def open_runtime(
         available_providers=available,
         probe_tensorrt=probe_tensorrt,
     )
-    if streams > 1 and choice.kind == "tensorrt":
+    if (n_streams or 1) > 1 and choice.kind == "tensorrt":
         raise ValueError(f"streams={streams} applies to ONNX Runtime; the TensorRT engine {choice.entry.get('file')} runs one batch at a time: use streams=1 or engine='onnx'")
+    first = choice.providers[0] if choice.providers else "CPUExecutionProvider"
+    on_cpu = choice.kind != "tensorrt" and (first if isinstance(first, str) else first[0]) == "CPUExecutionProvider"
+    table: list[dict[str, Any]] | None = None
+    if n_streams is None and on_cpu:
+        threads = intra_op_threads if intra_op_threads is not None else usable_cores()
+        chosen, session, table = tune_schedule(bundle, choice, threads=threads, batch_size=batch_size)
+        n_streams, micro_batch, session_threads = chosen.streams, chosen.micro_batch, chosen.threads
+        return _finish_runtime(bundle, choice, session, session_threads, batch_size, num_workers, n_streams, micro_batch, table)
+    n_streams = n_streams or 1  # "auto" off the CPU: one stream
     try:
         session = open_session(bundle, choice, intra_op_threads=session_threads)
     except EngineLoadError as exc:
@@ -128,12 +194,24 @@ def open_runtime(
         fallback.reasons[:0] = [*choice.reasons, message]
         choice = fallback
         session = open_session(bundle, choice, intra_op_threads=session_threads)
+    return _finish_runtime(bundle, choice, session, session_threads, batch_size, num_workers, n_streams, micro_batch, table)
+
+
+def _finish_runtime(
+    bundle: Bundle, choice: EngineChoice, session: Session, session_threads: int | None, batch_size: int,
+    num_workers: int, streams: int, micro_batch: int | None, tuned: list[dict[str, Any]] | None,
+) -> Runtime:
     for reason in choice.reasons:
         (_LOG.warning if "falling back" in reason else _LOG.info)("engine selection: %s", reason)
     info = choice.info()
     info["session_providers"] = list(getattr(session, "providers", []))
     info["intra_op_threads"] = session_threads
+    schedule = Schedule(streams, micro_batch, session_threads)
+    info["schedule"] = {**schedule.to_dict(), "tuned": tuned}
+    if tuned is not None:
+        _LOG.info("throughput schedule: %s, the fastest of %d timed on this machine", schedule.describe(), len(tuned))
     _LOG.info(
         "loaded %s with %s (%s, %s, %s)", bundle.root, info["file"], info["engine"], info["precision"], info["device"]
     )
-    return Runtime(bundle, session, engine_info=info, batch_size=batch_size, num_workers=num_workers, streams=streams)
+    return Runtime(bundle, session, engine_info=info, batch_size=batch_size, num_workers=num_workers,
+                   streams=streams, micro_batch=micro_batch)

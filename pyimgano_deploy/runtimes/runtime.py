@@ -4,10 +4,12 @@ Per-item failures never stop a batch: each becomes ``InferenceResult.failure`` w
 where it failed (``read``, ``decode``, ``preprocess``, ``inference``, ``postprocess``). Items
 are grouped in fixed-size batches; engines with a static batch get the last batch padded by
 repeating its last image. Preprocessing may run in ``num_workers`` threads (OpenCV releases
-the GIL). With ``streams`` > 1 each batch is cut into that many pieces scored concurrently
-by the same (thread-safe) session, each call using its share of the intra-op threads: on a
-CPU this avoids the per-operator fork/join of one call spread over all cores (throughput
-mode; ``streams=1`` keeps the lowest latency). One ``Runtime`` may be shared by several
+the GIL). With ``streams`` > 1 each batch is cut into pieces scored concurrently by the same
+(thread-safe) session, ``streams`` calls at a time, each using its share of the intra-op
+threads; ``micro_batch`` sets the images per call (default: the batch split evenly over the
+streams). On a CPU this avoids the per-operator fork/join of one call spread over all cores
+and keeps each call's activations small (throughput mode, see :mod:`.schedule`;
+``streams=1`` keeps the lowest latency). One ``Runtime`` may be shared by several
 threads: sessions that are not thread-safe are called under a lock, and results do not
 depend on how many threads call ``infer``.
 
@@ -122,11 +124,16 @@ class Runtime:
         num_workers: int = 0,
         u16_max: int = 65535,
         streams: int = 1,
+        micro_batch: int | None = None,
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if streams < 1:
             raise ValueError(f"streams must be >= 1, got {streams}")
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+        if micro_batch is not None and getattr(session, "static_batch", None):
+            raise ValueError(f"micro_batch does not apply to an engine with a static batch of {session.static_batch}")
         if streams > 1 and not getattr(session, "thread_safe", False):
             raise ValueError(
                 f"streams={streams} needs a session that can run concurrently (ONNX Runtime); "
@@ -146,6 +153,7 @@ class Runtime:
         self.num_workers = int(num_workers)
         self.u16_max = int(u16_max)
         self.streams = int(streams)
+        self.micro_batch = None if micro_batch is None else int(micro_batch)
         self._stream_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
@@ -156,24 +164,36 @@ class Runtime:
         self.engine_info.setdefault("batch_size", self.batch_size)
         self.engine_info.setdefault("static_batch", getattr(session, "static_batch", None))
         self.engine_info.setdefault("streams", self.streams)
+        self.engine_info.setdefault("micro_batch", self.micro_batch)
 
     # ------------------------------------------------------------------ engine
     def run_batch(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run preprocessed ``uint8 [B,h,w,3]`` through the engine (padding a static batch;
-        cut into ``streams`` concurrent calls when ``streams`` > 1).
+        cut into calls of ``micro_batch`` images, ``streams`` of them at a time, when either is set).
 
         Returns ``(score float32 [B], anomaly_map float32 [B,h,w])``; raises ``EngineRunError``
         when the engine fails or returns outputs of the wrong shape.
         """
         n = len(batch_u8)
-        if self.streams > 1 and n > 1:
-            pieces = [batch_u8[s:e] for s, e in split_even(n, self.streams)]
+        if self.micro_batch is not None:
+            bounds = [(s, min(s + self.micro_batch, n)) for s in range(0, n, self.micro_batch)]
+        else:
+            bounds = split_even(n, self.streams)
+        pieces = [batch_u8[s:e] for s, e in bounds]
+        if self.streams > 1 and len(pieces) > 1:
             outputs = list(self._streams().map(self._run_engine, pieces))
         else:
-            outputs = [self._run_engine(batch_u8)]
+            outputs = [self._run_engine(piece) for piece in pieces]
         if len(outputs) == 1:
             return outputs[0]
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+
+    def stop_streams(self) -> None:
+        """Shut the stream threads down (they restart on the next batch); the session stays open."""
+        with self._pool_lock:
+            pool, self._stream_pool = self._stream_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def _streams(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -246,10 +266,7 @@ class Runtime:
             yield from self._score_chunk(prepared, include_maps, defects)
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._stream_pool = self._stream_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        self.stop_streams()
         close = getattr(self.session, "close", None)
         if close is not None:
             close()
@@ -265,7 +282,7 @@ class Runtime:
         return (
             f"Runtime(bundle={str(self.bundle.root)!r}, engine={info.get('engine')!r}, "
             f"file={info.get('file')!r}, precision={info.get('precision')!r}, batch_size={self.batch_size}, "
-            f"streams={self.streams})"
+            f"streams={self.streams}, micro_batch={self.micro_batch})"
         )
 
     # ------------------------------------------------------------------ preprocessing
