@@ -182,6 +182,17 @@ def test_score_bgr_keeps_no_reference_to_the_buffer(bundle: Path) -> None:
     assert isinstance(one[0], float) and one[1] in (0, 1)
 
 
+def test_scorer_throughput_mode_scores_like_one_call(bundle: Path) -> None:
+    frames = random_images(5, 32, 40, seed=4)
+    buf = memoryview(bytearray(frames.tobytes()))
+    one = open_scorer(bundle, threads=2, batch_size=5).score_bgr_batch(buf, 5, 32, 40)
+    tuned = open_scorer(bundle, threads=2, batch_size=5, streams=2)
+    assert tuned.runtime.streams == 2
+    many = tuned.score_bgr_batch(buf, 5, 32, 40)
+    assert [m[1] for m in many] == [o[1] for o in one]
+    assert [m[0] for m in many] == pytest.approx([o[0] for o in one], rel=1e-6, abs=1e-6)
+
+
 TORCH_FREE = r"""
 import sys
 from pyimgano_deploy.runtimes.embed import open_scorer

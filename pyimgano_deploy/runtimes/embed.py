@@ -110,12 +110,14 @@ def open_scorer(
     batch_size: int = 1,
     threads: int | None = None,
     device: str = "auto",
+    streams: int | str = 1,
 ) -> Scorer:
     """Verify and load the bundle at ``bundle_dir`` once → :class:`Scorer`.
 
     ``threads``: ONNX Runtime intra-op threads (``None`` → its default, one per core).
-    ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"`` as for ``load_bundle``. Raises the
-    loader's errors (``BundleError`` subclasses, ``EngineLoadError``, ``ValueError``).
+    ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"`` as for ``load_bundle``. ``streams``:
+    throughput mode for ``score_bgr_batch`` (``load_bundle``'s ``streams``; 1 for latency).
+    Raises the loader's errors (``BundleError`` subclasses, ``EngineLoadError``, ``ValueError``).
     """
-    runtime = load_bundle(bundle_dir, device=device, batch_size=batch_size, intra_op_threads=threads)
+    runtime = load_bundle(bundle_dir, device=device, batch_size=batch_size, intra_op_threads=threads, streams=streams)
     return Scorer(runtime)
