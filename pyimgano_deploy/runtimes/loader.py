@@ -170,13 +170,11 @@ def open_runtime(
         raise ValueError(f"streams={streams} applies to ONNX Runtime; the TensorRT engine {choice.entry.get('file')} runs one batch at a time: use streams=1 or engine='onnx'")
     first = choice.providers[0] if choice.providers else "CPUExecutionProvider"
     on_cpu = choice.kind != "tensorrt" and (first if isinstance(first, str) else first[0]) == "CPUExecutionProvider"
-    table: list[dict[str, Any]] | None = None
     if n_streams is None and on_cpu:
         threads = intra_op_threads if intra_op_threads is not None else usable_cores()
         chosen, session, table = tune_schedule(bundle, choice, threads=threads, batch_size=batch_size)
-        n_streams, micro_batch, session_threads = chosen.streams, chosen.micro_batch, chosen.threads
-        return _finish_runtime(bundle, choice, session, session_threads, batch_size, num_workers, n_streams, micro_batch, table)
-    n_streams = n_streams or 1  # "auto" off the CPU: one stream
+        return _finish_runtime(bundle, choice, session, chosen, batch_size, num_workers, table)
+    schedule = Schedule(n_streams or 1, micro_batch, session_threads)  # "auto" off the CPU: one stream
     try:
         session = open_session(bundle, choice, intra_op_threads=session_threads)
     except EngineLoadError as exc:
@@ -194,19 +192,18 @@ def open_runtime(
         fallback.reasons[:0] = [*choice.reasons, message]
         choice = fallback
         session = open_session(bundle, choice, intra_op_threads=session_threads)
-    return _finish_runtime(bundle, choice, session, session_threads, batch_size, num_workers, n_streams, micro_batch, table)
+    return _finish_runtime(bundle, choice, session, schedule, batch_size, num_workers, tuned=None)
 
 
 def _finish_runtime(
-    bundle: Bundle, choice: EngineChoice, session: Session, session_threads: int | None, batch_size: int,
-    num_workers: int, streams: int, micro_batch: int | None, tuned: list[dict[str, Any]] | None,
+    bundle: Bundle, choice: EngineChoice, session: Session, schedule: Schedule, batch_size: int,
+    num_workers: int, tuned: list[dict[str, Any]] | None,
 ) -> Runtime:
     for reason in choice.reasons:
         (_LOG.warning if "falling back" in reason else _LOG.info)("engine selection: %s", reason)
     info = choice.info()
     info["session_providers"] = list(getattr(session, "providers", []))
-    info["intra_op_threads"] = session_threads
-    schedule = Schedule(streams, micro_batch, session_threads)
+    info["intra_op_threads"] = schedule.threads
     info["schedule"] = {**schedule.to_dict(), "tuned": tuned}
     if tuned is not None:
         _LOG.info("throughput schedule: %s, the fastest of %d timed on this machine", schedule.describe(), len(tuned))
@@ -214,4 +211,4 @@ def _finish_runtime(
         "loaded %s with %s (%s, %s, %s)", bundle.root, info["file"], info["engine"], info["precision"], info["device"]
     )
     return Runtime(bundle, session, engine_info=info, batch_size=batch_size, num_workers=num_workers,
-                   streams=streams, micro_batch=micro_batch)
+                   streams=schedule.streams, micro_batch=schedule.micro_batch)
