@@ -12,10 +12,16 @@ ORT intra_op_num_threads=n, OpenBLAS n):
   also ORT in throughput mode (``load_bundle(streams="auto")``: the runtime times a few
   schedules — concurrent calls of one session sharing the threads, images per call — and
   keeps the fastest), reported separately as ``ort_throughput``;
+- minor page faults per call of each engine: under glibc's default malloc, eager torch maps
+  and unmaps its large activations on every call, and those faults (system time) decide
+  most of eager's run-to-run spread; ``--malloc steady`` (mallopt) keeps freed memory so
+  eager runs without them — run both to see the range of the eager baseline;
 - latency p50/p99 at batch 1;
 - the graph's FLOPs (benchmarks/onnx_flops.py) → achieved GFLOP/s, against a plain fp32
   GEMM (numpy and an ORT MatMul, ``--gemm-n``²) measured in the same run;
 - an ORT profile (SessionOptions.enable_profiling) at the largest batch: time per op type;
+- the memory read bandwidth, measured beside the GEMM, and roofline bounds on the share of
+  GEMM FLOP/s each graph can reach (benchmarks/roofline.py);
 - fresh subprocesses: runtime import time, cold start (load_bundle + first result), and
   peak RSS of ``pyimgano-deploy infer`` over folders of increasing size (os.wait4 rusage of
   that child, plus /proc/<pid>/status VmRSS polling).
@@ -39,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import _rundir as R  # noqa: E402
+from roofline import memory_bandwidth, roofline, streamed_constant_bytes  # noqa: E402
 
 IMPORT_SNIPPET = "import time; t=time.perf_counter(); import pyimgano_deploy.runtimes as r; r.load_bundle; print(time.perf_counter()-t)"
 COLD_SNIPPET = """
@@ -83,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", default="auto",
                    help="also time ONNX Runtime in throughput mode at batch > 1 (load_bundle(streams=...)): "
                         "'auto' = the schedule the runtime times and picks on this machine, N = N concurrent calls, 1 = skip")
+    p.add_argument("--malloc", choices=("default", "steady"), default="default",
+                   help="glibc allocator for the whole run: 'default', or 'steady' (mallopt: large blocks stay in the heap, "
+                        "so eager torch stops page-faulting its activations on every call; see _common.steady_malloc)")
     p.add_argument("--min-time-s", type=float, default=4.0, help="minimum timed seconds per engine and batch size")
     p.add_argument("--rounds", type=int, default=3, help="alternating eager/ORT blocks per batch size")
     p.add_argument("--latency-samples", type=int, default=60, help="batch-1 calls per engine for p50/p99")
@@ -125,18 +135,22 @@ def take(pool: Any, b: int) -> Any:
     return np.ascontiguousarray(pool[idx])
 
 
-def alternate(fns: dict[str, Any], *, rounds: int, min_time_s: float, warmup: int = 2) -> dict[str, list[float]]:
-    """Time each callable in alternating blocks (``rounds`` each, ``min_time_s/rounds`` per block)."""
+def alternate(fns: dict[str, Any], *, rounds: int, min_time_s: float, warmup: int = 2) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Time each callable in alternating blocks (``rounds`` each, ``min_time_s/rounds`` per
+    block) → (seconds per call, minor page faults per call) by name."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
+    faults: dict[str, int] = {k: 0 for k in fns}
     per_block = min_time_s / max(rounds, 1)
     for _ in range(rounds):
         for name, fn in fns.items():
             time.sleep(0.05)  # let the other engine's spinning threads go idle
+            before = C.minor_faults()
             times[name] += C.repeat_times(fn, warmup=0, repeats=2, min_time_s=per_block)
-    return times
+            faults[name] += C.minor_faults() - before
+    return times, {k: faults[k] / max(len(times[k]), 1) for k in fns}
 
 
 def gemm_reference(n: int, threads: int, min_time_s: float) -> dict[str, Any]:
@@ -262,14 +276,17 @@ def eager_profile(det: Any, batch: Any, runs: int) -> dict[str, Any]:
     }
 
 
-def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: argparse.Namespace, threads: int, gemm: dict[str, Any], work: Path) -> dict[str, Any]:
-    """Eager vs ONNX Runtime (one call per batch, and throughput mode) at each batch size."""
+def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: argparse.Namespace, threads: int,
+                 ceilings: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Eager vs ONNX Runtime (one call per batch, and throughput mode) at each batch size;
+    ``ceilings``: ``{"gemm": gemm_reference(...), "bandwidth": memory_bandwidth(...)}``."""
     import numpy as np
     import torch
 
     from onnx_flops import count_flops
     from pyimgano_deploy.runtimes import load_bundle
 
+    gemm = ceilings["gemm"]
     pool = image_pool(images, det.preprocess, 16)
     out: dict[str, Any] = {"batches": {}, "fit_summary": {k: v for k, v in det.fit_summary.items() if k in ("n_images", "n_patches", "bank_size", "feature_dim", "grid")}}
     for b in args.batch_list:
@@ -284,7 +301,7 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
             fns["ort_throughput"] = lambda: rt_tp.run_batch(batch)
         C.log(f"{model} batch {b}: timing {' vs '.join(fns)} ({args.rounds} rounds, ≥{args.min_time_s:.0f}s each)")
         with torch.inference_mode():
-            times = alternate(fns, rounds=args.rounds, min_time_s=args.min_time_s)
+            times, faults = alternate(fns, rounds=args.rounds, min_time_s=args.min_time_s)
         flops = count_flops(bundle / "model.onnx", b)
         entry: dict[str, Any] = {"flops_per_batch": flops["flops"], "flops_by_op_type": flops["by_op_type"],
                                  "flops_unresolved_nodes": flops["unresolved_nodes"]}
@@ -296,6 +313,7 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
                 "batch_ms": C.summary_ms(times[name]),
                 "achieved_gflops": round(flops["flops"] / med / 1e9, 2),
                 "fraction_of_gemm": round(flops["flops"] / med / 1e9 / gemm["peak_gflops"], 3),
+                "minor_page_faults_per_call": round(faults[name]),
             }
         entry["ort_over_eager"] = round(entry["ort"]["images_per_s"] / entry["eager"]["images_per_s"], 3)
         entry["ort_over_eager_best"] = round(entry["ort"]["images_per_s_best"] / entry["eager"]["images_per_s_best"], 3)
@@ -326,6 +344,10 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
         out["ort_profile"] = ort_profile(bundle / "model.onnx", take(pool, b), threads, 3 if args.quick else 10, work)
         out["ort_profile"]["gflops_by_op_type"] = op_type_rates(out["ort_profile"], out["batches"][str(b)]["flops_by_op_type"], gemm)
         out["eager_profile"] = eager_profile(det, take(pool, b), 2 if args.quick else 5)
+    b = max(args.batch_list)
+    measured = {o["op"]: o["ms_per_run"] for o in out.get("ort_profile", {}).get("by_op_type", [])}
+    out["roofline"] = {"batch": b, **roofline(out["batches"][str(b)]["flops_by_op_type"], streamed_constant_bytes(bundle / "model.onnx"),
+                                               gemm["peak_gflops"], ceilings["bandwidth"]["best_gbs"], measured or None, batch=b)}
     return out
 
 
@@ -455,6 +477,13 @@ def _targets_b8(b8: dict[str, Any], engine: str) -> dict[str, Any]:
             "meets_3x": (ratio or 0) >= 3.0, "meets_60pct_gemm": (fraction or 0) >= 0.6}
 
 
+def _bound_over_eager(r: dict[str, Any], b8: dict[str, Any]) -> float | None:
+    """The ratio to eager that ONNX Runtime would reach at the roofline bound with its own
+    measured convolutions (the best a perfect head could do with this engine)."""
+    bound, eager = r.get("roofline", {}).get("with_measured_conv_max_images_per_s"), b8.get("eager", {}).get("images_per_s")
+    return round(bound / eager, 2) if bound and eager else None
+
+
 def model_headline(r: dict[str, Any]) -> dict[str, Any]:
     """The figures the closing note quotes for one model: batch 8 (one call and throughput mode), batch-1 latency."""
     b8 = r["batches"].get("8", {})
@@ -465,11 +494,15 @@ def model_headline(r: dict[str, Any]) -> dict[str, Any]:
         "ort_over_eager_b8": one["over_eager"],
         "ort_images_per_s_b8": one["images_per_s"],
         "eager_images_per_s_b8": b8.get("eager", {}).get("images_per_s"),
+        "eager_minor_page_faults_per_call_b8": b8.get("eager", {}).get("minor_page_faults_per_call"),
         "ort_fraction_of_gemm_b8": one["fraction_of_gemm"],
         "ort_p50_ms_b1": latency.get("p50_ms"),
         "ort_p99_ms_b1": latency.get("p99_ms"),
         "meets_3x": one["meets_3x"],
         "meets_60pct_gemm": one["meets_60pct_gemm"],
+        "roofline_ideal_max_fraction_of_gemm": r.get("roofline", {}).get("ideal_max_fraction_of_gemm"),
+        "roofline_max_fraction_of_gemm_with_ort_conv": r.get("roofline", {}).get("with_measured_conv_max_fraction_of_gemm"),
+        "roofline_max_over_eager_with_ort_conv": _bound_over_eager(r, b8),
         "throughput_mode_b8": {
             "schedule": {k: v for k, v in (b8.get("ort_throughput", {}).get("schedule") or {}).items() if k != "tuned"},
             "ort_images_per_s": tp["images_per_s"],
@@ -484,6 +517,7 @@ def model_headline(r: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = C.pin_threads(args.threads)
+    malloc = C.steady_malloc() if args.malloc == "steady" else {"mode": "default"}
     doc = C.header("bench_runtime", args, threads)
     C.pin_torch_threads(threads)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -498,13 +532,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         C.log(f"GEMM reference {args.gemm_n}² fp32, {threads} threads")
         gemm = gemm_reference(args.gemm_n, threads, 0.5 if args.quick else 4.0)
         C.log(f"GEMM: numpy {gemm['numpy_gflops']} GFLOP/s, ORT {gemm['ort_matmul_gflops']} GFLOP/s")
+        bandwidth = memory_bandwidth(threads, n_bytes=(32 if args.quick else 256) << 20, min_time_s=0.2 if args.quick else 1.0)
+        C.log(f"memory read bandwidth: {bandwidth['best_gbs']} GB/s")
         bundles: dict[str, Path] = {}
         for model in models:
             extra = {"coreset_ratio": args.patchcore_coreset_ratio} if model == "vision_patchcore" and args.patchcore_coreset_ratio else {}
             run_dir, det, _ = R.make_run_dir(work, model, images, size=args.size, pretrained=not args.random_init, seed=args.seed, **extra)
             bundles[model] = work / f"bundle_{model}"
             R.export_bundle(run_dir, bundles[model], precision="fp32", golden=max(2, len(images.calib)))
-            results[model] = engine_bench(model, det, bundles[model], images, args, threads, gemm, work)
+            results[model] = engine_bench(model, det, bundles[model], images, args, threads, {"gemm": gemm, "bandwidth": bandwidth}, work)
             del det
         C.log("subprocesses: import time, cold start, infer memory")
         imp = import_time(threads, args.subprocess_repeats)
@@ -534,6 +570,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "pretrained": not args.random_init,
         "threads": threads,
         "gemm": gemm,
+        "memory_bandwidth": bandwidth,
+        "malloc": malloc,
         "headline": headline,
         "models": results,
         "runtime_import": imp,

@@ -14,7 +14,7 @@ BENCH = REPO / "benchmarks"
 EXPECTED = {
     "bench_fit.py": {"fit_s", "feature_s", "coreset_s", "n_patches", "bank_size", "peak_rss_mb", "threads", "coreset", "reference", "memory"},
     "bench_export.py": {"models", "threads", "image_size"},
-    "bench_runtime.py": {"gemm", "headline", "models", "runtime_import", "infer_memory", "threads"},
+    "bench_runtime.py": {"gemm", "memory_bandwidth", "headline", "models", "runtime_import", "infer_memory", "threads"},
 }
 COMMON = {"schema_version", "benchmark", "quick", "environment", "config"}
 
@@ -68,6 +68,11 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
         assert entry["fit_summary"]["n_images"] > 0
         tp = entry["batches"]["8"]["ort_throughput"]
         assert tp["schedule"]["streams"] == 2 and tp["images_per_s"] > 0 and tp["max_abs_score_diff_vs_one_call"] < 1e-4
+        roof = entry["roofline"]
+        assert 0 < roof["with_measured_conv_max_fraction_of_gemm"] <= roof["ideal_max_fraction_of_gemm"] <= 1.0
+        assert roof["streamed_constant_bytes"]  # the head's bank / covariances are MatMul/Gemm operands
+    assert runtime["memory_bandwidth"]["best_gbs"] > 0
+    assert runtime["models"]["vision_padim"]["roofline"]["streaming_ops"]["MatMul"]["gbs"] > 0
     assert runtime["headline"]["vision_patchcore"]["bank_size"] == runtime["models"]["vision_patchcore"]["fit_summary"]["bank_size"]
     assert runtime["runtime_import"]["import_s_median"] > 0
     runs = runtime["infer_memory"]["runs"]

@@ -1,4 +1,5 @@
-"""Export-friendly head layers: the folded map finisher and the augmented-bank distance."""
+"""Export-friendly head layers: the folded map finisher, the augmented-bank distance and the
+per-position Mahalanobis distance."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, NearestNeighbourDistance, gaussian_kernel1d
+from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, NearestNeighbourDistance, gaussian_kernel1d
 
 
 def _reference_finish(p: torch.Tensor, out_size: tuple[int, int], sigma: float) -> torch.Tensor:
@@ -112,3 +113,20 @@ def test_channel_selection_must_be_sorted_and_unique() -> None:
 
     with pytest.raises(ValueError, match="sorted, unique"):
         PatchEmbedding([4, 4], [4, 8], (8, 8), select_channels=torch.tensor([3, 1]))
+
+
+def test_mahalanobis_matches_the_per_position_quadratic_form() -> None:
+    g = torch.Generator().manual_seed(0)
+    b, d, h, w = 3, 5, 4, 6
+    mean = torch.randn(h * w, d, generator=g)
+    a = torch.randn(h * w, d, d, generator=g)
+    inv_cov = a @ a.transpose(1, 2) + 0.1 * torch.eye(d)
+    emb = torch.randn(b, d, h, w, generator=g)
+    got = MahalanobisDistance(mean, inv_cov, (h, w))(emb)
+    want = torch.empty(b, h, w, dtype=torch.float64)
+    for i in range(b):
+        for p in range(h * w):
+            diff = emb[i, :, p // w, p % w].double() - mean[p].double()
+            want[i, p // w, p % w] = torch.sqrt(diff @ inv_cov[p].double() @ diff)
+    assert got.dtype == torch.float32 and tuple(got.shape) == (b, h, w)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
