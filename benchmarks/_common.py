@@ -209,8 +209,9 @@ def header(name: str, args: Any, threads: int) -> dict[str, Any]:
     }
 
 
-#: glibc mallopt parameters (malloc.h).
+#: glibc mallopt parameters (malloc.h), and the largest trim threshold: never trim.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_NEVER = 2**31 - 1
 
 
 def steady_malloc(threshold: int = 1 << 30) -> dict[str, Any]:
@@ -230,10 +231,10 @@ def steady_malloc(threshold: int = 1 << 30) -> dict[str, Any]:
     if libc is None or not hasattr(libc, "mallopt"):
         raise SystemExit("--malloc steady needs glibc's mallopt; this C library has none (use --malloc default)")
     ok_mmap = libc.mallopt(_M_MMAP_THRESHOLD, int(threshold))
-    ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER)
     if not (ok_mmap and ok_trim):
         raise SystemExit(f"mallopt refused M_MMAP_THRESHOLD={threshold} or M_TRIM_THRESHOLD (glibc {platform.libc_ver()[1]})")
-    return {"mode": "steady", "mmap_threshold_bytes": int(threshold), "trim_threshold_bytes": 2**31 - 1, "libc": name}
+    return {"mode": "steady", "mmap_threshold_bytes": int(threshold), "trim_threshold_bytes": _TRIM_NEVER, "libc": name}
 
 
 def minor_faults() -> int:

@@ -339,12 +339,11 @@ def engine_bench(model: str, det: Any, bundle: Path, images: R.ImageSets, args: 
               f"(×{entry['ort_over_eager']}), ORT {entry['ort']['achieved_gflops']} GFLOP/s = "
               f"{entry['ort']['fraction_of_gemm']:.0%} of GEMM")
         rt.close()
+    b = max(args.batch_list)
     if not args.no_profile:
-        b = max(args.batch_list)
         out["ort_profile"] = ort_profile(bundle / "model.onnx", take(pool, b), threads, 3 if args.quick else 10, work)
         out["ort_profile"]["gflops_by_op_type"] = op_type_rates(out["ort_profile"], out["batches"][str(b)]["flops_by_op_type"], gemm)
         out["eager_profile"] = eager_profile(det, take(pool, b), 2 if args.quick else 5)
-    b = max(args.batch_list)
     measured = {o["op"]: o["ms_per_run"] for o in out.get("ort_profile", {}).get("by_op_type", [])}
     out["roofline"] = {"batch": b, **roofline(out["batches"][str(b)]["flops_by_op_type"], streamed_constant_bytes(bundle / "model.onnx"),
                                                gemm["peak_gflops"], ceilings["bandwidth"]["best_gbs"], measured or None, batch=b)}

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 #: Element sizes of ONNX TensorProto data types (the ones an exported graph holds).
 _DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
@@ -52,14 +54,7 @@ def memory_bandwidth(threads: int, *, n_bytes: int = 256 << 20, min_time_s: floa
     sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
 
     def best_gbs(fn: Any) -> float:
-        fn()
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < 3 or time.perf_counter() - start < min_time_s:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return n * 4 / min(times) / 1e9
+        return n * 4 / min(C.repeat_times(fn, warmup=1, repeats=3, min_time_s=min_time_s)) / 1e9
 
     ort_gbs = best_gbs(lambda: sess.run(None, {"X": data}))
     np_gbs = best_gbs(data.sum)
@@ -130,7 +125,6 @@ def roofline(flops_by_op: dict[str, int], streamed: dict[str, int], gemm_gflops:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from onnx_flops import count_flops
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
