@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyimgano_deploy.bundles import config_sha256, save_golden, utc_now_iso, write_manifest
+from pyimgano_deploy.bundles import SCHEMA_VERSION, config_sha256, save_golden, utc_now_iso, write_manifest
+from pyimgano_deploy.bundles.parity import gate_tolerances
 from pyimgano_deploy.postprocess.thresholds import calibrate_quantile
 
-SCORE_ABS_TOL = 1e-5
-MAP_ABS_TOL = 1e-5
 
 
 class TinyAnomalyModel(nn.Module):
@@ -106,22 +105,14 @@ def build_tiny_bundle(
     ).to_dict()
     preprocess = {"size": list(size), "interpolation": "linear", "center_crop": list(center_crop) if center_crop else None}
     model = {"name": "tiny", "family": "test"}
-    infer_config = {
-        "schema_version": "1.0",
-        "model": model,
-        "preprocess": preprocess,
-        "thresholds": {"image": calib, "pixel": None},
-        "tiling": None,
-        "defects": None,
-    }
-    (root / "infer_config.json").write_text(json.dumps(infer_config, indent=2, sort_keys=True) + "\n")
+    run_config = {"model": model, "preprocess": preprocess}
     batch = (
         {"min": static_batch, "opt": static_batch, "max": static_batch, "dynamic": False}
         if static_batch
         else {"min": 1, "opt": 8, "max": 64, "dynamic": True}
     )
     manifest: dict[str, Any] = {
-        "schema_version": "1.0",
+        "schema_version": SCHEMA_VERSION,
         "toolkit": {"name": "pyimgano-deploy", "version": "test"},
         "created_at": utc_now_iso(),
         "model": {**model, "parameters": {}},
@@ -143,12 +134,12 @@ def build_tiny_bundle(
         "defects": None,
         "tiling": None,
         "environment": {"python": platform.python_version(), "torch": torch.__version__},
-        "source_run": {"path": "runs/tiny", "config_sha256": config_sha256(infer_config), "metrics": {}},
+        "source_run": {"path": "runs/tiny", "config_sha256": config_sha256(run_config), "metrics": {}},
         "parity": {
             "fp32": {
                 "n_images": n_golden, "max_abs_score": 0.0, "max_rel_score": 0.0, "max_abs_map": 0.0,
                 "map_range": [float(maps.min()), float(maps.max())], "labels_identical": True,
-                "tolerance": {"score_abs": SCORE_ABS_TOL, "map_abs": MAP_ABS_TOL},
+                "tolerance": gate_tolerances("fp32", scores, maps, calib["value"]),
             }
         },
         "golden": {"file": "golden.npz", "n_images": n_golden},

@@ -127,7 +127,7 @@ def test_write_then_read(bundle_dir: Path):
         b.file("model.fp16.onnx")
     assert b.image_threshold.value == 0.75 and b.image_threshold.n_images == 6
     assert b.pixel_threshold.value == 0.5
-    assert b.infer_config["model"]["name"] == "padim"
+    assert b.defects_block == {"min_area": 4} and b.tiling_block is None
     golden = b.load_golden()
     assert golden["images"].shape == (3, SIZE, SIZE, 3)
     assert read_bundle(bundle_dir / "bundle.json").manifest == written

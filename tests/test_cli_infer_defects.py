@@ -25,7 +25,7 @@ BLOCK = DEFECTS_PRESETS["fp40"].with_overrides(min_area=4, border_ignore_px=2, m
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """``block``: bundle whose infer_config.json carries BLOCK; ``plain``: same model, no
+    """``block``: bundle whose manifest carries BLOCK; ``plain``: same model, no
     defects block; ``images``: the generated test images (2 normal, 2 defective)."""
     from pyimgano_deploy.exporters.bundle_export import export_run
 
@@ -38,8 +38,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     block = export_run(run, root / "block", log=lambda m: None).bundle_dir
     plain = root / "plain"
     shutil.copytree(block, plain)
-    cfg["defects"] = None
-    (plain / "infer_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     rewrite_manifest(plain, lambda m: m.update(defects=None))
     return {"block": block, "plain": plain, "images": root / "data" / "surface" / "test"}
 
@@ -154,7 +152,8 @@ def test_records_without_defects_unchanged(env: dict[str, Path], tmp_path: Path)
         paths = [json.loads(line)["input"] for line in lines]
         results = rt.infer(paths)
     for i, (line, path, res) in enumerate(zip(lines, paths, results)):
-        expected = json.dumps(make_record(i, path, res, timing_ms=0.0), ensure_ascii=False).encode()
+        expected = json.dumps(make_record(i, path, res, timing_ms=0.0, bundle_digest=rt.bundle.digest, source_path=path),
+                              ensure_ascii=False).encode()
         assert _TIMING.sub(b"}", line) == _TIMING.sub(b"}", expected)
         assert b'"defects"' not in line
     # with --defects the records only gain the 'defects' object

@@ -44,13 +44,14 @@ def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
 def test_ok_bundle_exits_0_with_table_and_json(bundle: Path) -> None:
     code, out = _validate(str(bundle))
     assert code == 0
-    for name in ("structure", "checksums", "thresholds", "engine", "golden"):
+    for name in ("structure", "checksums", "signature", "thresholds", "engine", "golden", "pipeline"):
         assert name in out
     assert "result: OK (exit 0)" in out
     code, out = _validate(str(bundle), "--json", "--engine", "onnx")
     report = json.loads(out)
     assert code == 0 and report["ok"] is True and report["exit_code"] == 0
-    assert [c["status"] for c in report["checks"]] == ["pass"] * 5
+    assert [c["status"] for c in report["checks"]] == ["pass"] * 7
+    assert report["digest"].startswith("sha256:") and len(report["digest"]) == 71
     assert report["parity"]["max_abs_score"] <= 1e-5 and report["parity"]["labels_identical"] is True
 
 
@@ -99,18 +100,21 @@ def test_tampered_golden_outputs_exit_6(bundle: Path) -> None:
     rewrite_manifest(bundle)
     code, out = _validate(str(bundle), "--json")
     report = json.loads(out)
-    assert code == 6 and report["checks"][-1]["name"] == "golden" and report["checks"][-1]["status"] == "fail"
-    assert report["checks"][3]["status"] == "pass"
+    golden = next(c for c in report["checks"] if c["name"] == "golden")
+    assert code == 6 and golden["status"] == "fail" and report["checks"][-1]["status"] == "skip"
+    assert next(c for c in report["checks"] if c["name"] == "engine")["status"] == "pass"
 
 
-def test_garbage_engine_exits_5(bundle: Path) -> None:
+def test_garbage_engine_is_an_invalid_bundle_exit_3(bundle: Path) -> None:
+    """Broken content is exit 3; exit 5 is kept for an engine that cannot load on this machine."""
     (bundle / "model.onnx").write_bytes(b"this is not an onnx model" * 10)
     rewrite_manifest(bundle)
     code, out = _validate(str(bundle))
-    assert code == 5 and "model.onnx" in out
+    assert code == 3 and "model.onnx" in out and "not an ONNX model" in out
     assert "SKIP" in out  # golden skipped after the engine failed
 
 
 def test_tensorrt_requested_on_cpu_machine_exits_5(bundle: Path) -> None:
     report = validate_bundle(bundle, engine="tensorrt")
-    assert report.exit_code == 5 and report.checks[3].status == "fail"
+    engine = next(c for c in report.checks if c.name == "engine")
+    assert report.exit_code == 5 and engine.status == "fail"

@@ -12,7 +12,7 @@ from pyimgano_deploy.bundles import read_bundle
 from pyimgano_deploy.cli import main
 from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, export_run
 from pyimgano_deploy.exporters.onnx_export import onnx_outputs
-from pyimgano_deploy.exporters.parity import ParityError, compare_outputs
+from pyimgano_deploy.bundles.parity import ParityError, compare_outputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 
 from run_factory import make_run_dir

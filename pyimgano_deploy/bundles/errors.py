@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CHECKSUM, EXIT_INVALID, EXIT_SIGNATURE
+
 
 class BundleError(Exception):
     """Base class for everything wrong with a bundle (exit code 3 unless a subclass says otherwise)."""
 
-    exit_code: int = 3
+    exit_code: int = EXIT_INVALID
 
     def __init__(self, message: str, *, problems: Sequence[str] | None = None) -> None:
         super().__init__(message)
@@ -23,7 +25,7 @@ class BundleError(Exception):
 class InvalidBundleError(BundleError):
     """Schema violation, missing or unlisted file, unsafe path, unreadable file (exit code 3)."""
 
-    exit_code = 3
+    exit_code = EXIT_INVALID
 
 
 class ChecksumMismatchError(BundleError):
@@ -33,7 +35,7 @@ class ChecksumMismatchError(BundleError):
     ``expected_sha256``, ``actual_sha256`` (the latter ``None`` when only the size was checked).
     """
 
-    exit_code = 4
+    exit_code = EXIT_CHECKSUM
 
     def __init__(
         self,
@@ -44,6 +46,18 @@ class ChecksumMismatchError(BundleError):
     ) -> None:
         super().__init__(message, problems=problems)
         self.mismatches: list[dict[str, Any]] = list(mismatches or [])
+
+
+class DigestMismatchError(BundleError):
+    """The bundle's digest is not the one the caller pinned (exit code 4, like a checksum)."""
+
+    exit_code = EXIT_CHECKSUM
+
+
+class SignatureError(BundleError):
+    """A required signature is missing, malformed, or does not verify with the key (exit code 7)."""
+
+    exit_code = EXIT_SIGNATURE
 
 
 def format_problems(header: str, problems: Sequence[str]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import PurePath
@@ -19,11 +20,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
+from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: no infer_config.json (the manifest is the single source), golden sources
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
-INFER_CONFIG_NAME = "infer_config.json"
+INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
+#: present while an export is still writing the folder; a bundle holding it never validates
+INCOMPLETE_MARKER = ".incomplete"
+#: the hidden sibling folders an export writes through: ``.NAME.tmp-PID`` and ``.NAME.old-PID``
+LEFTOVER_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 ENGINE_FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
@@ -36,6 +42,18 @@ _MISSING = object()
 
 
 # ----------------------------------------------------------------------------- helpers
+def leftover_dir_problem(root: PurePath) -> str | None:
+    """Why the folder ``root`` is an export's work folder, not a bundle (``None`` when it is not)."""
+    match = LEFTOVER_DIR.match(root.name)
+    if match:
+        what = "being written" if match["kind"] == "tmp" else "being replaced"
+        return (f"this is the work folder of an export of {match['name']!r} (a bundle {what}, or the leftover "
+                f"of an interrupted export); it is not a bundle: run the export again")
+    if os.path.lexists(os.path.join(str(root), INCOMPLETE_MARKER)):
+        return f"incomplete bundle ({INCOMPLETE_MARKER} present): an export did not finish writing it"
+    return None
+
+
 def utc_now_iso() -> str:
     """Current time as ISO-8601 UTC with a ``Z`` suffix, second resolution (``created_at``)."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -384,6 +402,7 @@ def _check_provenance(ck: _Checker, m: Mapping[str, Any]) -> None:
     if golden is not _MISSING:
         ck.rel_path(golden, "file", "golden")
         ck.field(golden, "n_images", "golden", "int", minimum=1)
+        ck.field(golden, "n_sources", "golden", "int", minimum=0, optional=True)
 
 
 def _check_files(ck: _Checker, m: Mapping[str, Any]) -> set[str] | None:
@@ -403,8 +422,8 @@ def _check_files(ck: _Checker, m: Mapping[str, Any]) -> set[str] | None:
         ck.field(entry, "bytes", prefix, "int", minimum=0)
         if path is _MISSING:
             continue
-        if path == MANIFEST_NAME:
-            ck.add(f"{prefix}.path", f"{MANIFEST_NAME!r} must not list itself")
+        if path in (MANIFEST_NAME, SIGNATURE_NAME):
+            ck.add(f"{prefix}.path", f"{path!r} must not be listed (it cannot hash itself)")
         if path in listed:
             ck.add(f"{prefix}.path", f"duplicate entry {path!r}")
         listed.add(path)
@@ -412,7 +431,7 @@ def _check_files(ck: _Checker, m: Mapping[str, Any]) -> set[str] | None:
 
 
 def _check_references(ck: _Checker, m: Mapping[str, Any], listed: set[str]) -> None:
-    """Engines, golden and infer_config.json must be among the listed files."""
+    """Engines and golden must be among the listed files."""
     for i, eng in enumerate(m.get("engines") or []):
         f = eng.get("file") if isinstance(eng, dict) else None
         if isinstance(f, str) and relative_path_problem(f) is None and f not in listed:
@@ -421,8 +440,6 @@ def _check_references(ck: _Checker, m: Mapping[str, Any], listed: set[str]) -> N
     gf = golden.get("file") if isinstance(golden, dict) else None
     if isinstance(gf, str) and relative_path_problem(gf) is None and gf not in listed:
         ck.add("golden.file", f"{gf!r} is not listed in files")
-    if INFER_CONFIG_NAME not in listed:
-        ck.add("files", f"expected an entry for {INFER_CONFIG_NAME!r}, not listed")
 
 
 def _check_finite(ck: _Checker, obj: Any, path: str) -> None:

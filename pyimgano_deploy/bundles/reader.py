@@ -1,11 +1,15 @@
 """Read and verify a bundle directory.
 
-``read_bundle`` refuses, with a message naming the file: a missing directory or bundle.json,
-invalid JSON, a schema problem (see ``manifest.validate_manifest``), an unknown major schema
-version, a listed path that leaves the bundle (absolute, ``..``, backslash, symlink resolving
-outside), a listed file that is missing, a file on disk that is not listed (InvalidBundleError,
-exit code 3), and a size or sha256 that differs from the manifest (ChecksumMismatchError,
-exit code 4). Structural problems are reported before checksums are computed.
+``read_bundle`` refuses, with a message naming the file: a missing directory or bundle.json, a
+bundle.json that is a symlink or not plausible JSON (size, depth, integer limits), a schema
+problem (see ``manifest.validate_manifest``), an unknown major schema version, a listed path
+that leaves the bundle (absolute, ``..``, backslash, symlink resolving outside), a listed file
+that is missing, a file on disk that is not listed, the leftover of an interrupted export, and
+values that contradict each other (a crop that does not give the model input, a legacy
+infer_config.json that disagrees) — all InvalidBundleError, exit code 3; a size or sha256 that differs from the
+manifest, or a digest other than the pinned one (exit code 4); a missing or bad signature when
+a public key is given (exit code 7). Structural problems are reported before checksums.
+:func:`engine_file_problems` checks an engine file's content before the runtime opens it.
 """
 
 from __future__ import annotations
@@ -22,22 +26,27 @@ import numpy as np
 from pyimgano_deploy.bundles.errors import ChecksumMismatchError, InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.golden import load_golden
 from pyimgano_deploy.bundles.hashing import sha256_file
+from pyimgano_deploy.bundles.identity import bundle_digest, check_expected_digest, read_manifest_file
 from pyimgano_deploy.bundles.manifest import (
+    INCOMPLETE_MARKER,
     INFER_CONFIG_NAME,
     MANIFEST_NAME,
     SUPPORTED_MAJOR,
+    leftover_dir_problem,
     listed_files,
     parse_schema_version,
     relative_path_problem,
     validate_manifest,
 )
+from pyimgano_deploy.bundles.onnx_refs import NotOnnxError, external_data_locations
+from pyimgano_deploy.bundles.signing import SIGNATURE_NAME, verify_bundle_signature
 from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration
 
 if TYPE_CHECKING:
     from pyimgano_deploy.inputs.preprocess import Preprocess
 
 
-def read_json_file(path: Path, what: str) -> Any:
+def read_json_file(path: Path, what: str) -> Any:  # for infer_config.json of schema-1.0 bundles
     """Parse a JSON file; ``InvalidBundleError`` naming the file (and line/column) otherwise."""
     if not path.is_file():
         raise InvalidBundleError(f"{what} not found: {path}")
@@ -60,6 +69,10 @@ class Bundle:
     root: Path
     manifest: dict[str, Any]
     checksums_verified: bool = field(default=False)
+    #: ``sha256:<hex>`` of the canonical manifest: pins the whole bundle
+    digest: str = ""
+    #: the verified ``bundle.sig`` record when a public key was given, else ``None``
+    signature: dict[str, Any] | None = None
 
     @property
     def schema_version(self) -> str:
@@ -115,10 +128,15 @@ class Bundle:
     def pixel_threshold(self) -> ThresholdCalibration | None:
         return self._threshold("pixel")
 
-    @cached_property
-    def infer_config(self) -> dict[str, Any]:
-        """infer_config.json (a JSON object with a supported ``schema_version``)."""
-        return _read_infer_config(self.file(INFER_CONFIG_NAME))
+    @property
+    def defects_block(self) -> dict[str, Any] | None:
+        """The manifest's ``defects`` defaults (``None``: the bundle sets none)."""
+        return self.manifest.get("defects")
+
+    @property
+    def tiling_block(self) -> dict[str, Any] | None:
+        """The manifest's ``tiling`` block (``None``: whole images are scored)."""
+        return self.manifest.get("tiling")
 
     def load_golden(self) -> dict[str, np.ndarray]:
         """golden.npz arrays, checked against ``golden.n_images`` and the input size."""
@@ -172,7 +190,7 @@ def _check_listed_paths(root: Path, real_root: Path, manifest: dict[str, Any]) -
 
 
 def _unlisted(root: Path, listed: set[str]) -> list[str]:
-    """Files (and symlinks) on disk that the manifest does not list, bundle.json aside."""
+    """Files (and symlinks) on disk that the manifest does not list, bundle.json and bundle.sig aside."""
     extra = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(dirpath)
@@ -183,13 +201,16 @@ def _unlisted(root: Path, listed: set[str]) -> list[str]:
                     extra.append(rel)
         for name in filenames:
             rel = (here / name).relative_to(root).as_posix()
-            if rel != MANIFEST_NAME and rel not in listed:
+            if rel not in (MANIFEST_NAME, SIGNATURE_NAME, INCOMPLETE_MARKER) and rel not in listed:
                 extra.append(rel)
     return [f"{rel}: unlisted file (present on disk, not in {MANIFEST_NAME} files)" for rel in sorted(extra)]
 
 
-def _check_thresholds_agree(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """infer_config.json thresholds, when given, must carry the manifest's values."""
+def _check_legacy_infer_config(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """A schema-1.0 bundle's infer_config.json (never read by the runtime any more) must carry
+    the manifest's threshold values, or the bundle is inconsistent."""
+    if INFER_CONFIG_NAME not in listed_files(manifest):
+        return []
     config = _read_infer_config(root / INFER_CONFIG_NAME)
     thresholds = config.get("thresholds")
     if not isinstance(thresholds, dict):
@@ -206,6 +227,46 @@ def _check_thresholds_agree(root: Path, manifest: dict[str, Any]) -> list[str]:
                 f"{INFER_CONFIG_NAME}: thresholds.{key}.value is {theirs!r}, "
                 f"{MANIFEST_NAME} thresholds.{key}.value is {ours!r}"
             )
+    return problems
+
+
+def _check_content(manifest: dict[str, Any]) -> list[str]:
+    """Manifest values that contradict each other: the crop versus the model input."""
+    from pyimgano_deploy.inputs.preprocess import Preprocess
+
+    inp = manifest["input"]
+    try:
+        out_hw = Preprocess.from_dict(inp["preprocess"]).output_size
+    except (ValueError, TypeError) as exc:
+        return [f"input.preprocess: {exc}"]
+    if tuple(out_hw) != (inp["height"], inp["width"]):
+        return [
+            f"input.preprocess produces {out_hw[0]}x{out_hw[1]} (HxW) images, but input.height/width "
+            f"say the model takes {inp['height']}x{inp['width']}"
+        ]
+    return []
+
+
+def engine_file_problems(bundle: "Bundle", entry: dict[str, Any]) -> list[str]:
+    """Why the engine file of ``entry`` is not what the entry says: not an ONNX model, not a
+    TensorRT plan, or ONNX external data outside the bundle or not listed. Checked before an
+    engine is opened, so a broken bundle is exit 3, not "cannot load here" (exit 5)."""
+    rel = str(entry["file"])
+    if entry.get("format") == "tensorrt":
+        return [] if rel.endswith(".plan") else [f"engine {rel!r} is not a TensorRT plan (expected a .plan file)"]
+    try:
+        locations = external_data_locations(bundle.file(rel))
+    except NotOnnxError as exc:
+        return [f"engine {rel!r} is not an ONNX model ({exc})"]
+    problems = []
+    base = Path(rel).parent.as_posix()
+    for loc in locations:
+        target = loc if base in ("", ".") else f"{base}/{loc}"
+        bad = relative_path_problem(loc) or relative_path_problem(target)
+        if bad:
+            problems.append(f"engine {rel!r} has external data {loc!r} outside the bundle: {bad}")
+        elif not bundle.has_file(target):
+            problems.append(f"engine {rel!r} needs external data {target!r}, which is not listed in files")
     return problems
 
 
@@ -239,20 +300,34 @@ def _verify_checksums(root: Path, manifest: dict[str, Any], *, hash_files: bool)
         )
 
 
-def read_bundle(path: str | os.PathLike[str], *, verify_checksums: bool = True) -> Bundle:
+def read_bundle(
+    path: str | os.PathLike[str],
+    *,
+    verify_checksums: bool = True,
+    expected_digest: str | None = None,
+    public_key: str | os.PathLike[str] | None = None,
+    allow_incomplete: bool = False,
+) -> Bundle:
     """Load and verify the bundle at ``path`` (the directory, or its bundle.json).
 
     ``verify_checksums=False`` skips sha256 hashing only; schema, path safety, presence,
-    unlisted files and file sizes are still checked.
+    unlisted files, content and file sizes are still checked. ``expected_digest``
+    (``sha256:HEX``) pins the bundle (``DigestMismatchError``, exit 4); ``public_key`` (a PEM
+    file) requires a valid ``bundle.sig`` (``SignatureError``, exit 7). ``allow_incomplete``
+    is for the exporter's own self-check of the folder it is still writing.
     """
     root = Path(path)
-    if root.name == MANIFEST_NAME and root.is_file():
+    if root.name == MANIFEST_NAME and not root.is_dir():
         root = root.parent
     if not root.is_dir():
         raise InvalidBundleError(f"bundle directory not found: {root}")
     root = root.resolve()
+    if not allow_incomplete:
+        problem = leftover_dir_problem(root)
+        if problem:
+            raise InvalidBundleError(f"{root}: {problem}")
     manifest_path = root / MANIFEST_NAME
-    manifest = read_json_file(manifest_path, MANIFEST_NAME)
+    manifest = read_manifest_file(manifest_path)
     try:
         validate_manifest(manifest)
     except InvalidBundleError as exc:
@@ -263,8 +338,11 @@ def read_bundle(path: str | os.PathLike[str], *, verify_checksums: bool = True) 
     problems += _unlisted(root, set(listed_files(manifest)))
     if problems:
         raise InvalidBundleError(format_problems(f"{root}: invalid bundle", problems), problems=problems)
+    digest = bundle_digest(manifest)
+    check_expected_digest(digest, expected_digest, str(root))
     _verify_checksums(root, manifest, hash_files=verify_checksums)
-    problems = _check_thresholds_agree(root, manifest)
+    problems = _check_content(manifest) + _check_legacy_infer_config(root, manifest)
     if problems:
         raise InvalidBundleError(format_problems(f"{root}: inconsistent bundle", problems), problems=problems)
-    return Bundle(root=root, manifest=manifest, checksums_verified=verify_checksums)
+    signature = None if public_key is None else verify_bundle_signature(root, digest, public_key)
+    return Bundle(root=root, manifest=manifest, checksums_verified=verify_checksums, digest=digest, signature=signature)

@@ -12,11 +12,22 @@ from typing import Any
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.hashing import sha256_file
-from pyimgano_deploy.bundles.manifest import MANIFEST_NAME, relative_path_problem, to_jsonable, validate_manifest
+from pyimgano_deploy.bundles.manifest import (
+    INCOMPLETE_MARKER,
+    MANIFEST_NAME,
+    relative_path_problem,
+    to_jsonable,
+    validate_manifest,
+)
+from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
+
+#: files of a bundle folder that ``files`` never lists
+_NOT_LISTED = (MANIFEST_NAME, SIGNATURE_NAME, INCOMPLETE_MARKER)
 
 
 def scan_bundle_files(bundle_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """``[{path, sha256, bytes}]`` for every regular file under ``bundle_dir`` except bundle.json.
+    """``[{path, sha256, bytes}]`` for every regular file under ``bundle_dir`` except bundle.json,
+    bundle.sig and the incomplete marker.
 
     Sorted by path. Symlinks and special files are refused (``InvalidBundleError`` naming them),
     as are names the reader would refuse (backslashes and the like).
@@ -34,7 +45,7 @@ def scan_bundle_files(bundle_dir: str | os.PathLike[str]) -> list[dict[str, Any]
         for name in sorted(filenames):
             full = here / name
             rel = full.relative_to(root).as_posix()
-            if rel == MANIFEST_NAME:
+            if rel in _NOT_LISTED:
                 continue
             mode = full.lstat().st_mode
             if stat.S_ISLNK(mode):

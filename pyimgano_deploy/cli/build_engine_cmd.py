@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 import click
 
+from pyimgano_deploy.bundles.engines import updated_manifest
 from pyimgano_deploy.exporters.tensorrt_build import (
-    EngineInfo,
     TensorRTBuildError,
     TensorRTUnavailableError,
     build_engine as _build_engine,
@@ -51,15 +51,6 @@ def _precheck(onnx_path: Path, max_batch: int) -> None:
         return
     if not report.ok:
         click.echo("warning: the ONNX model may not import into TensorRT:\n" + report.format_table(), err=True)
-
-
-def updated_manifest(manifest: dict[str, Any], info: EngineInfo, sha256: str) -> dict[str, Any]:
-    """A copy of ``manifest`` without ``files``, with ``info`` in ``engines`` (same file replaced)."""
-    out = {k: v for k, v in manifest.items() if k != "files"}
-    engines = [e for e in (out.get("engines") or []) if not (isinstance(e, dict) and e.get("file") == info.file)]
-    engines.append(info.to_manifest_entry(sha256))
-    out["engines"] = engines
-    return out
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -129,11 +120,22 @@ def build_engine(
 
     engine_path = bndl.root / info.file
     try:
-        write_manifest(bndl.root, updated_manifest(manifest, info, sha256_file(engine_path)))
+        write_manifest(bndl.root, updated_manifest(manifest, info.to_manifest_entry(sha256_file(engine_path))))
+        _drop_stale_signature(bndl.root)
         read_bundle(bndl.root)  # re-verify what we wrote
     except BundleError as exc:
         _fail(f"engine built at {engine_path} but the manifest could not be updated: {exc}", exc.exit_code)
     click.echo(json.dumps({"bundle": str(bndl.root), "engine": info.to_dict()}, indent=2))
 
 
-__all__ = ["build_engine", "updated_manifest"]
+def _drop_stale_signature(root: Path) -> None:
+    """A new engine changes the digest, so an existing signature no longer covers the bundle."""
+    from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
+
+    sig = root / SIGNATURE_NAME
+    if sig.exists():
+        sig.unlink()
+        click.echo(f"warning: removed {sig}: it signed the bundle before this engine was added; sign the bundle again", err=True)
+
+
+__all__ = ["build_engine"]

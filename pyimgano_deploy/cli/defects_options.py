@@ -1,6 +1,6 @@
 """``infer --defects`` options: parsing, validation and per-record output (torch-free).
 
-Settings are layered: the bundle's ``infer_config.json`` ``defects`` block (or the preset named
+Settings are layered: the bundle manifest's ``defects`` block (or the preset named
 by ``--defects-preset``, or the all-off ``DefectsConfig()`` when the bundle has no block) →
 the CLI flags given. The resolved pixel threshold and where it came from are recorded in the
 summary (full provenance) and in every record (compact provenance).
@@ -225,13 +225,13 @@ def _base_config(flags: DefectsFlags, bundle: Any) -> tuple[DefectsConfig, str]:
     preset = flags.values.get("defects_preset")
     if preset is not None:
         return DEFECTS_PRESETS[preset], f"preset:{preset}"
-    block = bundle.infer_config.get("defects")
+    block = bundle.defects_block
     if block is None:
         return DefectsConfig(), "default"
     try:
         return DefectsConfig.from_dict(block), "bundle"
     except ValueError as exc:
-        raise click.UsageError(f"the bundle's infer_config.json 'defects' block is invalid: {exc}") from None
+        raise click.UsageError(f"the bundle's 'defects' block (bundle.json) is invalid: {exc}") from None
 
 
 def _resolve_threshold(config: DefectsConfig, bundle: Any) -> tuple[float, dict[str, Any]]:

@@ -9,6 +9,28 @@ from pathlib import Path
 
 import click
 
+#: written into --out by the demo; only a folder holding it is ever replaced by a later demo
+DEMO_MARKER = ".pyimgano-demo"
+
+
+def prepare_out(out_dir: Path) -> None:
+    """Make ``out_dir`` ready: create it, or replace an earlier demo's output (recognised by
+    its marker). Any other existing, non-empty folder is refused untouched."""
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise click.UsageError(f"--out {out_dir} exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not (out_dir / DEMO_MARKER).is_file():
+            raise click.UsageError(
+                f"--out {out_dir} exists and is not a demo output folder (no {DEMO_MARKER}); nothing was deleted: "
+                "choose another --out or empty it yourself"
+            )
+        click.echo(f"replacing the previous demo output in {out_dir}", err=True)
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARKER).write_text(
+        json.dumps({"schema_version": "1.0", "written_by": "pyimgano-deploy demo",
+                    "note": "the next 'demo --out' to this folder replaces it"}) + "\n", encoding="utf-8")
+
 
 def _step(title: str, args: list[str]) -> None:
     from pyimgano_deploy.cli import main
@@ -24,7 +46,7 @@ def _step(title: str, args: list[str]) -> None:
 
 
 @click.command("demo")
-@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for every artefact (replaced if it exists).")
+@click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for every artefact (created; only an earlier demo's output is replaced).")
 @click.option("--model", default="vision_patchcore", show_default=True, type=click.Choice(["vision_patchcore", "vision_padim"]), help="Detector to train.")
 @click.option("--size", default=128, show_default=True, type=click.IntRange(64, 512), help="Side of the generated images (px).")
 @click.option("--pretrained/--random-init", default=True, show_default=True, help="Use the packaged ImageNet EfficientNet-Lite0 weights (offline).")
@@ -34,9 +56,7 @@ def demo(out_dir: Path, model: str, size: int, pretrained: bool) -> None:
     Everything runs on this machine, offline, in about a minute on 2 CPU cores, and every
     step goes through the same command a user would type.
     """
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    prepare_out(out_dir)
     run, bundle, results = out_dir / "run", out_dir / "bundle", out_dir / "results.jsonl"
     cfg = {
         "name": "demo",

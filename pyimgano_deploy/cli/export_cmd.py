@@ -18,30 +18,39 @@ import click
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
 @click.option("--golden", type=click.IntRange(2, 256), default=8, show_default=True, help="Number of held-out calibration images in the golden self-test set.")
 @click.option("--tensorrt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and an NVIDIA GPU).")
-@click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at --out (only a bundle: never another folder, the run, or a folder holding it).")
+@click.option("--sign-key", type=click.Path(dir_okay=False, exists=True), default=None, help="Sign the bundle digest with this Ed25519 PEM private key (see 'keygen'); writes bundle.sig.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, as_json: bool) -> None:
+def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
     """Export a trained run to a self-contained deployment bundle.
 
     Traces the detector's inference module (backbone and scoring head) to ONNX, checks
     ONNX Runtime against eager PyTorch on held-out calibration images (the parity gate),
     and writes bundle.json (manifest with thresholds, provenance and checksums),
-    model.onnx, golden.npz and infer_config.json. The bundle is written to a temporary
-    directory and renamed at the end: a failed export leaves nothing behind.
+    model.onnx and golden.npz. The bundle is written to a hidden work folder, checked with
+    'validate', optionally signed, and swapped into place at the end: a failed export leaves
+    nothing that validates. Prints the bundle digest (sha256:...) to pin in release pipelines.
 
     \b
-    Exit codes: 0 ok, 1 error, 6 parity gate failed, 5 TensorRT unavailable.
+    Exit codes: 0 ok, 1 error (including a refused --out), 5 TensorRT unavailable,
+    6 parity gate failed, 7 the signing key cannot be used.
     """
+    from pyimgano_deploy.bundles.errors import SignatureError
+    from pyimgano_deploy.bundles.replace import UnsafeOutputError
     from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, export_run
     from pyimgano_deploy.exporters.onnx_export import ExportError
-    from pyimgano_deploy.exporters.parity import ParityError
+    from pyimgano_deploy.bundles.parity import ParityError
     from pyimgano_deploy.exporters.run_source import RunDirError
     from pyimgano_deploy.exporters.tensorrt_build import TensorRTUnavailableError
 
     try:
-        opts = ExportOptions(precision=precision, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force)
+        opts = ExportOptions(precision=precision, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
+                             sign_key=sign_key)
         result = export_run(run_dir, out_dir, opts, category=category)
-    except (BundleExistsError, RunDirError, ExportError, ValueError, FileNotFoundError) as exc:
+    except SignatureError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except (BundleExistsError, UnsafeOutputError, RunDirError, ExportError, ValueError, FileNotFoundError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except ParityError as exc:
@@ -52,6 +61,8 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, o
         sys.exit(5)
     summary = {
         "bundle": str(result.bundle_dir),
+        "digest": result.digest,
+        "signed": sign_key is not None,
         "engines": [e["file"] for e in result.manifest["engines"]],
         "parity": {p: r.to_manifest() for p, r in result.parity.items()},
         "tensorrt_compatibility": result.compat,
@@ -61,3 +72,4 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, o
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         click.echo(f"bundle written to {result.bundle_dir} ({', '.join(summary['engines'])}); total {summary['timings_s']['total']:.1f} s", err=True)
+        click.echo(f"digest: {result.digest}" + (" (signed)" if sign_key else ""))

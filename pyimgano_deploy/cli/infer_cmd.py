@@ -11,16 +11,17 @@ from typing import Any, Iterator
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 
 _LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
 
 
-def _fail(message: str, as_json: bool) -> None:
+def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
     if as_json:
-        click.echo(json.dumps({"ok": False, "error": message}))
+        click.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 @contextlib.contextmanager
@@ -32,20 +33,30 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         yield bar
 
 
-def _previous_stats(jsonl: Path, wanted: set[str]) -> tuple[set[str], int, int]:
-    """Inputs already in ``jsonl`` (after dropping a truncated tail), their errors and anomalies."""
-    from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail
+def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[bytes], int, int]:
+    """Inputs already in ``jsonl`` (keyed by resolved path), their errors and anomalies.
 
-    if not jsonl.exists():
+    ``ValueError`` — before anything in the file is changed — when a record was written by
+    another bundle (or names none); only then is a truncated tail repaired."""
+    from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail, resume_key
+
+    if not jsonl.exists() or jsonl.stat().st_size == 0:
         return set(), 0, 0
+    for record in iter_records(jsonl, tolerate_torn_tail=True):
+        other = record.get("bundle_digest")
+        if other != digest:
+            raise ValueError(
+                f"it holds records of {'another bundle (' + str(other) + ')' if other else 'a run that names no bundle'}, "
+                f"this bundle is {digest}; nothing was changed: write to another --save-jsonl"
+            )
     repair_tail(jsonl)
-    done: set[str] = set()
+    done: set[bytes] = set()
     errors = anomalies = 0
     for record in iter_records(jsonl):
-        name = str(record.get("input"))
-        if name not in wanted or name in done:
+        key = resume_key(record)
+        if key is None or key not in wanted or key in done:
             continue
-        done.add(name)
+        done.add(key)
         errors += record.get("status") != "ok"
         anomalies += record.get("label") == 1
     return done, errors, anomalies
@@ -54,13 +65,15 @@ def _previous_stats(jsonl: Path, wanted: set[str]) -> tuple[set[str], int, int]:
 def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[str, Any]:
     import numpy as np
 
-    path = maps_dir / f"{index:06d}_{Path(input_label).stem}.npy"
+    from pyimgano_deploy.runtimes.jsonl import text_and_raw
+
+    path = maps_dir / f"{index:06d}_{Path(text_and_raw(input_label)[0]).stem}.npy"
     arr = np.ascontiguousarray(amap, dtype=np.float32)
     np.save(path, arr, allow_pickle=False)
     return {"path": path.as_posix(), "shape": list(arr.shape), "dtype": "float32"}
 
 
-@click.command("infer")
+@click.command("infer", epilog=EXIT_CODE_TABLE)
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(), help="Bundle directory (or its bundle.json).")
 @click.option(
     "--input", "inputs", required=True, multiple=True,
@@ -81,7 +94,15 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
     "fastest. Not with TensorRT.",
 )
 @click.option("--micro-batch", type=click.IntRange(min=1), default=None, help="Images per engine call within a stream (default: the batch split evenly).")
-@click.option("--resume", is_flag=True, help="Skip inputs already recorded in --save-jsonl (a truncated last line is repaired).")
+@click.option("--resume", is_flag=True, help="Continue --save-jsonl: skip inputs already recorded there (matched by resolved path; "
+              "a truncated last line is repaired). Refused when the file was written by another bundle.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty --save-jsonl (without it, or --resume, infer refuses).")
+@click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Refuse the bundle unless its digest is this one (exit 4).")
+@click.option("--public-key", type=click.Path(dir_okay=False), default=None, help="Require a bundle.sig that verifies with this Ed25519 PEM public key (exit 7).")
+@click.option("--u16-max", type=click.IntRange(1, 65535), default=None, help="Full-scale value of 16-bit images (4095 for a 12-bit camera, 65535 for the full range); "
+              "16-bit files are an error without it. Recorded in each record.")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=None, show_default="134217728 (8192 x 16384)",
+              help="Refuse images larger than this many pixels, read from the file header before decoding (0: no limit).")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
@@ -100,24 +121,27 @@ def infer(
     streams: str,
     micro_batch: int | None,
     resume: bool,
+    overwrite: bool,
+    expect_digest: str | None,
+    public_key: str | None,
+    u16_max: int | None,
+    max_pixels: int | None,
     max_errors: int,
     fsync: bool,
     as_json: bool,
     **defects_kwargs: Any,
 ) -> None:
-    """Score images with a bundle and write JSONL records (one per input, flushed as written).
+    """Score images with a bundle and write JSONL records (one per input, flushed as written,
+    each naming the bundle's digest). Every input gets exactly one record: a bad file is an
+    error record at the stage where it failed, never a score.
 
-    Exit status: 0 when every input succeeded or the number of failed inputs is at most
-    --max-errors; 1 otherwise (including an invalid bundle or no inputs); 2 for usage errors.
-    Defects options (see docs/DEFECTS.md) override the bundle's defects block.
+    Defects options (see docs/DEFECTS.md) override the bundle's defects block. Exit 1 means
+    more inputs failed than --max-errors allows; the bundle's own problems use validate's codes.
     """
-    import dataclasses
-
     from pyimgano_deploy.bundles import BundleError
+    from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS
     from pyimgano_deploy.runtimes.errors import EngineLoadError
-    from pyimgano_deploy.runtimes.jsonl import JsonlWriter, make_record
     from pyimgano_deploy.runtimes.loader import load_bundle
-    from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
     from pyimgano_deploy.runtimes.sources import expand_inputs
 
     defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
@@ -129,17 +153,43 @@ def infer(
         click.echo(f"warning: --input {spec!r} matched no files", err=True)
     if not plan.items:
         _fail(f"no input images found in {list(inputs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""), as_json)
+    for link in plan.loops:
+        click.echo(f"warning: not following {link}: its folder was already walked (a link loop or alias)", err=True)
+    jsonl = Path(jsonl_path)
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    if not (resume or overwrite) and jsonl.is_file() and jsonl.stat().st_size > 0:
+        _fail(f"{jsonl} already holds results; pass --resume to continue it or --overwrite to replace it", as_json, EXIT_OUTPUT)
+    if expect_digest is not None:
+        from pyimgano_deploy.bundles.identity import parse_digest
+
+        try:
+            parse_digest(expect_digest)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expect-digest") from exc
     try:
         runtime = load_bundle(
             bundle_path, device=device, engine=engine, precision=precision, batch_size=batch_size,
             intra_op_threads=threads, num_workers=num_workers, streams=streams, micro_batch=micro_batch,
+            expected_digest=expect_digest, public_key=public_key,
         )
     except BundleError as exc:
-        _fail(f"invalid bundle {bundle_path}: {exc}", as_json)
+        _fail(f"invalid bundle {bundle_path}: {exc}", as_json, exc.exit_code)
     except EngineLoadError as exc:
-        _fail(f"cannot load an engine of {bundle_path}: {exc}", as_json)
+        _fail(f"cannot load an engine of {bundle_path}: {exc}", as_json, exc.exit_code)
     except ValueError as exc:  # a bad --streams value, or a combination that cannot work (--streams with TensorRT)
         raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
+    with runtime:
+        _run(runtime, plan, jsonl, maps_dir=maps_dir, defects_flags=defects_flags, resume=resume, fsync=fsync,
+             u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
+             max_errors=max_errors, as_json=as_json)
+
+
+def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_flags: DefectsFlags, resume: bool,
+         fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool) -> None:
+    """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
+    from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
+
     info = runtime.engine_info
     dplan = resolve_defects(defects_flags, runtime.bundle)
     if not as_json:
@@ -151,58 +201,89 @@ def infer(
             streams_note += " (fastest of the schedules timed here)"
         click.echo(f"engine: {info['engine']} {info['file']} ({info['precision']}, {info['device']}), batch {runtime.batch_size}{streams_note}", err=True)
 
-    jsonl = Path(jsonl_path)
+    digest = runtime.bundle.digest
+    try:
+        writer = JsonlWriter(jsonl, append=resume, fsync=fsync)
+    except OutputError as exc:
+        _fail(str(exc), as_json, EXIT_OUTPUT)
+    keys = {path: path_key(path) for path in plan.items}
     done, prev_errors, prev_anomalies = (set(), 0, 0)
     if resume:
         try:
-            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(plan.items))
-        except ValueError as exc:
-            _fail(f"cannot resume from {jsonl}: {exc}", as_json)
-    todo = [(i, path) for i, path in enumerate(plan.items) if path not in done]
+            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(keys.values()), digest)
+        except (ValueError, OSError) as exc:
+            writer.close()
+            _fail(f"cannot resume from {jsonl}: {exc}", as_json, EXIT_OUTPUT)
+    todo = [(i, path) for i, path in enumerate(plan.items) if keys[path] not in done]
     maps_out = Path(maps_dir) if maps_dir else None
     if maps_out is not None:
         maps_out.mkdir(parents=True, exist_ok=True)
 
-    errors = anomalies = 0
     start = time.perf_counter()
     show_bar = not as_json and sys.stderr.isatty()
-    with runtime, JsonlWriter(jsonl, append=resume, fsync=fsync) as writer, _progress(len(todo), show_bar) as bar:
-        stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None or (dplan is not None and dplan.needs_maps),
-                                    defects=None if dplan is None else dplan.runtime_config)
-        for (index, path), item in zip(todo, stream):
-            result, saved = item.result, None
-            if result.ok and maps_out is not None and result.anomaly_map is not None:
-                try:
-                    saved = _save_map(maps_out, index, path, result.anomaly_map)
-                except (OSError, ValueError) as exc:
-                    err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
-                    result = InferenceResult.failure(err, result.threshold)
-            if result.ok and dplan is not None and item.defects_result is not None:
-                try:
-                    result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map))
-                except (OSError, ValueError) as exc:
-                    err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
-                    result = InferenceResult.failure(err, result.threshold)
-            writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved))
-            errors += not result.ok
-            anomalies += result.label == 1
-            if bar is not None:
-                bar.update(1)
+    try:
+        with writer, _progress(len(todo), show_bar) as bar:
+            errors, anomalies = _score_all(runtime, todo, writer, bar, maps_out, dplan, digest, u16_max, max_pixels)
+    except OutputError as exc:
+        _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
+    _summarise(runtime, plan, todo, jsonl, maps_out, dplan, errors + prev_errors, anomalies + prev_anomalies,
+               max_errors, elapsed, as_json)
 
-    total_errors = errors + prev_errors
-    summary = {
-        "schema_version": "1.0",
+
+def _score_all(runtime: Any, todo: list[tuple[int, str]], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
+               digest: str, u16_max: int | None, max_pixels: int | None) -> tuple[int, int]:
+    """Score and record every pending input; returns (errors, anomalies) of this run."""
+    import dataclasses
+
+    from pyimgano_deploy.runtimes.jsonl import make_record
+    from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
+
+    errors = anomalies = 0
+    stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None or (dplan is not None and dplan.needs_maps),
+                                defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
+    for (index, path), item in zip(todo, stream):
+        result, saved = item.result, None
+        if result.ok and maps_out is not None and result.anomaly_map is not None:
+            try:
+                saved = _save_map(maps_out, index, path, result.anomaly_map)
+            except (OSError, ValueError) as exc:
+                err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
+                result = InferenceResult.failure(err, result.threshold)
+        if result.ok and dplan is not None and item.defects_result is not None:
+            try:
+                result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map))
+            except (OSError, ValueError) as exc:
+                err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
+                result = InferenceResult.failure(err, result.threshold)
+        writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
+                                 bundle_digest=digest, source_path=path, u16_max=u16_max))
+        errors += not result.ok
+        anomalies += result.label == 1
+        if bar is not None:
+            bar.update(1)
+    return errors, anomalies
+
+
+def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path | None, dplan: Any, total_errors: int,
+               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool) -> None:
+    from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
+
+    info = runtime.engine_info
+    summary: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "ok": total_errors <= max_errors,
+        "bundle_digest": runtime.bundle.digest,
         "images": len(plan.items),
         "processed": len(todo),
         "resumed_skipped": len(plan.items) - len(todo),
         "errors": total_errors,
-        "anomalies": anomalies + prev_anomalies,
+        "anomalies": total_anomalies,
         "max_errors": max_errors,
         "elapsed_s": round(elapsed, 3),
         "images_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
-        "skipped_files": plan.skipped,
+        "skipped_files": [text_and_raw(p)[0] for p in plan.skipped],
+        "skipped_links": [text_and_raw(p)[0] for p in plan.loops],
         "unmatched_inputs": plan.unmatched,
         "jsonl": jsonl.as_posix(),
         "maps_dir": maps_out.as_posix() if maps_out else None,
@@ -214,7 +295,7 @@ def infer(
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
-    sys.exit(0 if summary["ok"] else 1)
+    sys.exit(EXIT_OK if summary["ok"] else EXIT_FAILED)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

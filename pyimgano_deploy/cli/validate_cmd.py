@@ -1,8 +1,5 @@
-"""``pyimgano-deploy validate``: check a bundle for a release pipeline, with exit codes.
-
-0 ok; 1 unexpected internal error; 2 usage error; 3 invalid bundle (schema, missing file,
-path outside, bad thresholds); 4 checksum mismatch; 5 engine cannot load here; 6 parity failure.
-"""
+"""``pyimgano-deploy validate``: check a bundle for a release pipeline, with exit codes
+(:mod:`pyimgano_deploy.bundles.exit_codes`)."""
 
 from __future__ import annotations
 
@@ -12,17 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, MEANINGS
+
 if TYPE_CHECKING:
     from pyimgano_deploy.runtimes.validation import ValidationReport
-
-_MEANING = {
-    0: "OK",
-    3: "invalid bundle",
-    4: "checksum mismatch",
-    5: "engine cannot load here",
-    6: "golden parity failure",
-}
-
 
 def _print_table(report: ValidationReport) -> None:
     checks = report.checks
@@ -34,25 +24,34 @@ def _print_table(report: ValidationReport) -> None:
         click.echo(f"{check.name:<{width}}  {check.status.upper():<6}  {first}")
         for line in rest:
             click.echo(f"{'':<{width}}  {'':<6}  {line}")
+    if report.digest:
+        click.echo(f"digest: {report.digest}")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
     code = report.exit_code
-    verdict = "OK" if code == 0 else f"FAILED: {_MEANING.get(code, 'error')}"
+    verdict = "OK" if code == 0 else f"FAILED: {MEANINGS.get(code, 'error')}"
     click.echo(f"result: {verdict} (exit {code})")
 
 
-@click.command("validate")
+@click.command("validate", epilog=EXIT_CODE_TABLE)
 @click.argument("bundle", type=click.Path())
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for archiving).")
-def validate(bundle: str, engine: str, device: str, as_json: bool) -> None:
-    """Validate BUNDLE: schema, files, checksums, thresholds, engine load and golden parity.
-
-    Exit codes: 0 ok, 3 invalid bundle, 4 checksum mismatch, 5 engine cannot load here,
-    6 parity failure (1 unexpected internal error, 2 usage error).
-    """
+@click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Pin the bundle: fail (exit 4) unless its digest is this one (export prints it).")
+@click.option("--public-key", type=click.Path(dir_okay=False), default=None, help="Require bundle.sig to verify with this Ed25519 PEM public key (exit 7).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for archiving; includes the digest).")
+def validate(bundle: str, engine: str, device: str, expect_digest: str | None, public_key: str | None, as_json: bool) -> None:
+    """Validate BUNDLE: schema, files, checksums and digest, signature, thresholds, engine load,
+    golden parity (the export's own gate) and the whole pipeline on the golden source files."""
+    from pyimgano_deploy.bundles.identity import parse_digest
     from pyimgano_deploy.runtimes.validation import validate_bundle
 
-    report = validate_bundle(bundle, engine=engine, device=device)
+    if expect_digest is not None:
+        try:
+            parse_digest(expect_digest)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--expect-digest") from exc
+    report = validate_bundle(bundle, engine=engine, device=device, expected_digest=expect_digest, public_key=public_key)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -1,13 +1,14 @@
 """Run directory → deployment bundle: ONNX (+fp16), parity gate, golden set, manifest.
 
-Everything is written into a temporary sibling directory that is renamed into place at the
-end, so a failed export never leaves a half bundle behind.
+Everything is written into a hidden work folder beside ``--out`` (marked incomplete), checked
+with the same ``validate`` a release pipeline runs, optionally signed, and swapped into place
+at the end (:mod:`pyimgano_deploy.bundles.replace`): a failed or killed export never leaves a
+bundle that validates, and ``force`` replaces only an existing bundle, never the run itself
+or a folder holding anything else.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import sys
 import time
@@ -18,9 +19,18 @@ from typing import Any, Callable
 import numpy as np
 
 from pyimgano_deploy._version import __version__
-from pyimgano_deploy.bundles import INFER_CONFIG_NAME, capture_environment, save_golden, utc_now_iso, write_manifest
-from pyimgano_deploy.exporters.onnx_export import OUTPUT_NAMES, export_module, onnx_outputs
-from pyimgano_deploy.exporters.parity import ParityError, ParityReport, compare_outputs
+from pyimgano_deploy.bundles import SCHEMA_VERSION, capture_environment, save_golden, utc_now_iso, write_manifest
+from pyimgano_deploy.bundles.golden import pack_sources
+from pyimgano_deploy.bundles.identity import bundle_digest
+from pyimgano_deploy.bundles.replace import (
+    UnsafeOutputError,
+    clean_leftovers,
+    install_dir,
+    make_work_dir,
+    replaceable_bundle_problem,
+)
+from pyimgano_deploy.exporters.onnx_export import OUTPUT_NAMES, ExportError, export_module, onnx_outputs
+from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, read_image
@@ -36,6 +46,10 @@ class BundleExistsError(FileExistsError):
     """The output directory exists and ``force`` was not given."""
 
 
+MAX_SOURCES = 4  # original files kept in golden.npz for the whole-pipeline check
+MAX_SOURCE_BYTES = 32 << 20
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Settings of one export (CLI flags map 1:1)."""
@@ -47,6 +61,7 @@ class ExportOptions:
     golden_seed: int = 0
     tensorrt: bool = False
     force: bool = False
+    sign_key: str | None = None  # PEM Ed25519 private key: writes bundle.sig over the digest
     external_data_threshold: int = 2**31 - 2**24
 
     def __post_init__(self) -> None:
@@ -64,6 +79,7 @@ class ExportOptions:
 class ExportResult:
     bundle_dir: Path
     manifest: dict[str, Any]
+    digest: str
     parity: dict[str, ParityReport]
     timings_s: dict[str, float] = field(default_factory=dict)
     compat: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +107,32 @@ def golden_batch(source: RunSource, preprocess: Preprocess, n: int, seed: int) -
     return preprocess.batch(tiles)
 
 
+def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[str, np.ndarray]:
+    """The first few golden calibration files, byte for byte, with their eager scores through the
+    whole pipeline (read, preprocess, tiling and reduction), for :func:`~.bundles.golden.pack_sources`."""
+    paths = sample_golden_inputs(source.calibration_inputs, n, seed)[:MAX_SOURCES]
+    files: list[bytes] = []
+    for path in paths:
+        data = Path(path).read_bytes()
+        if files and sum(map(len, files)) + len(data) > MAX_SOURCE_BYTES:
+            break
+        files.append(data)
+    images = [read_image(p) for p in paths[: len(files)]]
+    tiling = source.infer_config.get("tiling")
+    if not tiling:
+        scores = detector.predict_batch(detector.preprocess.batch(images))[0]
+    else:
+        from pyimgano_deploy.runtimes.tiling import TilingSpec, score_tiled
+
+        spec = TilingSpec.from_dict(tiling)
+
+        def tile_maps(tiles: list[np.ndarray]) -> np.ndarray:
+            return detector.predict_batch(detector.preprocess.batch(tiles))[1]
+
+        scores = np.array([score_tiled(image, spec, tile_maps)[0] for image in images], dtype=np.float32)
+    return pack_sources(files, np.asarray(scores, dtype=np.float32))
+
+
 def _parity_or_raise(report: ParityReport, label: str) -> None:
     if not report.passed:
         raise ParityError(f"parity gate failed for {label}; nothing was written.\n{report.table()}")
@@ -101,13 +143,13 @@ def _engine_threshold(source: RunSource) -> float | None:
     return None if image is None else float(image["value"])
 
 
-def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dict[str, ParityReport], n_golden: int, compat: dict) -> dict[str, Any]:
+def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dict[str, ParityReport], n_golden: tuple[int, int], compat: dict) -> dict[str, Any]:
     h, w = detector.input_size
     cfg = source.infer_config
     thresholds = cfg.get("thresholds") or {}
     metrics = source.report.get("metrics", {})
     return {
-        "schema_version": "1.0",
+        "schema_version": SCHEMA_VERSION,
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "created_at": utc_now_iso(),
         "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary},
@@ -124,44 +166,64 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
         "environment": capture_environment(),
         "source_run": {"path": str(source.root.resolve()), "config_sha256": source.config_sha256, "metrics": metrics},
         "parity": {p: r.to_manifest() for p, r in parity.items()},
-        "golden": {"file": "golden.npz", "n_images": n_golden},
+        "golden": {"file": "golden.npz", "n_images": n_golden[0], "n_sources": n_golden[1]},
         "tensorrt_compatibility": compat,
     }
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
+def check_output(out: Path, run_root: Path, force: bool) -> None:
+    """Refuse an ``--out`` this export may not write (nothing is touched): an existing folder
+    without ``force``, the run or a folder inside it or above it, or anything but a bundle."""
+    target, run = out.resolve(), run_root.resolve()
+    if target == run or target.is_relative_to(run):
+        raise UnsafeOutputError(f"--out {out} is the run directory {run_root} or inside it; write the bundle elsewhere")
+    if run.is_relative_to(target):
+        raise UnsafeOutputError(f"--out {out} contains the run directory {run_root}; replacing it would delete the run")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise BundleExistsError(f"{out} already exists; pass --force to replace the bundle there")
+    problem = replaceable_bundle_problem(out)
+    if problem is not None:
+        raise UnsafeOutputError(f"refusing to replace {out}: {problem}")
+
+
+def _self_check(tmp: Path) -> None:
+    """Run ``validate`` on the finished work folder: export ships only what validate passes."""
+    from pyimgano_deploy.runtimes.validation import validate_bundle
+
+    report = validate_bundle(tmp, engine="onnx", device="cpu", allow_incomplete=True)
+    if report.ok:
+        return
+    failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail")
+    if report.exit_code == ParityError.exit_code:
+        raise ParityError(f"the written bundle fails its own golden check; nothing was written.\n{failed}")
+    raise ExportError(f"the written bundle does not validate (exit {report.exit_code}); nothing was written: {failed}")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions = ExportOptions(), *, category: str | None = None, log: Log = _stderr) -> ExportResult:
     """Export the run at ``run_dir`` to a bundle at ``out_dir`` (see module docstring).
 
     Raises :class:`BundleExistsError` when ``out_dir`` exists without ``force``,
-    :class:`~pyimgano_deploy.exporters.parity.ParityError` when the gate fails.
+    :class:`~pyimgano_deploy.bundles.replace.UnsafeOutputError` when ``out_dir`` is not a
+    bundle that may be replaced, :class:`~pyimgano_deploy.bundles.parity.ParityError` when
+    the gate fails.
     """
     out = Path(out_dir)
-    if out.exists() and not options.force:
-        raise BundleExistsError(f"{out} already exists; pass --force to replace it")
     source = resolve_run(run_dir, category)
+    check_output(out, source.root, options.force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(out, log)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     detector = source.load_detector()
     golden = golden_batch(source, detector.preprocess, options.golden, options.golden_seed)
     eager_scores, eager_maps = detector.predict_batch(golden)
+    sources = golden_sources(source, detector, options.golden, options.golden_seed)
     timings["load_and_golden"] = time.perf_counter() - t0
     threshold = _engine_threshold(source)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = make_work_dir(out)
     try:
         engines, parity, compat = [], {}, {}
         precisions = ["fp32"] + (["fp16"] if options.precision == "fp16" else [])
@@ -183,26 +245,34 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             if not cr.ok:
                 log(f"warning: {name} may not build with TensorRT:\n{cr.format_table()}")
             engines.append(info.engine_entry(options.max_batch))
-        save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps)
-        (tmp / INFER_CONFIG_NAME).write_text(json.dumps(source.infer_config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, len(golden), compat))
+        save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
+        n_golden = (len(golden), len(sources["source_score"]))
+        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat))
         if options.tensorrt:
             manifest = _build_tensorrt(tmp, manifest, options, log)
-        _replace_dir(tmp, out)
+        t = time.perf_counter()
+        _self_check(tmp)
+        timings["self_check"] = time.perf_counter() - t
+        digest = bundle_digest(manifest)
+        if options.sign_key is not None:
+            from pyimgano_deploy.bundles.signing import sign_bundle
+
+            sign_bundle(tmp, digest, options.sign_key)
+        install_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     timings["total"] = time.perf_counter() - t0
-    return ExportResult(bundle_dir=out, manifest=manifest, parity=parity, timings_s=timings, compat=compat)
+    return ExportResult(bundle_dir=out, manifest=manifest, digest=digest, parity=parity, timings_s=timings, compat=compat)
 
 
 def _build_tensorrt(bundle_dir: Path, manifest: dict[str, Any], options: ExportOptions, log: Log) -> dict[str, Any]:
     from pyimgano_deploy.bundles import sha256_file
-    from pyimgano_deploy.cli.build_engine_cmd import updated_manifest
+    from pyimgano_deploy.bundles.engines import updated_manifest
     from pyimgano_deploy.exporters.tensorrt_build import build_engine
 
     log("building TensorRT engine ...")
     info = build_engine(bundle_dir / "model.onnx", bundle_dir, fp16=options.precision == "fp16", max_batch=options.max_batch, opt_batch=min(8, options.max_batch))
-    new = updated_manifest(manifest, info, sha256_file(bundle_dir / info.file))
+    new = updated_manifest(manifest, info.to_manifest_entry(sha256_file(bundle_dir / info.file)))
     new.pop("files", None)
     return write_manifest(bundle_dir, new)

@@ -12,9 +12,17 @@ from pyimgano_deploy.inputs.formats import (
     parse_image_format,
 )
 from pyimgano_deploy.inputs.preprocess import INTERPOLATIONS, Preprocess
-from pyimgano_deploy.inputs.reader import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask
+from pyimgano_deploy.inputs.reader import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    decode_image,
+    read_image,
+    read_mask,
+)
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "FORMAT_NDIM",
     "IMAGE_EXTENSIONS",
     "INTERPOLATIONS",
@@ -24,6 +32,7 @@ __all__ = [
     "ImageReadError",
     "Preprocess",
     "as_image_list",
+    "decode_image",
     "describe_input",
     "load_canonical",
     "normalize_numpy_image",

@@ -14,7 +14,7 @@ from pyimgano_deploy.inputs.formats import (
     normalize_numpy_image,
     parse_image_format,
 )
-from pyimgano_deploy.inputs.reader import read_image
+from pyimgano_deploy.inputs.reader import DEFAULT_MAX_PIXELS, read_image
 
 __all__ = ["ImageInput", "as_image_list", "describe_input", "load_canonical"]
 
@@ -68,21 +68,23 @@ def load_canonical(
     item: ImageInput,
     *,
     input_format: str | ImageFormat | None = None,
-    u16_max: int = 65535,
+    u16_max: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """One input -> canonical RGB / uint8 / ``(H, W, 3)``.
 
     Paths are read with :func:`read_image` (``input_format`` does not apply to files; the
-    file's own encoding is used, ``u16_max`` does). Arrays go through
-    :func:`normalize_numpy_image` and need ``input_format``. Errors: ``ImageReadError`` /
+    file's own encoding is used; ``u16_max`` is required for 16-bit files, ``max_pixels``
+    bounds the decoded size). Arrays go through :func:`normalize_numpy_image` and need
+    ``input_format`` (a declared 16-bit format without ``u16_max`` means the full 0..65535). Errors: ``ImageReadError`` /
     ``ImageFormatError`` (both ``ValueError``), ``TypeError`` for other item types.
     """
     if isinstance(item, (str, os.PathLike)):
-        return read_image(item, u16_max=u16_max)
+        return read_image(item, u16_max=u16_max, max_pixels=max_pixels)
     if isinstance(item, np.ndarray):
         if input_format is None:
             raise _undeclared_error()
-        return normalize_numpy_image(item, input_format=input_format, u16_max=u16_max)
+        return normalize_numpy_image(item, input_format=input_format, u16_max=65535 if u16_max is None else u16_max)
     raise TypeError(f"an image input must be a path or a numpy array; got {type(item).__name__}")
 
 

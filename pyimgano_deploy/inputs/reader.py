@@ -1,13 +1,26 @@
-"""Read image and mask files with OpenCV into the canonical RGB / uint8 / HWC image.
+"""Read image and mask files into the canonical RGB / uint8 / HWC image, strictly.
 
-Files are read as bytes with ``np.fromfile`` and decoded with ``cv2.imdecode`` (so paths
-with spaces and non-ASCII characters work on every platform), always with
-``IMREAD_UNCHANGED``, then converted explicitly:
+Files are read as bytes with ``np.fromfile`` (so paths with spaces and non-ASCII characters
+work on every platform). Before anything is decoded, the header gives the pixel count, and an
+image over ``max_pixels`` is refused (a decompression bomb never reaches the decoder).
+Decoding is strict: a decoder warning is an error, never a score.
+
+* JPEG: libjpeg-turbo through ``simplejpeg`` with ``strict=True`` (corrupt entropy data, a
+  premature end or extraneous bytes raise; OpenCV would only print "Corrupt JPEG data" and
+  return an image). Its output is bit-identical to OpenCV's for the same file.
+* PNG: every chunk's CRC is checked and the chunk sequence must reach ``IEND``; pixels are
+  then decoded by OpenCV (``IMREAD_UNCHANGED``).
+* BMP, TIFF, WebP: the header is read with Pillow, pixels with OpenCV (``IMREAD_UNCHANGED``);
+  OpenCV returns no decoder warnings for these, so only its errors are seen.
+
+Then the pixels are converted explicitly:
 
 * 8-bit gray -> replicated to RGB; 8-bit BGR -> RGB;
 * BGRA (PNG/TIFF/WebP with alpha) -> the alpha channel is **dropped** (not composited);
 * 16-bit gray / colour (PNG, TIFF) -> scaled to 8 bits with ``np.rint(x * 255 / u16_max)``
   (round half to even, as in :func:`~pyimgano_deploy.inputs.formats.normalize_numpy_image`);
+  the bit depth is never guessed: a 16-bit file needs an explicit ``u16_max`` (4095 for a
+  12-bit camera, 65535 for the full range);
 * EXIF orientation is **not** applied (``IMREAD_UNCHANGED`` keeps the stored pixel grid).
 
 OpenCV returns ``None`` silently for files it cannot decode; here every such case (missing
@@ -19,18 +32,25 @@ chunk sequence does not reach ``IEND``) because decoders may return a partial im
 
 from __future__ import annotations
 
+import io
 import os
 import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
+from PIL import Image, UnidentifiedImageError
 
 from pyimgano_deploy.inputs.formats import ImageFormat, ImageFormatError, normalize_numpy_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageReadError", "read_image", "read_mask"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "read_image", "read_mask"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: 8192 x 16384: an 8K line-scan frame of 16k lines is accepted, a 20000 x 20000 bomb is not
+DEFAULT_MAX_PIXELS = 8192 * 16384
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -61,7 +81,8 @@ def _read_bytes(path: str | os.PathLike) -> np.ndarray:
 
 
 def _png_truncation(data: bytes) -> str | None:
-    """Reason string when the PNG chunk sequence ends before ``IEND``, else ``None``."""
+    """Reason string when the PNG chunk sequence ends before ``IEND`` or a chunk's CRC is wrong
+    (libpng only warns for some of those), else ``None``."""
     pos = len(_PNG_SIGNATURE)
     while True:
         if pos + 8 > len(data):
@@ -73,6 +94,9 @@ def _png_truncation(data: bytes) -> str | None:
                 f"truncated PNG: chunk {ctype!r} at byte {pos} needs {12 + length} bytes, "
                 f"file has {len(data) - pos} left, no IEND chunk"
             )
+        (crc,) = struct.unpack(">I", data[end - 4 : end])
+        if zlib.crc32(data[pos + 4 : end - 4]) != crc:
+            return f"corrupt PNG: CRC mismatch in chunk {ctype!r} at byte {pos}"
         if ctype == b"IEND":
             return None
         pos = end
@@ -89,57 +113,119 @@ def _jpeg_truncation(data: bytes) -> str | None:
     return None
 
 
-def _decode(path: str | os.PathLike) -> np.ndarray:
-    """Bytes -> array as stored (``IMREAD_UNCHANGED``); raises for anything not decodable."""
-    buf = _read_bytes(path)
+def _header_size(raw: bytes, head: bytes, label: str) -> tuple[int, int] | None:
+    """``(width, height)`` from the file header, without decoding pixels (None: not recognised,
+    left to OpenCV to refuse)."""
+    if head.startswith(_PNG_SIGNATURE):
+        if len(raw) < 24 or raw[12:16] != b"IHDR":
+            raise ImageReadError(label, "corrupt PNG: the first chunk is not IHDR")
+        return struct.unpack(">II", raw[16:24])
+    if head.startswith(_JPEG_SIGNATURE):
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(raw)
+        except ValueError as exc:
+            raise ImageReadError(label, f"corrupt JPEG header: {exc}") from exc
+        return width, height
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as im:
+            warnings.simplefilter("ignore")  # metadata quirks (EXIF); OpenCV judges the pixels
+            return im.size
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(label, f"image header declares an absurd size ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
+        return None
+
+
+def _decode_jpeg(raw: bytes, label: str) -> np.ndarray:
+    """Strict libjpeg-turbo decode → RGB ``(H, W, 3)`` or gray ``(H, W)`` uint8."""
+    _, _, colorspace, _ = simplejpeg.decode_jpeg_header(raw)
+    if colorspace not in ("Gray", "YCbCr", "RGB"):
+        raise ImageReadError(label, f"unsupported JPEG colour space {colorspace!r} (expected gray or colour); convert it to RGB")
+    gray = colorspace == "Gray"
+    try:
+        image = simplejpeg.decode_jpeg(raw, colorspace="GRAY" if gray else "RGB", strict=True)
+    except ValueError as exc:
+        raise ImageReadError(label, f"corrupt JPEG data: {exc}") from exc
+    return image[:, :, 0] if gray else image
+
+
+def _decode_buffer(buf: np.ndarray, label: str, max_pixels: int | None) -> tuple[np.ndarray, bool]:
+    """Bytes → array as stored, and whether its colour order is RGB (JPEG) rather than BGR."""
     head = buf[:16].tobytes()
-    if head.startswith(_PNG_SIGNATURE) or head.startswith(_JPEG_SIGNATURE):
-        raw = buf.tobytes()
-        check = _png_truncation if head.startswith(_PNG_SIGNATURE) else _jpeg_truncation
-        reason = check(raw)
+    raw = buf.tobytes()
+    is_png, is_jpeg = head.startswith(_PNG_SIGNATURE), head.startswith(_JPEG_SIGNATURE)
+    if is_png or is_jpeg:
+        reason = (_png_truncation if is_png else _jpeg_truncation)(raw)
         if reason is not None:
-            raise ImageReadError(path, reason)
+            raise ImageReadError(label, reason)
+    size = _header_size(raw, head, label)
+    if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
+        raise ImageReadError(
+            label, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, more than max_pixels={max_pixels} "
+            "(raise --max-pixels if such images are expected)"
+        )
+    if is_jpeg:
+        return _decode_jpeg(raw, label), True
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageReadError(path, f"OpenCV failed to decode {buf.size} bytes: {exc}") from exc
+        raise ImageReadError(label, f"OpenCV failed to decode {buf.size} bytes: {exc}") from exc
     if image is None:
         raise ImageReadError(
-            path,
+            label,
             f"OpenCV could not decode {buf.size} bytes (corrupt, truncated or not an image; "
             f"first bytes {head[:8]!r})",
         )
     if image.size == 0:
-        raise ImageReadError(path, f"decoded an empty image of shape {tuple(image.shape)}")
-    return image
+        raise ImageReadError(label, f"decoded an empty image of shape {tuple(image.shape)}")
+    return image, False
 
 
-def read_image(path: str | os.PathLike, *, u16_max: int = 65535) -> np.ndarray:
-    """Read an image file as canonical RGB / uint8 / ``(H, W, 3)``, C-contiguous.
-
-    8- and 16-bit gray, BGR and BGRA files are supported (alpha dropped; 16-bit scaled by
-    ``u16_max``; a 16-bit value above ``u16_max`` is an error). Raises
-    :class:`ImageReadError` naming the path for every failure.
-    """
-    image = _decode(path)
+def _canonical(image: np.ndarray, rgb_order: bool, label: str, u16_max: int | None) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[:, :, :3]  # BGRA -> BGR: alpha is dropped, not composited
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise ImageReadError(path, f"unsupported decoded shape {tuple(image.shape)} (expected gray, BGR or BGRA)")
+        raise ImageReadError(label, f"unsupported decoded shape {tuple(image.shape)} (expected gray, BGR or BGRA)")
     if image.dtype == np.uint8:
-        fmt = ImageFormat.GRAY_U8_HW if image.ndim == 2 else ImageFormat.BGR_U8_HWC
+        colour = ImageFormat.RGB_U8_HWC if rgb_order else ImageFormat.BGR_U8_HWC
+        fmt = ImageFormat.GRAY_U8_HW if image.ndim == 2 else colour
     elif image.dtype == np.uint16:
+        if u16_max is None:
+            raise ImageReadError(
+                label, "16-bit image: its bit depth is never guessed; declare the sensor's full-scale value "
+                "with u16_max (--u16-max), e.g. 4095 for a 12-bit camera or 65535 for the full range"
+            )
         fmt = ImageFormat.GRAY_U16_HW if image.ndim == 2 else ImageFormat.BGR_U16_HWC
     else:
         raise ImageReadError(
-            path, f"unsupported pixel type {image.dtype} (only 8-bit and 16-bit images are supported)"
+            label, f"unsupported pixel type {image.dtype} (only 8-bit and 16-bit images are supported)"
         )
     try:
-        return normalize_numpy_image(image, input_format=fmt, u16_max=u16_max)
+        return normalize_numpy_image(image, input_format=fmt, u16_max=65535 if u16_max is None else u16_max)
     except ImageFormatError as exc:
-        raise ImageReadError(path, str(exc)) from exc
+        raise ImageReadError(label, str(exc)) from exc
+
+
+def read_image(path: str | os.PathLike, *, u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as canonical RGB / uint8 / ``(H, W, 3)``, C-contiguous.
+
+    8- and 16-bit gray, BGR and BGRA files are supported (alpha dropped; 16-bit scaled by
+    ``u16_max``, which a 16-bit file requires; a value above it is an error). Images over
+    ``max_pixels`` (None: no limit) are refused from their header. Raises
+    :class:`ImageReadError` naming the path for every failure.
+    """
+    image, rgb_order = _decode_buffer(_read_bytes(path), str(os.fspath(path)), max_pixels)
+    return _canonical(image, rgb_order, str(os.fspath(path)), u16_max)
+
+
+def decode_image(data: bytes, *, name: str, u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """:func:`read_image` for the encoded bytes of a file; ``name`` labels errors."""
+    if not data:
+        raise ImageReadError(name, "file is empty (0 bytes)")
+    image, rgb_order = _decode_buffer(np.frombuffer(data, dtype=np.uint8), name, max_pixels)
+    return _canonical(image, rgb_order, name, u16_max)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -149,7 +235,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     colour channels (alpha ignored), so a pixel is foreground when any colour channel is
     nonzero. 8- and 16-bit masks are accepted. Raises :class:`ImageReadError`.
     """
-    image = _decode(path)
+    image, _ = _decode_buffer(_read_bytes(path), str(os.fspath(path)), DEFAULT_MAX_PIXELS)
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(path, f"unsupported mask pixel type {image.dtype} (expected 8- or 16-bit)")
     if image.ndim == 3:

@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import onnxruntime as ort
 
 from pyimgano_deploy.bundles import read_bundle
-from pyimgano_deploy.bundles.reader import Bundle
+from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
+from pyimgano_deploy.bundles.reader import Bundle, engine_file_problems
 from pyimgano_deploy.runtimes.errors import EngineLoadError
 from pyimgano_deploy.runtimes.onnx_session import OnnxSession
 from pyimgano_deploy.runtimes.runtime import Runtime, Session
@@ -21,7 +22,11 @@ _LOG = logging.getLogger(__name__)
 
 
 def open_session(bundle: Bundle, choice: EngineChoice, *, intra_op_threads: int | None = None) -> Session:
-    """Open the engine ``choice`` of ``bundle``; ``EngineLoadError`` when it cannot be opened."""
+    """Open the engine ``choice`` of ``bundle``; ``EngineLoadError`` when it cannot be opened here,
+    ``InvalidBundleError`` when the model's input contradicts the manifest."""
+    problems = engine_file_problems(bundle, choice.entry)
+    if problems:
+        raise InvalidBundleError(format_problems(f"{bundle.root}: invalid engine file", problems), problems=problems)
     path = bundle.file(str(choice.entry["file"]))
     if choice.kind == "tensorrt":
         session: Session = TensorRTSession(path)
@@ -30,7 +35,7 @@ def open_session(bundle: Bundle, choice: EngineChoice, *, intra_op_threads: int 
     expected = bundle.preprocess.output_size
     got = getattr(session, "input_hw", None)
     if got is not None and tuple(got) != tuple(expected):
-        raise EngineLoadError(
+        raise InvalidBundleError(
             f"{choice.entry['file']}: model input is {got[0]}x{got[1]} (HxW) but the bundle's "
             f"preprocessing produces {expected[0]}x{expected[1]}"
         )
@@ -50,9 +55,12 @@ def load_bundle(
     verify_checksums: bool = True,
     streams: int | str = 1,
     micro_batch: int | None = None,
+    expected_digest: str | None = None,
+    public_key: str | os.PathLike[str] | None = None,
 ) -> Runtime:
-    """Verify the bundle at ``path`` (``read_bundle``: schema, paths, checksums) before loading
-    anything, choose an engine (see :mod:`pyimgano_deploy.runtimes.selection`), open it, and
+    """Verify the bundle at ``path`` (``read_bundle``: schema, paths, checksums, content; the
+    pinned ``expected_digest`` (``sha256:HEX``) and a ``bundle.sig`` verified with the PEM
+    ``public_key`` when given) before loading anything, choose an engine (see :mod:`pyimgano_deploy.runtimes.selection`), open it, and
     return a :class:`Runtime`. ``runtime.engine_info`` records the choice and the reasons.
 
     ``streams`` > 1 (ONNX Runtime only) scores each batch with that many concurrent calls of
@@ -62,11 +70,12 @@ def load_bundle(
     for about a second and keeps the fastest (``engine_info["schedule"]`` has the table);
     on a GPU or TensorRT engine it means one stream.
 
-    Raises ``BundleError`` subclasses for an invalid bundle (exit code 3/4), ``ValueError``
+    Raises ``BundleError`` subclasses for an invalid bundle (exit code 3, 4 for a checksum or
+    digest mismatch, 7 for a signature), ``ValueError``
     for an unknown device/engine/precision or ``streams`` with a TensorRT engine, and
     :class:`EngineLoadError` (exit code 5) when no engine can run here.
     """
-    bundle = read_bundle(path, verify_checksums=verify_checksums)
+    bundle = read_bundle(path, verify_checksums=verify_checksums, expected_digest=expected_digest, public_key=public_key)
     return open_runtime(
         bundle,
         device=device,

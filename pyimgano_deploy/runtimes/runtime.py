@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from pyimgano_deploy.inputs import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageFormat,
     ImageFormatError,
@@ -80,6 +81,15 @@ class RuntimeItem:
     defects_result: Any = None
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How inputs of one ``infer`` call are read: declared array format, 16-bit range, size limit."""
+
+    input_format: ImageFormat | None
+    u16_max: int | None
+    max_pixels: int | None
+
+
 @dataclass
 class _Prepared:
     index: int
@@ -122,7 +132,6 @@ class Runtime:
         engine_info: dict[str, Any] | None = None,
         batch_size: int = 8,
         num_workers: int = 0,
-        u16_max: int = 65535,
         streams: int = 1,
         micro_batch: int | None = None,
     ) -> None:
@@ -151,7 +160,6 @@ class Runtime:
             max_batch=getattr(session, "max_batch", None),
         )
         self.num_workers = int(num_workers)
-        self.u16_max = int(u16_max)
         self.streams = int(streams)
         self.micro_batch = None if micro_batch is None else int(micro_batch)
         self._stream_pool: ThreadPoolExecutor | None = None
@@ -235,15 +243,22 @@ class Runtime:
         input_format: str | ImageFormat | None = None,
         include_maps: bool = False,
         defects: Any = None,
+        u16_max: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> list[InferenceResult]:
         """Score ``images``: a path, a list of paths and/or arrays, or one array / a batch
-        array in the declared ``input_format``. One ``InferenceResult`` per input, in order.
+        array in the declared ``input_format``. One ``InferenceResult`` per input, in order:
+        an element that is neither a path nor an array (``None``, say) is that item's error.
+
+        ``u16_max`` is the full-scale value of 16-bit inputs (required for 16-bit files, never
+        guessed); files over ``max_pixels`` (None: no limit) are refused from their header.
 
         ``defects``: a ``postprocess.defects.DefectsConfig`` to extract defect regions from
         each map (with the bundle's pixel threshold); ``result.defects`` is then the
         ``DefectsResult.to_record()`` dict (boxes also scaled to the original image).
         """
-        stream = self.infer_iter(images, input_format=input_format, include_maps=include_maps, defects=defects)
+        stream = self.infer_iter(images, input_format=input_format, include_maps=include_maps, defects=defects,
+                                 u16_max=u16_max, max_pixels=max_pixels)
         return [item.result for item in stream]
 
     def infer_iter(
@@ -253,6 +268,8 @@ class Runtime:
         input_format: str | ImageFormat | None = None,
         include_maps: bool = False,
         defects: Any = None,
+        u16_max: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> Iterator[RuntimeItem]:
         """Like :meth:`infer`, but streams: consumes ``images`` (any iterable, e.g. a generator
         of paths) chunk by chunk and yields a :class:`RuntimeItem` per input, in order, so
@@ -262,7 +279,8 @@ class Runtime:
             items: Iterable[Any] = as_image_list(images, input_format=fmt)
         else:
             items = images
-        for prepared in self._prepared_chunks(items, fmt):
+        reading = _Reading(fmt, u16_max, max_pixels)
+        for prepared in self._prepared_chunks(items, reading):
             yield from self._score_chunk(prepared, include_maps, defects)
 
     def close(self) -> None:
@@ -286,15 +304,21 @@ class Runtime:
         )
 
     # ------------------------------------------------------------------ preprocessing
-    def _prepare(self, index: int, item: Any, fmt: ImageFormat | None) -> _Prepared:
+    def _prepare(self, index: int, item: Any, reading: "_Reading") -> _Prepared:
         """Read / decode / preprocess one input; failures become an ``InferenceError``."""
         t0 = time.perf_counter()
+        fmt = reading.input_format
         if isinstance(item, np.ndarray) and fmt is None:
             raise ImageFormatError(
                 "numpy array inputs need an explicit input_format (formats are never guessed); "
                 f"got an array with shape={tuple(item.shape)} dtype={item.dtype} at index {index}"
             )
         desc = describe_input(item, index)
+        if not isinstance(item, (str, os.PathLike, np.ndarray)):
+            error = InferenceError(
+                "InvalidInput", f"input #{index} is {desc}; expected a file path or a numpy array", "read"
+            )
+            return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
         stage = "read"
         try:
             if isinstance(item, (str, os.PathLike)):
@@ -302,7 +326,7 @@ class Runtime:
                 if error is not None:
                     return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
             stage = "decode"
-            canonical = load_canonical(item, input_format=fmt, u16_max=self.u16_max)
+            canonical = load_canonical(item, input_format=fmt, u16_max=reading.u16_max, max_pixels=reading.max_pixels)
             stage = "preprocess"
             image = self.preprocess(canonical) if self.tiled is None else self.tiled.prepare(canonical)
         except INPUT_ERRORS as exc:
@@ -313,17 +337,17 @@ class Runtime:
             return _Prepared(index, desc, image, canonical.shape[:2], None, (time.perf_counter() - t0) * 1e3)
         return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
 
-    def _prepared_chunks(self, items: Iterable[Any], fmt: ImageFormat | None) -> Iterator[list[_Prepared]]:
+    def _prepared_chunks(self, items: Iterable[Any], reading: "_Reading") -> Iterator[list[_Prepared]]:
         chunks = iter_chunks(enumerate(items), self.batch_size)
         if self.num_workers == 0:
             for chunk in chunks:
-                yield [self._prepare(i, item, fmt) for i, item in chunk]
+                yield [self._prepare(i, item, reading) for i, item in chunk]
             return
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pyimgano-preprocess")
         try:
             pending: deque[list[Future[_Prepared]]] = deque()
             for chunk in chunks:
-                pending.append([pool.submit(self._prepare, i, item, fmt) for i, item in chunk])
+                pending.append([pool.submit(self._prepare, i, item, reading) for i, item in chunk])
                 if len(pending) > _PREFETCH:
                     yield [f.result() for f in pending.popleft()]
             while pending:

@@ -4,14 +4,17 @@ A spec is one of:
 
 * ``@list.txt`` or an existing ``*.txt`` file: one spec per line (blank lines and ``#``
   comments ignored; lines are directories, globs or files, not further lists);
-* a directory: every file below it, recursively, sorted by path; files whose extension is not
-  an image extension are reported in ``skipped`` (never silently dropped);
+* a directory: every file below it, recursively, sorted by path, following symlinked
+  sub-folders (each real folder once: a link back to a folder already walked is reported in
+  ``loops``); files whose extension is not an image extension are reported in ``skipped``
+  (nothing is silently dropped);
 * a glob (``*``, ``?``, ``[``): its matches, sorted; directories are expanded as above,
   non-image files are skipped; a glob matching nothing is reported in ``unmatched``;
 * anything else: an explicit file, kept whatever its extension or existence (the runtime
   turns a missing file or an unsupported extension into an error record).
 
-Duplicates (same normalised path) are kept once, at their first position.
+Duplicates (the same resolved path, whatever the spelling or links) are kept once, at their
+first position.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ class InputPlan:
     items: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    #: symlinked folders not walked because their target was already walked (a loop or an alias)
+    loops: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set, repr=False)
 
     def add(self, path: str) -> None:
-        key = os.path.normpath(path)
+        key = os.path.realpath(path)  # one record per file, however it is spelled or linked
         if key not in self._seen:
             self._seen.add(key)
             self.items.append(path)
@@ -47,10 +52,27 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk(directory: str) -> list[str]:
+def _walk(plan: InputPlan, directory: str) -> list[str]:
+    """Files below ``directory``, following symlinked folders, each real folder once."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
+    st = os.stat(directory)
+    visited = {(st.st_dev, st.st_ino)}
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            full = os.path.join(dirpath, name)
+            try:
+                sub = os.stat(full)
+            except OSError:
+                plan.skipped.append(full)  # a dangling link: reported, not dropped
+                continue
+            key = (sub.st_dev, sub.st_ino)
+            if key in visited:
+                plan.loops.append(full)
+                continue
+            visited.add(key)
+            keep.append(name)
+        dirnames[:] = keep
         found.extend(os.path.join(dirpath, name) for name in filenames)
     return sorted(found, key=lambda p: Path(p).as_posix())
 
@@ -76,14 +98,14 @@ def _read_list(list_file: str) -> list[str]:
 
 def _expand_one(plan: InputPlan, spec: str) -> None:
     if os.path.isdir(spec):
-        _add_found(plan, _walk(spec))
+        _add_found(plan, _walk(plan, spec))
     elif any(c in spec for c in _GLOB_CHARS) and not os.path.exists(spec):
         matches = sorted(glob.glob(spec, recursive=True), key=lambda p: Path(p).as_posix())
         if not matches:
             plan.unmatched.append(spec)
         for match in matches:
             if os.path.isdir(match):
-                _add_found(plan, _walk(match))
+                _add_found(plan, _walk(plan, match))
             else:
                 _add_found(plan, [match])
     else:

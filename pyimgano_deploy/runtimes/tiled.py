@@ -28,7 +28,6 @@ import cv2
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError
-from pyimgano_deploy.bundles.manifest import INFER_CONFIG_NAME
 from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.errors import EngineRunError
@@ -43,16 +42,10 @@ Done = dict[int, tuple[InferenceResult, float, Any]]
 
 
 def bundle_tiling(bundle: Any) -> TilingSpec | None:
-    """The bundle's tiling spec: ``bundle.json`` ``tiling``, else infer_config.json ``tiling``
-    (both null → ``None``). ``InvalidBundleError`` when the block is malformed, when the two
-    files disagree, or when it is combined with a centre crop (a tile map must cover its tile)."""
-    block = bundle.manifest.get("tiling")
-    source = "bundle.json"
-    other = bundle.infer_config.get("tiling") if bundle.has_file(INFER_CONFIG_NAME) else None
-    if block is None:
-        block, source = other, "infer_config.json"
-    elif other is not None and other != block:
-        raise InvalidBundleError(f"infer_config.json: tiling {other!r} differs from bundle.json tiling {block!r}")
+    """The manifest's tiling spec (``None`` when ``tiling`` is null). ``InvalidBundleError`` when
+    the block is malformed, or when it is combined with a centre crop (a tile map must cover
+    its tile)."""
+    block, source = bundle.tiling_block, "bundle.json"
     if block is None:
         return None
     try:

@@ -1,11 +1,14 @@
 """Validate a bundle for a release pipeline: everything needed to trust it on this machine.
 
 Checks, in order (a failure skips the rest): ``structure`` (schema, listed files present and
-inside the bundle, no unlisted files), ``checksums`` (size + sha256), ``thresholds`` (image
-threshold present, every threshold finite, preprocessing and infer_config.json readable),
-``engine`` (an engine opens here), ``golden`` (the engine reproduces golden.npz within the
-manifest's parity tolerances; labels identical for fp32). Exit codes (INTERFACES.md):
-0 ok, 3 invalid bundle, 4 checksum mismatch, 5 engine cannot load here, 6 parity failure.
+inside the bundle, no unlisted files, content consistent with the manifest), ``checksums``
+(size + sha256, and the digest when one is pinned), ``signature`` (when a public key is
+given), ``thresholds`` (image threshold present, every threshold finite), ``engine`` (an
+engine opens here), ``golden`` (the engine reproduces golden.npz under the export's own parity
+gate, :func:`~pyimgano_deploy.bundles.parity.compare_outputs`, with tolerances recomputed from
+the golden data, never read from the manifest), ``pipeline`` (the golden *source files* scored
+end to end, decode → preprocessing → tiling → engine, match their eager scores under the same
+gate). Exit codes: :mod:`pyimgano_deploy.bundles.exit_codes`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,21 @@ from typing import Any
 import numpy as np
 
 from pyimgano_deploy.bundles import BundleError, ChecksumMismatchError, read_bundle
+from pyimgano_deploy.bundles.exit_codes import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_PARITY
+from pyimgano_deploy.bundles.golden import unpack_sources
+from pyimgano_deploy.bundles.identity import check_expected_digest
+from pyimgano_deploy.bundles.parity import ParityReport, compare_outputs
 from pyimgano_deploy.bundles.reader import Bundle
+from pyimgano_deploy.bundles.signing import verify_bundle_signature
+from pyimgano_deploy.inputs import decode_image
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
 from pyimgano_deploy.runtimes.loader import open_runtime
 from pyimgano_deploy.runtimes.runtime import Runtime
 
-EXIT_OK, EXIT_INVALID, EXIT_CHECKSUM, EXIT_ENGINE, EXIT_PARITY = 0, 3, 4, 5, 6
-CHECK_NAMES = ("structure", "checksums", "thresholds", "engine", "golden")
-REPORT_SCHEMA_VERSION = "1.0"
+CHECK_NAMES = ("structure", "checksums", "signature", "thresholds", "engine", "golden", "pipeline")
+REPORT_SCHEMA_VERSION = "1.1"
+#: relative agreement of a recorded tolerance with the gate's recomputed one (float round-trips)
+_TOLERANCE_AGREEMENT = 1e-9
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ class ValidationReport:
     exit_code: int = EXIT_OK
     engine_info: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None
+    digest: str | None = None
+    #: the verified signature record, or None (unsigned, or no public key given)
+    signature: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -63,6 +77,9 @@ class ValidationReport:
             "checks": [c.to_dict() for c in self.checks],
             "engine": self.engine_info,
             "parity": self.parity,
+            "digest": self.digest,
+            "signature": self.signature,
+            "warnings": list(self.warnings),
         }
 
 
@@ -75,22 +92,24 @@ class _Failed(Exception):
         self.detail = detail
 
 
-def _check_structure(path: str | os.PathLike[str]) -> tuple[Bundle | None, ChecksumMismatchError | None]:
+def _check_structure(path: str | os.PathLike[str], allow_incomplete: bool) -> tuple[Bundle | None, ChecksumMismatchError | None]:
     """Schema, paths, presence (no hashing). A size mismatch found on the way is returned, to be
     reported by the checksums step."""
     try:
-        return read_bundle(path, verify_checksums=False), None
+        return read_bundle(path, verify_checksums=False, allow_incomplete=allow_incomplete), None
     except ChecksumMismatchError as exc:  # file sizes are checked even without hashing
         return None, exc
     except BundleError as exc:
         raise _Failed(exc.exit_code, str(exc)) from exc
 
 
-def _check_checksums(path: str | os.PathLike[str]) -> Bundle:
+def _check_checksums(path: str | os.PathLike[str], expected_digest: str | None, allow_incomplete: bool) -> Bundle:
     try:
-        return read_bundle(path, verify_checksums=True)
+        bundle = read_bundle(path, verify_checksums=True, allow_incomplete=allow_incomplete)
+        check_expected_digest(bundle.digest, expected_digest, str(bundle.root))
     except BundleError as exc:
         raise _Failed(exc.exit_code, str(exc)) from exc
+    return bundle
 
 
 def _check_thresholds(bundle: Bundle) -> str:
@@ -98,7 +117,6 @@ def _check_thresholds(bundle: Bundle) -> str:
         image = bundle.image_threshold
         pixel = bundle.pixel_threshold
         _ = bundle.preprocess
-        _ = bundle.infer_config
     except BundleError as exc:
         raise _Failed(EXIT_INVALID, str(exc)) from exc
     if image is None:
@@ -112,7 +130,7 @@ def _check_thresholds(bundle: Bundle) -> str:
     return text
 
 
-def _check_engine(bundle: Bundle, *, engine: str, device: str) -> Runtime:
+def _check_engine(bundle: Bundle, *, engine: str, device: str) -> Runtime:  # exit 5 only for "cannot load here"
     try:
         return open_runtime(bundle, engine=engine, device=device, batch_size=8)
     except EngineLoadError as exc:
@@ -121,35 +139,37 @@ def _check_engine(bundle: Bundle, *, engine: str, device: str) -> Runtime:
         raise _Failed(EXIT_INVALID, str(exc)) from exc
 
 
-def golden_parity(runtime: Runtime, golden: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Run the golden images through ``runtime``'s engine and measure the differences."""
-    images = golden["images"]
+def _engine_outputs(runtime: Runtime, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The engine's outputs for preprocessed golden images, in runtime-sized chunks."""
     try:
-        got_score, got_map = _in_chunks(runtime, images)
+        parts = [runtime.run_batch(images[i : i + runtime.batch_size]) for i in range(0, len(images), runtime.batch_size)]
     except EngineRunError as exc:
         raise _Failed(EXIT_ENGINE, f"engine failed on golden images: {exc}") from exc
-    want_score, want_map = golden["score"].astype(np.float64), golden["anomaly_map"].astype(np.float64)
-    if got_map.shape != want_map.shape:
-        raise _Failed(EXIT_PARITY, f"anomaly_map shape {list(got_map.shape)} differs from golden {list(want_map.shape)}")
-    if not (np.all(np.isfinite(got_score)) and np.all(np.isfinite(got_map))):
-        raise _Failed(EXIT_PARITY, "engine produced NaN/inf on golden images")
-    d_score = np.abs(got_score.astype(np.float64) - want_score)
-    d_map = np.abs(got_map.astype(np.float64) - want_map)
-    rel = d_score / np.maximum(np.abs(want_score), 1e-12)
-    thr = runtime.threshold
-    labels_identical = thr is None or bool(np.array_equal(got_score >= thr, want_score >= thr))
-    return {
-        "n_images": int(len(images)),
-        "max_abs_score": float(d_score.max()),
-        "max_rel_score": float(rel.max()),
-        "max_abs_map": float(d_map.max()),
-        "labels_identical": labels_identical,
-    }
-
-
-def _in_chunks(runtime: Runtime, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    parts = [runtime.run_batch(images[i : i + runtime.batch_size]) for i in range(0, len(images), runtime.batch_size)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def golden_parity(runtime: Runtime, golden: dict[str, np.ndarray], precision: str) -> ParityReport:
+    """The export's parity gate, applied to ``runtime``'s engine on the golden images."""
+    got_score, got_map = _engine_outputs(runtime, golden["images"])
+    if got_map.shape != golden["anomaly_map"].shape:
+        raise _Failed(EXIT_PARITY, f"anomaly_map shape {list(got_map.shape)} differs from golden {list(golden['anomaly_map'].shape)}")
+    return compare_outputs(golden["score"], golden["anomaly_map"], got_score, got_map,
+                           threshold=runtime.threshold, precision=precision)
+
+
+def _recorded_tolerance_problem(record: Any, report: ParityReport, precision: str) -> str | None:
+    """The manifest's recorded tolerance must be the gate's: a looser one is an edited manifest."""
+    tol = record.get("tolerance") if isinstance(record, dict) else None
+    if not isinstance(tol, dict):
+        return f"manifest has no parity.{precision}.tolerance for the {precision} engine"
+    for key in ("score_abs", "map_abs"):
+        if key not in tol:
+            continue
+        ours = report.tolerance[key]
+        if not abs(float(tol[key]) - ours) <= _TOLERANCE_AGREEMENT * max(abs(ours), 1e-30):
+            return (f"parity.{precision}.tolerance.{key} is {tol[key]!r} in bundle.json, but the parity gate gives "
+                    f"{ours:.6g} for this golden set and threshold: the manifest was edited")
+    return None
 
 
 def _check_golden(bundle: Bundle, runtime: Runtime) -> tuple[str, dict[str, Any]]:
@@ -158,51 +178,84 @@ def _check_golden(bundle: Bundle, runtime: Runtime) -> tuple[str, dict[str, Any]
     except BundleError as exc:
         raise _Failed(EXIT_INVALID, str(exc)) from exc
     precision = str(runtime.engine_info.get("precision", "fp32"))
-    record = (bundle.manifest.get("parity") or {}).get(precision)
-    if not isinstance(record, dict) or not isinstance(record.get("tolerance"), dict):
-        raise _Failed(EXIT_INVALID, f"manifest has no parity.{precision}.tolerance for the {precision} engine")
-    tol = record["tolerance"]
-    measured = golden_parity(runtime, golden)
-    measured["precision"] = precision
-    measured["tolerance"] = dict(tol)
-    problems = []
-    if precision == "fp16":
-        if measured["max_rel_score"] > float(tol["score_rel"]):
-            problems.append(f"max relative score error {measured['max_rel_score']:.3g} > score_rel {tol['score_rel']}")
-    else:
-        if measured["max_abs_score"] > float(tol["score_abs"]):
-            problems.append(f"max |Δscore| {measured['max_abs_score']:.3g} > score_abs {tol['score_abs']}")
-        if measured["max_abs_map"] > float(tol["map_abs"]):
-            problems.append(f"max |Δmap| {measured['max_abs_map']:.3g} > map_abs {tol['map_abs']}")
-        if not measured["labels_identical"]:
-            problems.append("labels differ from the golden labels at the image threshold")
+    report = golden_parity(runtime, golden, precision)
+    problem = _recorded_tolerance_problem((bundle.manifest.get("parity") or {}).get(precision), report, precision)
+    if problem is not None:
+        raise _Failed(EXIT_INVALID, problem)
+    measured = {**report.to_manifest(), "passed": report.passed}
     summary = (
-        f"{measured['n_images']} golden images, {precision}: max |Δscore| {measured['max_abs_score']:.3g}, "
-        f"max rel {measured['max_rel_score']:.3g}, max |Δmap| {measured['max_abs_map']:.3g}, "
-        f"labels identical: {measured['labels_identical']}"
+        f"{report.n_images} golden images, {precision}: max |Δscore| {report.max_abs_score:.3g} "
+        f"(gate {report.tolerance['score_abs']:.3g}), max rel {report.max_rel_score:.3g}, max |Δmap| "
+        f"{report.max_abs_map:.3g} (gate {report.tolerance['map_abs']:.3g}), labels identical: {report.labels_identical}"
     )
-    if problems:
-        raise _Failed(EXIT_PARITY, summary + " — " + "; ".join(problems))
+    if not report.passed:
+        raise _Failed(EXIT_PARITY, summary + " — outside the parity gate")
     return summary, measured
 
 
-def validate_bundle(path: str | os.PathLike[str], *, engine: str = "auto", device: str = "auto") -> ValidationReport:
+def _check_pipeline(bundle: Bundle, runtime: Runtime) -> str:
+    """Score the golden source files end to end and compare with their eager scores (same gate)."""
+    golden = bundle.load_golden()
+    files = unpack_sources(golden)
+    if not files:
+        return "skipped: this bundle carries no golden source files (exported before schema 1.1)"
+    images = [decode_image(data, name=f"golden source #{i}") for i, data in enumerate(files)]
+    results = runtime.infer(images, input_format="rgb_u8_hwc")
+    failed = [f"#{i}: {r.error.message}" for i, r in enumerate(results) if r.error is not None]
+    if failed:
+        raise _Failed(EXIT_PARITY, "golden source files could not be scored: " + "; ".join(failed))
+    got = np.array([r.score for r in results], dtype=np.float64)
+    want = golden["source_score"]
+    precision = str(runtime.engine_info.get("precision", "fp32"))
+    report = compare_outputs(want, np.zeros((len(want), 1, 1)), got, np.zeros((len(got), 1, 1)),
+                             threshold=runtime.threshold, precision=precision)
+    summary = (f"{len(files)} source files through decode, preprocessing"
+               f"{', tiling' if runtime.tiled is not None else ''} and the engine: max |Δscore| "
+               f"{report.max_abs_score:.3g} (gate {report.tolerance['score_abs']:.3g}), labels identical: {report.labels_identical}")
+    if not report.passed:
+        raise _Failed(EXIT_PARITY, summary + " — the bundle's preprocessing or tiling no longer reproduces the "
+                      "export's scores (was bundle.json edited?)")
+    return summary
+
+
+def validate_bundle(
+    path: str | os.PathLike[str],
+    *,
+    engine: str = "auto",
+    device: str = "auto",
+    expected_digest: str | None = None,
+    public_key: str | os.PathLike[str] | None = None,
+    allow_incomplete: bool = False,
+) -> ValidationReport:
     """Run every check on the bundle at ``path``; never raises for a bad bundle (the report's
-    ``exit_code`` says what failed). ``ValueError`` for an unknown ``engine``/``device``."""
+    ``exit_code`` says what failed). ``expected_digest`` pins the bundle (exit 4 on mismatch),
+    ``public_key`` requires a valid signature (exit 7). ``ValueError`` for an unknown
+    ``engine``/``device`` or a malformed ``expected_digest``."""
     report = ValidationReport(bundle=str(path))
     state: dict[str, Any] = {}
 
     def structure() -> str:
-        b, state["size_error"] = _check_structure(path)
+        b, state["size_error"] = _check_structure(path, allow_incomplete)
         if b is None:
             return "schema valid, listed files present and inside the bundle"
         return f"schema {b.schema_version}, {len(b.manifest['files'])} files listed and present"
 
     def checksums() -> str:
         if state["size_error"] is not None:
-            raise _Failed(EXIT_CHECKSUM, str(state["size_error"]))
-        state["bundle"] = _check_checksums(path)
-        return f"sha256 of {len(state['bundle'].manifest['files'])} files match"
+            raise _Failed(state["size_error"].exit_code, str(state["size_error"]))
+        bundle = state["bundle"] = _check_checksums(path, expected_digest, allow_incomplete)
+        report.digest = bundle.digest
+        pinned = "matches the pinned digest" if expected_digest else "not pinned (pass --expect-digest to pin it)"
+        return f"sha256 of {len(bundle.manifest['files'])} files match; digest {bundle.digest} {pinned}"
+
+    def signature() -> str:
+        if public_key is None:
+            return "not checked (pass --public-key to require a signature)"
+        try:
+            report.signature = verify_bundle_signature(state["bundle"].root, state["bundle"].digest, public_key)
+        except BundleError as exc:
+            raise _Failed(exc.exit_code, str(exc)) from exc
+        return f"Ed25519 signature over {state['bundle'].digest} verifies with {public_key}"
 
     def engine_check() -> str:
         state["runtime"] = _check_engine(state["bundle"], engine=engine, device=device)
@@ -217,9 +270,11 @@ def validate_bundle(path: str | os.PathLike[str], *, engine: str = "auto", devic
     steps = [
         ("structure", structure),
         ("checksums", checksums),
+        ("signature", signature),
         ("thresholds", lambda: _check_thresholds(state["bundle"])),
         ("engine", engine_check),
         ("golden", golden_check),
+        ("pipeline", lambda: _check_pipeline(state["bundle"], state["runtime"])),
     ]
     try:
         for name, step in steps:
@@ -235,6 +290,9 @@ def validate_bundle(path: str | os.PathLike[str], *, engine: str = "auto", devic
         runtime = state.get("runtime")
         if runtime is not None:
             runtime.close()
+    if report.ok and expected_digest is None and public_key is None:
+        report.warnings.append("neither --expect-digest nor --public-key was given: the files match bundle.json, "
+                               "but nothing proves bundle.json is the one that was released")
     return report
 
 

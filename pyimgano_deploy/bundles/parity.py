@@ -1,4 +1,7 @@
-"""The parity gate: exported outputs must match eager outputs before a bundle is written.
+"""The parity gate, one rule for ``export`` and ``validate``: engine outputs must match the eager
+outputs of the same golden inputs. Torch-free, so the target machine applies exactly the gate
+the export applied (``validate`` recomputes the tolerances from golden.npz and the threshold;
+it never takes looser ones from the manifest).
 
 Tolerances (per precision):
 - fp32: max |Δscore| ≤ 1e-4 × max(1, |threshold|), identical labels,
@@ -15,6 +18,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_PARITY
+
 TOLERANCES = {
     "fp32": {"score_rel": 1e-4, "map_rel": 1e-3},
     "fp16": {"score_rel": 2e-2, "map_rel": 5e-2},
@@ -24,7 +29,7 @@ TOLERANCES = {
 class ParityError(RuntimeError):
     """Exported and eager outputs disagree beyond the tolerance; the message holds a table."""
 
-    exit_code = 6
+    exit_code = EXIT_PARITY
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,19 @@ class ParityReport:
         return "\n".join(rows)
 
 
+def gate_tolerances(precision: str, eager_scores: np.ndarray, eager_maps: np.ndarray, threshold: float | None) -> dict:
+    """The gate's absolute bounds for ``precision``: ``score_abs`` scales with the threshold
+    (``max(1, |threshold|)``, or the largest eager score without one), ``map_abs`` with the eager
+    map range over the golden images. Also returns the relative factors it used."""
+    if precision not in TOLERANCES:
+        raise ValueError(f"precision must be one of {sorted(TOLERANCES)}, got {precision!r}")
+    rel = TOLERANCES[precision]
+    es, em = np.asarray(eager_scores, np.float64), np.asarray(eager_maps, np.float64)
+    scale = max(1.0, abs(threshold)) if threshold is not None else max(1.0, float(np.abs(es).max()))
+    map_range = float(em.max() - em.min()) if em.size else 0.0
+    return {"score_abs": rel["score_rel"] * scale, "map_abs": rel["map_rel"] * max(map_range, 1e-12), **rel}
+
+
 def compare_outputs(
     eager_scores: np.ndarray,
     eager_maps: np.ndarray,
@@ -71,16 +89,12 @@ def compare_outputs(
     precision: str,
 ) -> ParityReport:
     """Compare outputs on the same golden batch and decide pass/fail (see module docstring)."""
-    if precision not in TOLERANCES:
-        raise ValueError(f"precision must be one of {sorted(TOLERANCES)}, got {precision!r}")
     es, xs = np.asarray(eager_scores, np.float64), np.asarray(exported_scores, np.float64)
     em, xm = np.asarray(eager_maps, np.float64), np.asarray(exported_maps, np.float64)
     if es.shape != xs.shape or em.shape != xm.shape:
         raise ValueError(f"output shapes differ: eager {es.shape}/{em.shape}, exported {xs.shape}/{xm.shape}")
-    rel = TOLERANCES[precision]
-    scale = max(1.0, abs(threshold)) if threshold is not None else max(1.0, float(np.abs(es).max()))
+    tol = gate_tolerances(precision, es, em, threshold)
     map_range = float(em.max() - em.min()) if em.size else 0.0
-    tol = {"score_abs": rel["score_rel"] * scale, "map_abs": rel["map_rel"] * max(map_range, 1e-12), **rel}
     d_score = np.abs(es - xs)
     d_map = np.abs(em - xm).reshape(len(em), -1).max(axis=1) if em.size else np.zeros(len(es))
     finite = bool(np.all(np.isfinite(xs)) and np.all(np.isfinite(xm)))
