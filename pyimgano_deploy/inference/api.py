@@ -28,8 +28,11 @@ def infer(
     ``score`` always (raw), ``label`` when the detector has a threshold, ``anomaly_map``
     (``float32 [H, W]``, model resolution) when ``include_maps``. ``postprocess`` is applied
     to a copy of each returned map (e.g. ``postprocess.maps.normalize_map``) and never
-    changes scores.
+    changes scores. An element that is neither a path nor an array (``None``, say) is that
+    item's error; the others are scored.
     """
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
+        raise ValueError(f"batch_size must be an integer >= 1 or None (the detector's own), got {batch_size!r}")
     items = as_image_list(images, input_format=input_format)
     threshold_cal = getattr(detector, "threshold", None)
     threshold = None if threshold_cal is None else float(threshold_cal.value)
