@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bundle_factory import rewrite_manifest
+from cli_helpers import run_cli
 from pyimgano_deploy.bundles import InvalidBundleError, read_bundle
 from pyimgano_deploy.bundles.errors import DigestMismatchError, SignatureError
 from pyimgano_deploy.bundles.identity import bundle_digest, parse_digest
-from pyimgano_deploy.cli import main
 from pyimgano_deploy.runtimes import load_bundle, validate_bundle
 from run_factory import make_run_dir
 
@@ -42,11 +41,7 @@ def bundle(exported: tuple[Path, Path], tmp_path: Path) -> Path:
     return copy
 
 
-def _cli(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+_cli = run_cli
 
 
 def _manifest(path: Path) -> dict:

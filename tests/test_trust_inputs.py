@@ -13,10 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from bundle_factory import build_tiny_bundle, random_images
-from pyimgano_deploy.cli import main
+from cli_helpers import jsonl_records, run_cli
 from pyimgano_deploy.inputs import ImageReadError, decode_image, read_image
 from pyimgano_deploy.runtimes import load_bundle
 from pyimgano_deploy.runtimes.sources import expand_inputs
@@ -28,14 +27,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _infer(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, ["infer", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return run_cli("infer", *args)
 
 
-def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
+_records = jsonl_records
 
 
 def _jpeg(path: Path, seed: int = 0, size: tuple[int, int] = (40, 48)) -> Path:

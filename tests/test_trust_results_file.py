@@ -9,10 +9,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-from click.testing import CliRunner
 
 from bundle_factory import build_tiny_bundle, random_images
-from pyimgano_deploy.cli import main
+from cli_helpers import jsonl_records, run_cli
 from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError
 
 
@@ -32,14 +31,10 @@ def images(tmp_path: Path) -> Path:
 
 
 def _infer(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, ["infer", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
+    return run_cli("infer", *args)
 
 
-def _records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()]
+_records = jsonl_records
 
 
 def test_every_record_names_the_bundle_digest_and_resolved_path(bundles: tuple[Path, Path], images: Path, tmp_path: Path) -> None:

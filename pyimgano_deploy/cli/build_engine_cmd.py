@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import click
 
 from pyimgano_deploy.bundles.engines import updated_manifest
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED
 from pyimgano_deploy.exporters.tensorrt_build import (
     TensorRTBuildError,
     TensorRTUnavailableError,
@@ -24,8 +25,8 @@ from pyimgano_deploy.exporters.tensorrt_build import (
     tensorrt_available,
 )
 
-EXIT_BUILD_FAILED = 1
-EXIT_TENSORRT_UNAVAILABLE = 5
+EXIT_BUILD_FAILED = EXIT_FAILED
+EXIT_TENSORRT_UNAVAILABLE = EXIT_ENGINE
 
 
 def _onnx_engine_file(manifest: dict[str, Any]) -> str:
@@ -58,7 +59,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-@click.command("build-engine")
+@click.command("build-engine", epilog=EXIT_CODE_TABLE)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--fp16", is_flag=True, help="Build an fp16 engine (distance layers stay fp32).")
 @click.option("--workspace-gb", type=click.FloatRange(min=0.0, min_open=True), default=4.0, show_default=True,

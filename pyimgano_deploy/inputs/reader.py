@@ -1,7 +1,7 @@
 """Read image and mask files into the canonical RGB / uint8 / HWC image, strictly.
 
-Files are read as bytes with ``np.fromfile`` (so paths with spaces and non-ASCII characters
-work on every platform). Before anything is decoded, the header gives the pixel count, and an
+Files are read as bytes and decoded from memory (so paths with spaces and non-ASCII
+characters work on every platform). Before anything is decoded, the header gives the pixel count, and an
 image over ``max_pixels`` is refused (a decompression bomb never reaches the decoder).
 Decoding is strict: a decoder warning is an error, never a score.
 
@@ -65,17 +65,17 @@ class ImageReadError(ValueError):
         super().__init__(f"cannot read image '{self.path}': {reason}")
 
 
-def _read_bytes(path: str | os.PathLike) -> np.ndarray:
+def _read_bytes(path: str | os.PathLike) -> bytes:
     p = Path(os.fspath(path))
     if not p.exists():
         raise ImageReadError(path, "file not found")
     if p.is_dir():
         raise ImageReadError(path, "is a directory, not an image file")
     try:
-        data = np.fromfile(p, dtype=np.uint8)
+        data = p.read_bytes()
     except OSError as exc:
         raise ImageReadError(path, f"cannot open file ({exc.strerror or exc})") from exc
-    if data.size == 0:
+    if not data:
         raise ImageReadError(path, "file is empty (0 bytes)")
     return data
 
@@ -113,19 +113,22 @@ def _jpeg_truncation(data: bytes) -> str | None:
     return None
 
 
+def _jpeg_header(raw: bytes, label: str) -> tuple[int, int, str]:
+    """``(width, height, colour space)`` of a JPEG, from its header."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(raw)
+    except ValueError as exc:
+        raise ImageReadError(label, f"corrupt JPEG header: {exc}") from exc
+    return width, height, colorspace
+
+
 def _header_size(raw: bytes, head: bytes, label: str) -> tuple[int, int] | None:
-    """``(width, height)`` from the file header, without decoding pixels (None: not recognised,
-    left to OpenCV to refuse)."""
+    """``(width, height)`` of a PNG, BMP, TIFF or WebP from its header, without decoding pixels
+    (None: not recognised, left to OpenCV to refuse)."""
     if head.startswith(_PNG_SIGNATURE):
         if len(raw) < 24 or raw[12:16] != b"IHDR":
             raise ImageReadError(label, "corrupt PNG: the first chunk is not IHDR")
         return struct.unpack(">II", raw[16:24])
-    if head.startswith(_JPEG_SIGNATURE):
-        try:
-            height, width, _, _ = simplejpeg.decode_jpeg_header(raw)
-        except ValueError as exc:
-            raise ImageReadError(label, f"corrupt JPEG header: {exc}") from exc
-        return width, height
     try:
         with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as im:
             warnings.simplefilter("ignore")  # metadata quirks (EXIF); OpenCV judges the pixels
@@ -136,9 +139,8 @@ def _header_size(raw: bytes, head: bytes, label: str) -> tuple[int, int] | None:
         return None
 
 
-def _decode_jpeg(raw: bytes, label: str) -> np.ndarray:
+def _decode_jpeg(raw: bytes, colorspace: str, label: str) -> np.ndarray:
     """Strict libjpeg-turbo decode → RGB ``(H, W, 3)`` or gray ``(H, W)`` uint8."""
-    _, _, colorspace, _ = simplejpeg.decode_jpeg_header(raw)
     if colorspace not in ("Gray", "YCbCr", "RGB"):
         raise ImageReadError(label, f"unsupported JPEG colour space {colorspace!r} (expected gray or colour); convert it to RGB")
     gray = colorspace == "Gray"
@@ -149,23 +151,27 @@ def _decode_jpeg(raw: bytes, label: str) -> np.ndarray:
     return image[:, :, 0] if gray else image
 
 
-def _decode_buffer(buf: np.ndarray, label: str, max_pixels: int | None) -> tuple[np.ndarray, bool]:
+def _decode_buffer(raw: bytes, label: str, max_pixels: int | None) -> tuple[np.ndarray, bool]:
     """Bytes → array as stored, and whether its colour order is RGB (JPEG) rather than BGR."""
-    head = buf[:16].tobytes()
-    raw = buf.tobytes()
+    head = raw[:16]
     is_png, is_jpeg = head.startswith(_PNG_SIGNATURE), head.startswith(_JPEG_SIGNATURE)
     if is_png or is_jpeg:
         reason = (_png_truncation if is_png else _jpeg_truncation)(raw)
         if reason is not None:
             raise ImageReadError(label, reason)
-    size = _header_size(raw, head, label)
+    if is_jpeg:
+        width, height, colorspace = _jpeg_header(raw, label)
+        size: tuple[int, int] | None = (width, height)
+    else:
+        size = _header_size(raw, head, label)
     if size is not None and max_pixels is not None and size[0] * size[1] > max_pixels:
         raise ImageReadError(
             label, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, more than max_pixels={max_pixels} "
             "(raise --max-pixels if such images are expected)"
         )
     if is_jpeg:
-        return _decode_jpeg(raw, label), True
+        return _decode_jpeg(raw, colorspace, label), True
+    buf = np.frombuffer(raw, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -224,7 +230,7 @@ def decode_image(data: bytes, *, name: str, u16_max: int | None = None, max_pixe
     """:func:`read_image` for the encoded bytes of a file; ``name`` labels errors."""
     if not data:
         raise ImageReadError(name, "file is empty (0 bytes)")
-    image, rgb_order = _decode_buffer(np.frombuffer(data, dtype=np.uint8), name, max_pixels)
+    image, rgb_order = _decode_buffer(bytes(data), name, max_pixels)
     return _canonical(image, rgb_order, name, u16_max)
 
 

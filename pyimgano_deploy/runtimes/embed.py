@@ -111,13 +111,19 @@ def open_scorer(
     threads: int | None = None,
     device: str = "auto",
     streams: int | str = 1,
+    expected_digest: str | None = None,
+    public_key: str | os.PathLike[str] | None = None,
 ) -> Scorer:
     """Verify and load the bundle at ``bundle_dir`` once → :class:`Scorer`.
+
+    ``expected_digest`` (``sha256:HEX``, as ``export`` prints it) pins the bundle the line was
+    released with; ``public_key`` requires its Ed25519 signature.
 
     ``threads``: ONNX Runtime intra-op threads (``None`` → its default, one per core).
     ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"`` as for ``load_bundle``. ``streams``:
     throughput mode for ``score_bgr_batch`` (``load_bundle``'s ``streams``; 1 for latency).
     Raises the loader's errors (``BundleError`` subclasses, ``EngineLoadError``, ``ValueError``).
     """
-    runtime = load_bundle(bundle_dir, device=device, batch_size=batch_size, intra_op_threads=threads, streams=streams)
+    runtime = load_bundle(bundle_dir, device=device, batch_size=batch_size, intra_op_threads=threads, streams=streams,
+                          expected_digest=expected_digest, public_key=public_key)
     return Scorer(runtime)
