@@ -4,9 +4,16 @@ Never imports torch, onnx or onnxruntime; see ARCHITECTURE.md §3 "Bundle".
 """
 
 from pyimgano_deploy.bundles.environment import capture_environment
-from pyimgano_deploy.bundles.errors import BundleError, ChecksumMismatchError, InvalidBundleError
+from pyimgano_deploy.bundles.errors import (
+    BundleError,
+    ChecksumMismatchError,
+    DigestMismatchError,
+    InvalidBundleError,
+    SignatureError,
+)
 from pyimgano_deploy.bundles.golden import GOLDEN_KEYS, load_golden, save_golden
 from pyimgano_deploy.bundles.hashing import sha256_file
+from pyimgano_deploy.bundles.identity import bundle_digest, parse_digest
 from pyimgano_deploy.bundles.manifest import (
     INFER_CONFIG_NAME,
     MANIFEST_NAME,
@@ -25,16 +32,20 @@ __all__ = [
     "Bundle",
     "BundleError",
     "ChecksumMismatchError",
+    "DigestMismatchError",
     "GOLDEN_KEYS",
     "INFER_CONFIG_NAME",
     "InvalidBundleError",
+    "SignatureError",
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
+    "bundle_digest",
     "canonical_json",
     "capture_environment",
     "config_sha256",
     "load_golden",
     "manifest_problems",
+    "parse_digest",
     "read_bundle",
     "relative_path_problem",
     "save_golden",
