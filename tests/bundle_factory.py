@@ -98,7 +98,7 @@ def build_tiny_bundle(
     export_tiny_onnx(root / "model.onnx", height, width, static_batch)
     images = random_images(n_golden, height, width, seed=seed)
     scores, maps = torch_reference(images)
-    save_golden(root / "golden.npz", images, scores, maps)
+    save_golden(root / "golden.npz", images, scores, maps, _sources(size, center_crop, seed))
     calib = calibrate_quantile(
         scores, quantile=threshold_quantile, source_split="golden", n_images=n_golden,
         code_path="tests/bundle_factory.py",
@@ -142,10 +142,24 @@ def build_tiny_bundle(
                 "tolerance": gate_tolerances("fp32", scores, maps, calib["value"]),
             }
         },
-        "golden": {"file": "golden.npz", "n_images": n_golden},
+        "golden": {"file": "golden.npz", "n_images": n_golden, "n_sources": 2},
     }
     write_manifest(root, manifest)
     return root
+
+
+def _sources(size: tuple[int, int], center_crop: tuple[int, int] | None, seed: int) -> dict[str, np.ndarray]:
+    """Two PNG files larger than the model input, with their eager scores through the real
+    reader and preprocessing (the golden source files ``validate`` scores end to end)."""
+    import cv2
+
+    from pyimgano_deploy.bundles.golden import pack_sources
+    from pyimgano_deploy.inputs import Preprocess, decode_image
+
+    pre = Preprocess(size=size, interpolation="linear", center_crop=center_crop)
+    files = [cv2.imencode(".png", img)[1].tobytes() for img in random_images(2, size[0] + 8, size[1] + 12, seed=seed + 7)]
+    batch = pre.batch([decode_image(f, name="source") for f in files])
+    return pack_sources(files, torch_reference(batch)[0])
 
 
 def rewrite_manifest(root: str | Path, edit: Any = None) -> dict[str, Any]:

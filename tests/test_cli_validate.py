@@ -118,3 +118,13 @@ def test_tensorrt_requested_on_cpu_machine_exits_5(bundle: Path) -> None:
     report = validate_bundle(bundle, engine="tensorrt")
     engine = next(c for c in report.checks if c.name == "engine")
     assert report.exit_code == 5 and engine.status == "fail"
+
+
+def test_bundle_without_golden_sources_skips_the_pipeline_check(bundle: Path) -> None:
+    """Bundles exported before schema 1.1 carry no source files: still valid, the check says why."""
+    golden = load_golden(bundle / "golden.npz")
+    save_golden(bundle / "golden.npz", golden["images"], golden["score"], golden["anomaly_map"])
+    rewrite_manifest(bundle, lambda m: m["golden"].pop("n_sources"))
+    code, out = _validate(str(bundle), "--json")
+    pipeline = next(c for c in json.loads(out)["checks"] if c["name"] == "pipeline")
+    assert code == 0 and pipeline["status"] == "skip" and "before schema 1.1" in pipeline["detail"]
