@@ -140,6 +140,20 @@ def test_normal_quantile_from_golden_maps_with_provenance(env: dict[str, Path], 
             "source": "normal_quantile", "method": want.method, "quantile": 0.9, "source_split": "golden", "n_images": len(golden)}
 
 
+def test_runtime_api_resolves_normal_quantile_like_the_cli(env: dict[str, Path]) -> None:
+    """``Runtime.infer(defects=cfg)`` with ``normal_quantile`` takes the quantile of the golden
+    maps (the library's one resolver), never silently the bundle's pixel threshold."""
+    config = DefectsConfig(pixel_threshold_source="normal_quantile", pixel_threshold_quantile=0.9)
+    golden = read_bundle(env["plain"]).load_golden()["anomaly_map"]
+    want = calibrate_pixel_threshold(golden, quantile=0.9, source_split="golden").value
+    images = sorted(env["images"].rglob("*.png"))[:2]
+    with load_bundle(env["plain"]) as rt:
+        assert rt.bundle.pixel_threshold.value != pytest.approx(want)
+        results = rt.infer(images, defects=config)
+        assert rt.defects_threshold(config)[0] == pytest.approx(want)
+    assert all(r.defects["pixel_threshold"] == pytest.approx(want) for r in results)
+
+
 _TIMING = re.compile(rb', "timing_ms": [0-9.eE+-]+\}$')
 
 

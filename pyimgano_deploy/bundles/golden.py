@@ -22,6 +22,8 @@ import numpy as np
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 
 GOLDEN_KEYS = ("images", "score", "anomaly_map")
+#: ``source_split`` of a threshold calibrated on the golden maps (held-out calibration images)
+GOLDEN_SPLIT = "golden"
 SOURCE_KEYS = ("source_bytes", "source_offsets", "source_score")
 _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 

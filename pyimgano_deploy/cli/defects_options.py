@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import click
 
+from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
 from pyimgano_deploy.postprocess.defects.config import DEFECTS_PRESETS, SMOOTHING_METHODS, DefectsConfig
 
 #: click parameter name → CLI flag (for messages), in the order they are listed in --help.
@@ -36,7 +37,6 @@ FLAGS: dict[str, str] = {
     "rle": "--rle",
 }
 STRATEGIES = ("bundle", "fixed", "normal_quantile")
-GOLDEN_SPLIT = "golden"  # source_split of a normal_quantile threshold computed from golden.npz
 
 
 def _check_roi(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[float, ...] | None:
@@ -235,21 +235,13 @@ def _base_config(flags: DefectsFlags, bundle: Any) -> tuple[DefectsConfig, str]:
 
 
 def _resolve_threshold(config: DefectsConfig, bundle: Any) -> tuple[float, dict[str, Any]]:
-    from pyimgano_deploy.postprocess.defects import calibrate_for_config
+    from pyimgano_deploy.postprocess.defects import pixel_threshold_for_config
 
-    source = config.pixel_threshold_source
-    if source == "fixed":
-        return float(config.pixel_threshold_value), {"source": "fixed", "value": float(config.pixel_threshold_value),  # type: ignore[arg-type]
-                                                     "calibration": None}
-    if source == "bundle":
-        cal = bundle.pixel_threshold
-        if cal is None:
-            raise click.UsageError("the bundle has no pixel threshold (thresholds.pixel is null); pass --pixel-threshold X "
-                                   "or --pixel-threshold-strategy normal_quantile")
-        return float(cal.value), {"source": "bundle", "value": float(cal.value), "calibration": cal.to_dict()}
-    maps = bundle.load_golden()["anomaly_map"]
-    cal = calibrate_for_config(maps, config, source_split=GOLDEN_SPLIT)
-    return float(cal.value), {"source": "normal_quantile", "value": float(cal.value), "calibration": cal.to_dict()}
+    try:
+        return pixel_threshold_for_config(config, stored=bundle.pixel_threshold,
+                                          normal_maps=bundle.load_golden()["anomaly_map"], source_split=GOLDEN_SPLIT)
+    except ValueError as exc:
+        raise click.UsageError(f"{exc}; or pass --pixel-threshold X or --pixel-threshold-strategy normal_quantile") from None
 
 
 def resolve_defects(flags: DefectsFlags, bundle: Any) -> DefectsPlan | None:

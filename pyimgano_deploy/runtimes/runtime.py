@@ -32,6 +32,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import cv2
 import numpy as np
 
+from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
 from pyimgano_deploy.inputs import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -165,6 +166,7 @@ class Runtime:
         self._stream_pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
+        self._thresholds: dict[Any, tuple[float, dict[str, Any]]] = {}  # defects config -> pixel threshold
         spec = bundle_tiling(bundle)
         #: the tiled path (``None``: the bundle has no tiling block; whole images are scored)
         self.tiled: TiledScorer | None = None if spec is None else TiledScorer(spec, self.preprocess)
@@ -417,7 +419,19 @@ class Runtime:
         """``DefectsResult`` of one model-resolution map (boxes also scaled to ``orig_hw``)."""
         from pyimgano_deploy.postprocess.defects import extract_defects  # noqa: PLC0415 - only when asked
 
-        return extract_defects(amap, config, pixel_threshold=self.bundle.pixel_threshold, image_size=orig_hw)
+        return extract_defects(amap, config, pixel_threshold=self.defects_threshold(config)[0], image_size=orig_hw)
+
+    def defects_threshold(self, config: Any) -> tuple[float, dict[str, Any]]:
+        """``(value, provenance)`` of the pixel threshold ``config`` asks for, resolved once per
+        config by the library's one resolver (``normal_quantile``: of the bundle's golden maps)."""
+        from pyimgano_deploy.postprocess.defects import pixel_threshold_for_config  # noqa: PLC0415
+
+        found = self._thresholds.get(config)
+        if found is None:
+            maps = self.bundle.load_golden()["anomaly_map"] if config.pixel_threshold_source == "normal_quantile" else None
+            found = self._thresholds[config] = pixel_threshold_for_config(
+                config, stored=self.bundle.pixel_threshold, normal_maps=maps, source_split=GOLDEN_SPLIT)
+        return found
 
     def map_to_original(self, amap: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
         """A model-resolution map → float32 ``[H, W]`` at the original image size (bilinear).

@@ -54,14 +54,13 @@ def load_dataset(cfg: TrainConfig, out_dir: Path) -> AnomalyDataset:
 
 
 def _pixel_threshold_for_defects(defects: dict[str, Any], thresholds: Thresholds, cal: ScoredSplit) -> float | None:
-    from pyimgano_deploy.postprocess.defects import DefectsConfig, calibrate_for_config
+    """The defects check's pixel threshold (``None``: source ``bundle`` and the run calibrated none)."""
+    from pyimgano_deploy.postprocess.defects import DefectsConfig, pixel_threshold_for_config
 
     config = DefectsConfig.from_dict(defects)
-    if config.pixel_threshold_source == "fixed":
-        return float(config.pixel_threshold_value)  # type: ignore[arg-type]
-    if config.pixel_threshold_source == "normal_quantile":
-        return calibrate_for_config(cal.maps, config, source_split="calibration").value
-    return None if thresholds.pixel is None else thresholds.pixel.value
+    if config.pixel_threshold_source == "bundle" and thresholds.pixel is None:
+        return None
+    return pixel_threshold_for_config(config, stored=thresholds.pixel, normal_maps=cal.maps, source_split="calibration")[0]
 
 
 def _per_image_records(out: Path, splits: dict[str, ScoredSplit], threshold: float, save_maps: bool) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from .pipeline import (
     calibrate_for_config,
     calibrate_pixel_threshold,
     extract_defects,
+    pixel_threshold_for_config,
     resolve_hysteresis_low,
     resolve_pixel_threshold,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "extract_defects",
     "get_preset",
     "mask_to_rle",
+    "pixel_threshold_for_config",
     "render_overlay",
     "resolve_hysteresis_low",
     "resolve_pixel_threshold",

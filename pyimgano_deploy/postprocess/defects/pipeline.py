@@ -191,6 +191,38 @@ def calibrate_pixel_threshold(
     return replace(cal, method=f"quantile q={quantile:g} of normal pixels{where} of {source_split} maps")
 
 
+def pixel_threshold_for_config(
+    config: DefectsConfig,
+    *,
+    stored: ThresholdCalibration | float | None,
+    normal_maps: Sequence[np.ndarray] | np.ndarray | None,
+    source_split: str,
+) -> tuple[float, dict[str, Any]]:
+    """The one resolver of the pixel threshold defects use, for the CLI, the workbench and the
+    runtime alike: ``(value, provenance {source, value, calibration})``.
+
+    ``fixed``: the config's value; ``bundle``: ``stored`` (the bundle's or run's calibrated
+    pixel threshold); ``normal_quantile``: the config's quantile of ``normal_maps`` (the
+    bundle's golden maps, or the run's calibration maps), computed here. ``ValueError`` saying
+    what is missing otherwise.
+    """
+    source = config.pixel_threshold_source
+    if source == "fixed":
+        value = float(config.pixel_threshold_value)  # type: ignore[arg-type]
+        return value, {"source": "fixed", "value": value, "calibration": None}
+    if source == "bundle":
+        if stored is None:
+            raise ValueError("the bundle has no pixel threshold (thresholds.pixel is null); use pixel_threshold_source "
+                             "'fixed' with a value, or 'normal_quantile'")
+        cal = stored if isinstance(stored, ThresholdCalibration) else None
+        value = resolve_pixel_threshold(config, stored)
+        return value, {"source": "bundle", "value": value, "calibration": None if cal is None else cal.to_dict()}
+    if normal_maps is None:
+        raise ValueError("pixel_threshold_source 'normal_quantile' needs normal maps to take the quantile of")
+    cal = calibrate_for_config(normal_maps, config, source_split=source_split)
+    return float(cal.value), {"source": "normal_quantile", "value": float(cal.value), "calibration": cal.to_dict()}
+
+
 def calibrate_for_config(
     normal_maps: Sequence[np.ndarray] | np.ndarray,
     config: DefectsConfig,
