@@ -214,3 +214,12 @@ def test_from_dict_errors_name_the_key(data, fragment):
     with pytest.raises(ValueError) as info:
         Preprocess.from_dict(data)
     assert fragment in str(info.value)
+
+
+def test_crop_box_is_the_centre_crop_geometry():
+    pre = Preprocess(size=(10, 13), center_crop=(4, 6))
+    assert pre.crop_box() == (3, 3, 4, 6)
+    assert Preprocess(size=(10, 13)).crop_box() == (0, 0, 10, 13)
+    image = np.arange(10 * 13 * 3, dtype=np.uint8).reshape(10, 13, 3)
+    top, left, h, w = pre.crop_box()
+    np.testing.assert_array_equal(pre(image), image[top : top + h, left : left + w])

@@ -73,6 +73,15 @@ class Preprocess:
         """``(H, W)`` of the images this step produces."""
         return self.center_crop if self.center_crop is not None else self.size
 
+    def crop_box(self) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of the centre crop inside the resized image (the
+        whole resized image without a crop): the one place this arithmetic lives."""
+        height, width = self.size
+        if self.center_crop is None:
+            return 0, 0, height, width
+        ch, cw = self.center_crop
+        return (height - ch) // 2, (width - cw) // 2, ch, cw
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Canonical ``(H, W, 3)`` uint8 image -> new C-contiguous ``(h, w, 3)`` uint8 image."""
         if not isinstance(image, np.ndarray):
@@ -89,8 +98,7 @@ class Preprocess:
         else:
             resized = image
         if self.center_crop is not None:
-            ch, cw = self.center_crop
-            top, left = (height - ch) // 2, (width - cw) // 2
+            top, left, ch, cw = self.crop_box()
             resized = resized[top : top + ch, left : left + cw]
         out = np.empty(resized.shape, dtype=np.uint8)
         out[...] = resized

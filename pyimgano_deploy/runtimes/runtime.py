@@ -441,10 +441,9 @@ class Runtime:
         """
         pre = self.preprocess
         if pre.center_crop is not None:
-            (height, width), (ch, cw) = pre.size, pre.center_crop
+            top, left, ch, cw = pre.crop_box()
             inner = resize_map(amap, (ch, cw))
-            canvas = np.full((height, width), float(inner.min()), dtype=np.float32)
-            top, left = (height - ch) // 2, (width - cw) // 2
+            canvas = np.full(pre.size, float(inner.min()), dtype=np.float32)
             canvas[top : top + ch, left : left + cw] = inner
             amap = canvas
         return resize_map(amap, (int(orig_hw[0]), int(orig_hw[1])))

@@ -139,7 +139,6 @@ class SplitScorer:
         h, w = pre.size
         resized = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask.shape != (h, w) else mask
         if pre.center_crop is not None:
-            ch, cw = pre.center_crop
-            top, left = (h - ch) // 2, (w - cw) // 2
+            top, left, ch, cw = pre.crop_box()
             resized = resized[top : top + ch, left : left + cw]
         return np.ascontiguousarray(resized)
