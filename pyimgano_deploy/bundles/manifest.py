@@ -20,6 +20,14 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
+from pyimgano_deploy.bundles.io_contract import (
+    INPUT_CHANNELS,
+    INPUT_DTYPE,
+    INPUT_LAYOUT,
+    INPUT_NAME,
+    OUTPUT_DTYPE,
+    OUTPUT_NAMES,
+)
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
 SCHEMA_VERSION = "1.1"  # 1.1: no infer_config.json (the manifest is the single source), golden sources
@@ -33,7 +41,7 @@ LEFTOVER_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 ENGINE_FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
-OUTPUT_RANKS = {"score": 1, "anomaly_map": 3}
+OUTPUT_RANKS = dict(zip(OUTPUT_NAMES, (1, 3)))
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -248,10 +256,10 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(model, "parameters", "model", "object")
     inp = ck.obj(m, "input", "")
     if inp is not _MISSING:
-        ck.const(inp, "name", "input", ("images",))
-        ck.const(inp, "layout", "input", ("NHWC",))
-        ck.const(inp, "dtype", "input", ("uint8",))
-        ck.const(inp, "channels", "input", ("RGB",))
+        ck.const(inp, "name", "input", (INPUT_NAME,))
+        ck.const(inp, "layout", "input", (INPUT_LAYOUT,))
+        ck.const(inp, "dtype", "input", (INPUT_DTYPE,))
+        ck.const(inp, "channels", "input", (INPUT_CHANNELS,))
         ck.field(inp, "height", "input", "int", minimum=1)
         ck.field(inp, "width", "input", "int", minimum=1)
         ck.field(inp, "preprocess", "input", "object")
@@ -268,7 +276,7 @@ def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:
             ck.add(prefix, f"expected an object, got {_got(out)}")
             continue
         name = ck.field(out, "name", prefix, "str")
-        ck.const(out, "dtype", prefix, ("float32",))
+        ck.const(out, "dtype", prefix, (OUTPUT_DTYPE,))
         shape = ck.field(out, "shape", prefix, "array")
         if name is _MISSING:
             continue

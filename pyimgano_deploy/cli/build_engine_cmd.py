@@ -18,6 +18,7 @@ import click
 
 from pyimgano_deploy.bundles.engines import updated_manifest
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED
+from pyimgano_deploy.bundles.io_contract import INPUT_NAME
 from pyimgano_deploy.exporters.tensorrt_build import (
     TensorRTBuildError,
     TensorRTUnavailableError,
@@ -111,7 +112,7 @@ def build_engine(
             opt_batch=opt_batch,
             max_batch=max_batch,
             timing_cache_path=timing_cache,
-            input_name=str(inp.get("name", "images")),
+            input_name=str(inp.get("name", INPUT_NAME)),
             hw=(int(inp["height"]), int(inp["width"])) if "height" in inp and "width" in inp else None,
         )
     except TensorRTUnavailableError as exc:

@@ -18,10 +18,8 @@ import numpy as np
 import onnx
 import torch
 
+from pyimgano_deploy.bundles.io_contract import INPUT_NAME, OUTPUT_NAMES
 from pyimgano_deploy.exporters.graph_rewrites import fold_conv_output_slices
-
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("score", "anomaly_map")
 TWO_GB = 2**31
 EXTERNAL_DATA_SUFFIX = ".data"
 

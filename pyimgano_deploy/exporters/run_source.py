@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pyimgano_deploy.bundles import config_sha256
+from pyimgano_deploy.workbench import rundir
 
 
 class RunDirError(ValueError):
@@ -33,7 +34,7 @@ class RunSource:
     def load_detector(self, device: str = "cpu") -> Any:
         from pyimgano_deploy.models.detectors.base import Detector
 
-        return Detector.load(self.root / "model", device=device)
+        return Detector.load(self.root / rundir.MODEL_DIR, device=device)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _calibration_inputs(root: Path) -> list[str]:
     """Inputs of the held-out calibration split, in the order recorded by the workbench."""
-    per_image = root / "per_image.jsonl"
+    per_image = root / rundir.PER_IMAGE
     found: list[str] = []
     if per_image.is_file():
         for line in per_image.read_text(encoding="utf-8").splitlines():
@@ -67,22 +68,22 @@ def resolve_run(run_dir: str | Path, category: str | None = None) -> RunSource:
     root = Path(run_dir)
     if not root.is_dir():
         raise RunDirError(f"run directory {root} does not exist")
-    categories = root / "categories"
+    categories = root / rundir.CATEGORIES_DIR
     if category is not None:
         root = categories / category
         if not root.is_dir():
             known = sorted(p.name for p in categories.iterdir()) if categories.is_dir() else []
             raise RunDirError(f"category {category!r} not found under {categories}; available: {known}")
-    elif not (root / "model").is_dir() and categories.is_dir():
+    elif not (root / rundir.MODEL_DIR).is_dir() and categories.is_dir():
         known = sorted(p.name for p in categories.iterdir())
         raise RunDirError(f"{run_dir} holds several categories {known}: pass --category NAME")
-    if not (root / "model" / "detector.json").is_file():
-        raise RunDirError(f"{root / 'model' / 'detector.json'} is missing: the run has no saved detector")
+    if not (root / rundir.DETECTOR_JSON).is_file():
+        raise RunDirError(f"{root / rundir.DETECTOR_JSON} is missing: the run has no saved detector")
     return RunSource(
         root=root,
-        config=_read_json(root / "config.json"),
-        report=_read_json(root / "report.json"),
-        infer_config=_read_json(root / "artifacts" / "infer_config.json"),
+        config=_read_json(root / rundir.CONFIG),
+        report=_read_json(root / rundir.REPORT),
+        infer_config=_read_json(root / rundir.INFER_CONFIG),
         calibration_inputs=_calibration_inputs(root),
     )
 

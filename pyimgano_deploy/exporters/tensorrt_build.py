@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyimgano_deploy.bundles.io_contract import INPUT_NAME
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pyimgano-deploy[tensorrt]'"
@@ -339,7 +341,7 @@ def build_engine(
     opt_batch: int = 8,
     max_batch: int = 32,
     timing_cache_path: str | os.PathLike[str] | None = None,
-    input_name: str = "images",
+    input_name: str = INPUT_NAME,
     hw: tuple[int, int] | None = None,
 ) -> EngineInfo:
     """Parse ``onnx_path`` and build a serialized engine under ``engine_dir/engines/``.

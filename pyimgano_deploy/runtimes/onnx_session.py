@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
+from pyimgano_deploy.bundles.io_contract import INPUT_NAME, OUTPUT_NAMES
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
 
 _LOG = logging.getLogger(__name__)
@@ -25,8 +26,6 @@ ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
     if hasattr(_ort_state, name)
 ) + (RuntimeError,)
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("score", "anomaly_map")
 
 
 def make_session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:

@@ -17,7 +17,7 @@ import numpy as np
 
 from pyimgano_deploy.runtimes.batching import pad_batch
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
-from pyimgano_deploy.runtimes.onnx_session import INPUT_NAME, OUTPUT_NAMES
+from pyimgano_deploy.bundles.io_contract import INPUT_NAME, OUTPUT_NAMES
 from pyimgano_deploy.runtimes.selection import TensorRTProbe
 
 _LOG = logging.getLogger(__name__)

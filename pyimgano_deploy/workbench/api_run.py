@@ -32,13 +32,13 @@ def write_api_run(
     if not calibration_inputs:
         raise ValueError("calibration_inputs is empty: golden images are drawn from the held-out calibration images")
     run = Path(run_dir)
-    detector.save(run / "model")
+    detector.save(run / rundir.MODEL_DIR)
     thresholds = {
         "image": detector.threshold.to_dict(),
         "pixel": None if detector.pixel_threshold is None else detector.pixel_threshold.to_dict(),
     }
     rundir.write_json(run / rundir.INFER_CONFIG, rundir.build_infer_config(detector, thresholds, tiling, defects))
-    rundir.write_json(run / "config.json", config or {"model": {"name": detector.model_name, "kwargs": detector.hyperparameters()}, "source": "python-api"})
-    rundir.write_json(run / "report.json", {"schema_version": "1.0", "metrics": metrics or {}, "source": "python-api"})
-    rundir.write_jsonl(run / "per_image.jsonl", ({"input": str(p), "split": "calibration", "y_true": 0} for p in calibration_inputs))
+    rundir.write_json(run / rundir.CONFIG, config or {"model": {"name": detector.model_name, "kwargs": detector.hyperparameters()}, "source": "python-api"})
+    rundir.write_json(run / rundir.REPORT, {"schema_version": rundir.SCHEMA_VERSION, "metrics": metrics or {}, "source": "python-api"})
+    rundir.write_jsonl(run / rundir.PER_IMAGE, ({"input": str(p), "split": "calibration", "y_true": 0} for p in calibration_inputs))
     return run

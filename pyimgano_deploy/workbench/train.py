@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pyimgano_deploy._version import __version__
+from pyimgano_deploy.bundles.manifest import utc_now_iso
 from pyimgano_deploy.datasets import AnomalyDataset, DatasetError, list_mvtec_categories, load_folder, load_mvtec
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench import rundir
@@ -33,8 +33,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def load_dataset(cfg: TrainConfig, out_dir: Path) -> AnomalyDataset:
@@ -147,7 +145,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
 
     report = {
         "schema_version": rundir.SCHEMA_VERSION,
-        "timestamp": _utc_now(),
+        "timestamp": utc_now_iso(),
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "name": cfg.name,
         "recipe": cfg.recipe,
@@ -198,7 +196,7 @@ def _run_all(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dict[s
         values = [v for v in (_metric(r, level, key) for r in results.values()) if v is not None]
         mean[f"{level}_{key}"] = float(np.mean(values)) if values else None
     summary = {
-        "schema_version": rundir.SCHEMA_VERSION, "timestamp": _utc_now(), "name": cfg.name, "recipe": cfg.recipe,
+        "schema_version": rundir.SCHEMA_VERSION, "timestamp": utc_now_iso(), "name": cfg.name, "recipe": cfg.recipe,
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "categories": {c: {"run_dir": f"{rundir.CATEGORIES_DIR}/{c}", "metrics": r["metrics"], "thresholds": r["thresholds"],
                            "timings_s": r["timings_s"]} for c, r in results.items()},
