@@ -1,7 +1,9 @@
-"""Defects pipeline: anomaly map → binary mask → ordered regions, plus mask/overlay export."""
+"""Defects pipeline: anomaly map → binary mask → ordered regions, plus mask/overlay files
+(``outputs``) and run-length encoding (``rle``)."""
 
 from .config import DEFECTS_PRESETS, FP40, DefectsConfig, get_preset
-from .export import mask_to_rle, render_overlay, rle_to_mask, save_mask_png, save_overlay
+from .outputs import render_overlay, save_mask_png, save_overlay
+from .rle import mask_to_rle, rle_to_mask
 from .pipeline import (
     DefectsResult,
     calibrate_for_config,

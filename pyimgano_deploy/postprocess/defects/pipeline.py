@@ -14,6 +14,7 @@ from . import steps
 from .config import DefectsConfig
 from .merge import merge_nearby
 from .regions import Region, component_solidity, measure_components, passes_filters, to_region
+from .rle import mask_to_rle
 
 CODE_PATH = "pyimgano_deploy.postprocess.defects.pipeline.calibrate_pixel_threshold"
 
@@ -42,7 +43,6 @@ class DefectsResult:
         """JSON-serialisable ``{"mask": path or None, ["rle": ...,] "pixel_threshold", "regions"}``."""
         record: dict[str, Any] = {"mask": None if mask_path is None else str(mask_path)}
         if include_rle:
-            from .export import mask_to_rle
 
             record["rle"] = mask_to_rle(self.mask)
         record["pixel_threshold"] = float(self.pixel_threshold)
