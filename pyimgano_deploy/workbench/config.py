@@ -8,75 +8,28 @@ the model's constructor defaults, so ``to_dict()`` is the complete, reproducible
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from pyimgano_deploy.workbench.config_checks import (
+    CALIBRATION_DEFAULTS,
+    ConfigError,
+    as_bool,
+    as_choice,
+    as_fraction,
+    as_int,
+    as_str,
+    check_keys,
+    mapping_of,
+)
+from pyimgano_deploy.workbench.recipes import get_recipe
 
 DATASET_KINDS = ("mvtec", "folder", "synthetic")
 DEVICES = ("cpu", "cuda")
 # Detector arguments owned by the top level (or by the CLI) rather than by model.kwargs.
 RESERVED_MODEL_KWARGS = {"device": "device", "seed": "seed", "progress": "(the CLI's progress bars)"}
 FOLDER_DEFAULTS = {"train_dir": "train", "test_normal_dir": "test/normal", "test_anomalous_dir": "test/anomalous", "mask_dir": "masks"}
-
-
-class ConfigError(ValueError):
-    """An invalid training configuration; the message names the key and the allowed values."""
-
-
-# ---------------------------------------------------------------------------- helpers
-def _mapping(data: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected an object/mapping, got {type(data).__name__}")
-    return data
-
-
-def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in allowed)
-    if unknown:
-        names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
-        raise ConfigError(f"unknown key(s) {names}; allowed keys{' in ' + where if where else ''}: {list(allowed)}")
-
-
-def _str(value: Any, key: str, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string{' or null' if optional else ''}, got {value!r}")
-    return value
-
-
-def _int(value: Any, key: str, *, lo: int, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(f"{key}: expected an integer >= {lo}{' or null' if optional else ''}, got {value!r}")
-    return int(value)
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _fraction(value: Any, key: str, *, lo_open: bool, hi_open: bool, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        f = float(value)
-        ok = (f > 0.0 if lo_open else f >= 0.0) and (f < 1.0 if hi_open else f <= 1.0)
-    if not ok:
-        rng = f"{'(' if lo_open else '['}0, 1{')' if hi_open else ']'}"
-        raise ConfigError(f"{key}: expected a number in {rng}{' or null' if optional else ''}, got {value!r}")
-    return float(value)
-
-
-def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------- sections
@@ -89,12 +42,12 @@ class ModelConfig:
     def from_dict(cls, data: Any) -> "ModelConfig":
         from pyimgano_deploy.models.registry import create_model, list_models, model_parameters
 
-        d = _mapping(data, "model")
-        _check_keys(d, ("name", "kwargs"), "model")
+        d = mapping_of(data, "model")
+        check_keys(d, ("name", "kwargs"), "model")
         name = d.get("name", cls.name)
         if name not in list_models():
             raise ConfigError(f"model.name: unknown model {name!r}; registered models: {list_models()}")
-        kwargs = dict(_mapping(d.get("kwargs") or {}, "model.kwargs"))
+        kwargs = dict(mapping_of(d.get("kwargs") or {}, "model.kwargs"))
         for key, owner in RESERVED_MODEL_KWARGS.items():
             if key in kwargs:
                 raise ConfigError(f"model.kwargs.{key}: not allowed here; it is set by {owner}")
@@ -139,13 +92,13 @@ class DatasetConfig:
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "DatasetConfig":
-        d = _mapping(data, "dataset")
+        d = mapping_of(data, "dataset")
         if "kind" not in d:
             raise ConfigError(f"dataset.kind: required; expected one of {list(DATASET_KINDS)}")
-        kind = _choice(d["kind"], "dataset.kind", DATASET_KINDS)
-        _check_keys(d, cls.PER_KIND[kind], f"dataset (kind {kind})")
-        root = _str(d.get("root"), "dataset.root", optional=True)
-        category = _str(d.get("category"), "dataset.category", optional=True)
+        kind = as_choice(d["kind"], "dataset.kind", DATASET_KINDS)
+        check_keys(d, cls.PER_KIND[kind], f"dataset (kind {kind})")
+        root = as_str(d.get("root"), "dataset.root", optional=True)
+        category = as_str(d.get("category"), "dataset.category", optional=True)
         out = cls(kind=kind, root=None if root is None else str(Path(root).expanduser().absolute()), category=category)
         if kind == "mvtec":
             if out.root is None:
@@ -156,10 +109,10 @@ class DatasetConfig:
             out.category = category or "surface"
             if out.category == "all":
                 raise ConfigError("dataset.category: 'all' is only for kind 'mvtec'")
-            out.seed = _int(d.get("seed", default_seed), "dataset.seed", lo=0)
-            out.n_train = _int(d.get("n_train", cls.n_train), "dataset.n_train", lo=2)  # type: ignore[assignment]
-            out.n_test = _int(d.get("n_test", cls.n_test), "dataset.n_test", lo=2)  # type: ignore[assignment]
-            out.size = _int(d.get("size", cls.size), "dataset.size", lo=32)  # type: ignore[assignment]
+            out.seed = as_int(d.get("seed", default_seed), "dataset.seed", lo=0)
+            out.n_train = as_int(d.get("n_train", cls.n_train), "dataset.n_train", lo=2)  # type: ignore[assignment]
+            out.n_test = as_int(d.get("n_test", cls.n_test), "dataset.n_test", lo=2)  # type: ignore[assignment]
+            out.size = as_int(d.get("size", cls.size), "dataset.size", lo=32)  # type: ignore[assignment]
             if out.size > 4096:
                 raise ConfigError(f"dataset.size: expected an integer in [32, 4096], got {out.size}")
         return out
@@ -169,7 +122,7 @@ class DatasetConfig:
             raise ConfigError("dataset.category: 'all' is only for kind 'mvtec'")
         base = None if self.root is None else Path(self.root)
         for key, default in FOLDER_DEFAULTS.items():
-            value = _str(d.get(key), f"dataset.{key}", optional=True)
+            value = as_str(d.get(key), f"dataset.{key}", optional=True)
             if value is None and base is not None:
                 candidate = base / default
                 # train_dir is always filled in (the loader reports a missing one); the optional
@@ -189,21 +142,21 @@ class DatasetConfig:
 
 @dataclass
 class CalibrationConfig:
-    fraction: float = 0.2
-    quantile: float = 0.99
-    pixel_quantile: float | None = 0.99
+    fraction: float = CALIBRATION_DEFAULTS["fraction"]
+    quantile: float = CALIBRATION_DEFAULTS["quantile"]
+    pixel_quantile: float | None = CALIBRATION_DEFAULTS["pixel_quantile"]
     seed: int = 0
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":
-        d = _mapping(data, "calibration")
-        _check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed"), "calibration")
+        d = mapping_of(data, "calibration")
+        check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed"), "calibration")
         return cls(
-            fraction=_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
-            quantile=_fraction(d.get("quantile", cls.quantile), "calibration.quantile", lo_open=True, hi_open=False),  # type: ignore[arg-type]
-            pixel_quantile=_fraction(d.get("pixel_quantile", cls.pixel_quantile), "calibration.pixel_quantile",
+            fraction=as_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
+            quantile=as_fraction(d.get("quantile", cls.quantile), "calibration.quantile", lo_open=True, hi_open=False),  # type: ignore[arg-type]
+            pixel_quantile=as_fraction(d.get("pixel_quantile", cls.pixel_quantile), "calibration.pixel_quantile",
                                      lo_open=True, hi_open=False, optional=True),
-            seed=_int(d.get("seed", default_seed), "calibration.seed", lo=0),  # type: ignore[arg-type]
+            seed=as_int(d.get("seed", default_seed), "calibration.seed", lo=0),  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,15 +171,15 @@ class OutputConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "OutputConfig":
-        d = _mapping(data, "output")
-        _check_keys(d, ("dir", "save_maps", "report"), "output")
+        d = mapping_of(data, "output")
+        check_keys(d, ("dir", "save_maps", "report"), "output")
         if d.get("dir") is None:
             raise ConfigError("output.dir: required (the run directory to write, e.g. runs/NAME)")
-        out_dir = _str(d["dir"], "output.dir")
+        out_dir = as_str(d["dir"], "output.dir")
         return cls(
             dir=str(Path(out_dir).expanduser().absolute()),  # type: ignore[arg-type]
-            save_maps=_bool(d.get("save_maps", False), "output.save_maps"),
-            report=_bool(d.get("report", True), "output.report"),
+            save_maps=as_bool(d.get("save_maps", False), "output.save_maps"),
+            report=as_bool(d.get("report", True), "output.report"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -254,10 +207,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> "TrainConfig":
-        from pyimgano_deploy.workbench.recipes import get_recipe
-
-        d = _mapping(data, "")
-        _check_keys(d, TOP_KEYS, "")
+        d = mapping_of(data, "")
+        check_keys(d, TOP_KEYS, "")
         version = d.get("schema_version", CONFIG_SCHEMA_VERSION)
         if str(version).split(".")[0] != CONFIG_SCHEMA_VERSION.split(".")[0]:
             raise ConfigError(f"schema_version: {version!r} is not supported; expected {CONFIG_SCHEMA_VERSION!r}")
@@ -266,7 +217,7 @@ class TrainConfig:
             recipe = get_recipe(recipe_name)
         except KeyError as exc:
             raise ConfigError(f"recipe: {exc.args[0]}") from None
-        seed = _int(d.get("seed", 0), "seed", lo=0)
+        seed = as_int(d.get("seed", 0), "seed", lo=0)
         device = d.get("device", "cpu")
         if not (device in DEVICES or (isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit())):
             raise ConfigError(f"device: expected one of {list(DEVICES)} or 'cuda:N', got {device!r}")
@@ -282,7 +233,7 @@ class TrainConfig:
         output = OutputConfig.from_dict(d["output"])
         name = d.get("name") or Path(output.dir).name
         cfg = cls(
-            name=_str(name, "name"),  # type: ignore[arg-type]
+            name=as_str(name, "name"),  # type: ignore[arg-type]
             recipe=recipe.name,
             model=ModelConfig.from_dict(d.get("model") or {}),
             dataset=DatasetConfig.from_dict(d["dataset"], default_seed=seed),  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from pyimgano_deploy.runtimes.tiling import TilingSpec
+from pyimgano_deploy.workbench.config_checks import CALIBRATION_DEFAULTS, ConfigError
 
 if TYPE_CHECKING:
     from pyimgano_deploy.workbench.config import TrainConfig
@@ -48,13 +49,9 @@ class Recipe:
 
     def defaults(self) -> dict[str, Any]:
         """The config defaults this recipe sets (beyond the common ones)."""
-        from pyimgano_deploy.workbench.config import CalibrationConfig
-
-        cal = CalibrationConfig()
         return {
             "model": {"name": "vision_patchcore", "kwargs": "registry defaults (see `pyimgano-deploy models info NAME`)"},
-            "calibration": {"fraction": cal.fraction, "quantile": cal.quantile, "pixel_quantile": cal.pixel_quantile,
-                            "seed": "top-level seed"},
+            "calibration": {**CALIBRATION_DEFAULTS, "seed": "top-level seed"},
             "output": {"save_maps": False, "report": True},
             "device": "cpu",
             "seed": 0,
@@ -69,7 +66,6 @@ class Recipe:
     def resolve_blocks(self, tiling: Any, defects: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Merge user-given ``tiling`` / ``defects`` over this recipe's defaults and validate them."""
         from pyimgano_deploy.postprocess.defects import DefectsConfig
-        from pyimgano_deploy.workbench.config import ConfigError
 
         resolved_tiling = None
         if self.tiling is None:
@@ -97,7 +93,6 @@ class Recipe:
     def check(self, cfg: "TrainConfig") -> None:
         """Recipe-specific checks of a resolved config (raise ConfigError)."""
         from pyimgano_deploy.models.registry import model_info
-        from pyimgano_deploy.workbench.config import ConfigError
 
         if cfg.defects is not None:
             if "pixel_map" not in model_info(cfg.model.name)["tags"]:
