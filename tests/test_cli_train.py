@@ -66,7 +66,7 @@ def test_report_json_and_infer_config_contents(synthetic_run: tuple[Path, dict[s
     assert report["dataset"]["n_fit"] == 10 and report["dataset"]["n_calibration"] == 2 and report["dataset"]["n_test"] == 8
     image_thr = report["thresholds"]["image"]
     assert image_thr["source_split"] == "calibration" and image_thr["n_images"] == 2 and image_thr["quantile"] == 0.99
-    assert image_thr["code_path"] == "pyimgano_deploy.workbench.calibration.calibrate_thresholds"
+    assert image_thr["code_path"] == "pyimgano_deploy.postprocess.thresholds.calibrate_thresholds"
     assert report["thresholds"]["pixel"]["n_values"] == 2 * 64 * 64
     cfg = _read(run, "artifacts/infer_config.json")
     assert set(cfg) == {"schema_version", "model", "preprocess", "thresholds", "tiling", "defects"}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration, calibrate_quantile
+from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration, calibrate_thresholds
 
 
 def calibrate_threshold(
@@ -20,24 +18,13 @@ def calibrate_threshold(
 
     The images must not be the ones the detector was fitted on (a memory bank scores its
     own patches ~0). Sets ``detector.threshold`` (and ``detector.pixel_threshold`` when
-    ``pixel_quantile`` is given: that quantile of all calibration map pixels) and returns
-    the image calibration with its provenance.
+    ``pixel_quantile`` is given: that quantile of the calibration map pixels, subsampled past
+    16.8 M values exactly as ``train`` does — one implementation,
+    ``postprocess.thresholds.calibrate_thresholds``) and returns the image calibration.
     """
     scores, maps = detector.score_and_maps(normal_images, input_format=input_format)  # type: ignore[attr-defined]
-    calib = calibrate_quantile(
-        scores,
-        quantile=quantile,
-        source_split=source_split,
-        n_images=len(scores),
-        code_path="pyimgano_deploy.inference.calibration.calibrate_threshold",
-    )
-    detector.threshold = calib  # type: ignore[attr-defined]
-    if pixel_quantile is not None:
-        detector.pixel_threshold = calibrate_quantile(  # type: ignore[attr-defined]
-            np.asarray(maps).ravel(),
-            quantile=pixel_quantile,
-            source_split=source_split,
-            n_images=len(scores),
-            code_path="pyimgano_deploy.inference.calibration.calibrate_threshold(pixel)",
-        )
-    return calib
+    found = calibrate_thresholds(scores, maps, quantile=quantile, pixel_quantile=pixel_quantile, source_split=source_split)
+    detector.threshold = found.image  # type: ignore[attr-defined]
+    if found.pixel is not None:
+        detector.pixel_threshold = found.pixel  # type: ignore[attr-defined]
+    return found.image
