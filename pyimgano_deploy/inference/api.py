@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 
 from pyimgano_deploy.inputs import as_image_list
-from pyimgano_deploy.models.detectors.batches import InputError, prepare_one
+from pyimgano_deploy.inputs.loading import Reading, load_item
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 
@@ -57,11 +57,13 @@ def infer(
             results[i] = InferenceResult(score=float(s), label=apply_threshold(float(s), threshold), threshold=threshold, anomaly_map=amap)
         pending.clear()
 
+    reading = Reading(input_format=input_format)
     for i, item in enumerate(items):
-        try:
-            pending.append((i, prepare_one(item, i, detector.preprocess, input_format)))  # type: ignore[attr-defined]
-        except InputError as exc:
-            results[i] = InferenceResult.failure(InferenceError(type(exc.cause).__name__, str(exc.cause), exc.stage), threshold)
+        loaded = load_item(item, i, detector.preprocess, reading)  # type: ignore[attr-defined]
+        if loaded.error is not None:
+            results[i] = InferenceResult.failure(loaded.error, threshold)
+        else:
+            pending.append((i, loaded.value))  # type: ignore[arg-type]
         if len(pending) >= bs:
             flush()
     flush()

@@ -7,21 +7,7 @@ from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class InferenceError:
-    """Why one input produced no score.
-
-    ``stage`` is where it failed: ``"read"``, ``"decode"``, ``"preprocess"``, ``"inference"``
-    or ``"postprocess"``.
-    """
-
-    type: str
-    message: str
-    stage: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"type": self.type, "message": self.message, "stage": self.stage}
+from pyimgano_deploy.inputs.loading import InferenceError  # the per-item error record, defined once
 
 
 @dataclass

@@ -26,35 +26,21 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
-from pyimgano_deploy.inputs import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    ImageFormat,
-    ImageFormatError,
-    Preprocess,
-    as_image_list,
-    describe_input,
-    load_canonical,
-    parse_image_format,
-)
+from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
+from pyimgano_deploy.inputs.loading import LoadedItem, Reading, load_item
 from pyimgano_deploy.postprocess.maps import resize_map
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch, split_even
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
-from pyimgano_deploy.runtimes.tiled import TiledInput, TiledScorer, bundle_tiling
+from pyimgano_deploy.runtimes.tiled import TiledScorer, bundle_tiling
 
-#: Exceptions that are bugs in this code or its caller, never recorded as a per-item failure.
-# What reading, decoding or resizing one input may legitimately raise (ImageReadError and
-# ImageFormatError are ValueErrors).
-INPUT_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, cv2.error, MemoryError)
 _PREFETCH = 2  # chunks prepared ahead of the engine when num_workers > 0
 
 
@@ -80,46 +66,6 @@ class RuntimeItem:
     #: the ``postprocess.defects.DefectsResult`` (mask + regions, map space) when defects were
     #: asked and extracted, for callers that save masks / RLE / overlays; ``None`` otherwise.
     defects_result: Any = None
-
-
-@dataclass(frozen=True)
-class _Reading:
-    """How inputs of one ``infer`` call are read: declared array format, 16-bit range, size limit."""
-
-    input_format: ImageFormat | None
-    u16_max: int | None
-    max_pixels: int | None
-
-
-@dataclass
-class _Prepared:
-    index: int
-    input: str
-    image: np.ndarray | TiledInput | None  # preprocessed image, or its preprocessed tiles
-    orig_hw: tuple[int, int] | None
-    error: InferenceError | None
-    ms: float
-
-
-def _path_precheck(path: Path) -> InferenceError | None:
-    """Errors of the ``read`` stage found without decoding: extension, existence, size."""
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return InferenceError(
-            "UnsupportedImageType",
-            f"'{path}' has extension '{path.suffix}', expected one of {list(IMAGE_EXTENSIONS)}",
-            "read",
-        )
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return InferenceError("FileNotFoundError", f"'{path}': file not found", "read")
-    except OSError as exc:
-        return InferenceError(type(exc).__name__, f"'{path}': {exc.strerror or exc}", "read")
-    if not path.is_file():
-        return InferenceError("IsADirectoryError", f"'{path}' is not a regular file", "read")
-    if st.st_size == 0:
-        return InferenceError("EmptyFile", f"'{path}' is empty (0 bytes)", "read")
-    return None
 
 
 class Runtime:
@@ -281,7 +227,7 @@ class Runtime:
             items: Iterable[Any] = as_image_list(images, input_format=fmt)
         else:
             items = images
-        reading = _Reading(fmt, u16_max, max_pixels)
+        reading = Reading(fmt, u16_max, max_pixels)
         for prepared in self._prepared_chunks(items, reading):
             yield from self._score_chunk(prepared, include_maps, defects)
 
@@ -306,40 +252,20 @@ class Runtime:
         )
 
     # ------------------------------------------------------------------ preprocessing
-    def _prepare(self, index: int, item: Any, reading: "_Reading") -> _Prepared:
-        """Read / decode / preprocess one input; failures become an ``InferenceError``."""
+    def _prepare(self, index: int, item: Any, reading: Reading) -> LoadedItem:
+        """Read / decode / preprocess one input with the one per-item loader
+        (:func:`~pyimgano_deploy.inputs.loading.load_item`); failures become its error."""
         t0 = time.perf_counter()
-        fmt = reading.input_format
-        if isinstance(item, np.ndarray) and fmt is None:
+        if isinstance(item, np.ndarray) and reading.input_format is None:
             raise ImageFormatError(
                 "numpy array inputs need an explicit input_format (formats are never guessed); "
                 f"got an array with shape={tuple(item.shape)} dtype={item.dtype} at index {index}"
             )
-        desc = describe_input(item, index)
-        if not isinstance(item, (str, os.PathLike, np.ndarray)):
-            error = InferenceError(
-                "InvalidInput", f"input #{index} is {desc}; expected a file path or a numpy array", "read"
-            )
-            return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
-        stage = "read"
-        try:
-            if isinstance(item, (str, os.PathLike)):
-                error = _path_precheck(Path(os.fspath(item)))
-                if error is not None:
-                    return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
-            stage = "decode"
-            canonical = load_canonical(item, input_format=fmt, u16_max=reading.u16_max, max_pixels=reading.max_pixels)
-            stage = "preprocess"
-            image = self.preprocess(canonical) if self.tiled is None else self.tiled.prepare(canonical)
-        except INPUT_ERRORS as exc:
-            # One bad input is recorded with its stage and the batch goes on (ARCHITECTURE §3);
-            # anything else (a bug) propagates.
-            error = InferenceError(type(exc).__name__, str(exc), stage)
-        else:
-            return _Prepared(index, desc, image, canonical.shape[:2], None, (time.perf_counter() - t0) * 1e3)
-        return _Prepared(index, desc, None, None, error, (time.perf_counter() - t0) * 1e3)
+        loaded = load_item(item, index, self.preprocess if self.tiled is None else self.tiled.prepare, reading)
+        loaded.ms = (time.perf_counter() - t0) * 1e3
+        return loaded
 
-    def _prepared_chunks(self, items: Iterable[Any], reading: "_Reading") -> Iterator[list[_Prepared]]:
+    def _prepared_chunks(self, items: Iterable[Any], reading: Reading) -> Iterator[list[LoadedItem]]:
         chunks = iter_chunks(enumerate(items), self.batch_size)
         if self.num_workers == 0:
             for chunk in chunks:
@@ -347,7 +273,7 @@ class Runtime:
             return
         pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pyimgano-preprocess")
         try:
-            pending: deque[list[Future[_Prepared]]] = deque()
+            pending: deque[list[Future[LoadedItem]]] = deque()
             for chunk in chunks:
                 pending.append([pool.submit(self._prepare, i, item, reading) for i, item in chunk])
                 if len(pending) > _PREFETCH:
@@ -358,7 +284,7 @@ class Runtime:
             pool.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ scoring
-    def _score_chunk(self, prepared: list[_Prepared], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
+    def _score_chunk(self, prepared: list[LoadedItem], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
         ok = [p for p in prepared if p.error is None]
         done: dict[int, tuple[InferenceResult, float, Any]] = {}
         if ok and self.tiled is not None:
@@ -366,7 +292,7 @@ class Runtime:
         elif ok:
             t0 = time.perf_counter()
             try:
-                scores, maps = self.run_batch(np.stack([p.image for p in ok]))  # type: ignore[misc]
+                scores, maps = self.run_batch(np.stack([p.value for p in ok]))  # type: ignore[misc]
             except EngineRunError as exc:
                 share = (time.perf_counter() - t0) * 1e3 / len(ok)
                 err = InferenceError(type(exc).__name__, str(exc), "inference")
@@ -386,7 +312,7 @@ class Runtime:
                 yield RuntimeItem(p.index, p.input, result, ms, found)
 
     def _finish(
-        self, p: _Prepared, score: np.floating, amap: np.ndarray, include_maps: bool, defects: Any
+        self, p: LoadedItem, score: np.floating, amap: np.ndarray, include_maps: bool, defects: Any
     ) -> tuple[InferenceResult, Any]:
         """The result for one scored item, and the ``DefectsResult`` when defects were extracted."""
         value = float(score)

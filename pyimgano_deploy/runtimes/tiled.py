@@ -81,8 +81,8 @@ class TiledScorer:
         return TiledInput(self.preprocess.batch(tiles), grid)
 
     def score(self, runtime: "Runtime", ok: list[Any], include_maps: bool, defects: Any) -> Done:
-        """Results for the prepared items ``ok`` (``_Prepared`` with a :class:`TiledInput`)."""
-        inputs: list[TiledInput] = [p.image for p in ok]
+        """Results for the prepared items ``ok`` (``LoadedItem`` with a :class:`TiledInput`)."""
+        inputs: list[TiledInput] = [p.value for p in ok]
         counts = np.array([len(t.grid) for t in inputs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
         owner = np.repeat(np.arange(len(ok)), counts)
@@ -123,7 +123,7 @@ class TiledScorer:
         if not all(np.all(np.isfinite(m)) for m in tile_maps):
             err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf tile map values for {p.input}", "inference")
             return InferenceResult.failure(err, thr), None
-        tiled: TiledInput = p.image
+        tiled: TiledInput = p.value
         try:
             value, full = blend_and_reduce(tile_maps, tiled.grid, p.orig_hw, self.spec)
             if not math.isfinite(value):

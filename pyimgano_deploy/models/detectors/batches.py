@@ -6,40 +6,28 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from pyimgano_deploy.inputs import (
-    ImageFormatError,
-    ImageInput,
-    ImageReadError,
-    Preprocess,
-    as_image_list,
-    describe_input,
-    load_canonical,
-)
+from pyimgano_deploy.inputs import ImageInput, Preprocess, as_image_list
+from pyimgano_deploy.inputs.loading import InferenceError, Reading, load_item
 
 
 class InputError(ValueError):
     """One input could not be turned into a model input; names the input and the stage."""
 
-    def __init__(self, index: int, description: str, stage: str, cause: Exception) -> None:
-        super().__init__(f"input #{index} ({description}) failed at {stage}: {cause}")
+    def __init__(self, index: int, description: str, error: InferenceError) -> None:
+        super().__init__(f"input #{index} ({description}) failed at {error.stage}: {error.message}")
         self.index = index
         self.description = description
-        self.stage = stage
-        self.cause = cause
+        self.stage = error.stage
+        self.error = error
 
 
 def prepare_one(item: ImageInput, index: int, preprocess: Preprocess, input_format: str | None) -> np.ndarray:
-    """Read/normalise and preprocess one input; raises :class:`InputError` naming it."""
-    try:
-        image = load_canonical(item, input_format=input_format)
-    except ImageReadError as exc:
-        raise InputError(index, describe_input(item, index), "read", exc) from exc
-    except (ImageFormatError, ValueError, TypeError) as exc:
-        raise InputError(index, describe_input(item, index), "decode", exc) from exc
-    try:
-        return preprocess(image)
-    except ValueError as exc:
-        raise InputError(index, describe_input(item, index), "preprocess", exc) from exc
+    """Read/normalise and preprocess one input with the shared loader
+    (:func:`~pyimgano_deploy.inputs.loading.load_item`); raises :class:`InputError` naming it."""
+    loaded = load_item(item, index, preprocess, Reading(input_format=input_format))
+    if loaded.error is not None:
+        raise InputError(index, loaded.input, loaded.error)
+    return loaded.value  # type: ignore[return-value]
 
 
 def iter_batches(
