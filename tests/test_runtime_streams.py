@@ -49,8 +49,8 @@ def test_streams_give_the_same_results_as_one_call(bundle_dir: Path, streams: in
     with load_bundle(bundle_dir, batch_size=5, intra_op_threads=2, streams=streams) as many:
         got = many.infer(images, input_format="rgb_u8_hwc", include_maps=True)
         assert many.engine_info["streams"] == streams and many.engine_info["intra_op_threads"] == max(1, 2 // streams)
-        assert many._stream_pool is not None  # the batches really went through the stream pool
-    assert many._stream_pool is None  # close() shut it down
+        assert many.engine._pool is not None  # the batches really went through the stream pool
+    assert many.engine._pool is None  # close() shut it down
     for a, b in zip(got, want):
         assert a.ok and a.score == pytest.approx(b.score, rel=1e-6, abs=1e-6) and a.label == b.label
         np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-6, atol=1e-6)

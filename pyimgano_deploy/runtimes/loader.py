@@ -13,7 +13,8 @@ from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.reader import Bundle, engine_file_problems
 from pyimgano_deploy.runtimes.errors import EngineLoadError
 from pyimgano_deploy.runtimes.onnx_session import OnnxSession
-from pyimgano_deploy.runtimes.runtime import Runtime, Session
+from pyimgano_deploy.runtimes.runtime import Runtime
+from pyimgano_deploy.runtimes.streams import ScheduledSession, Session
 from pyimgano_deploy.runtimes.schedule import Schedule, candidate_schedules, images_per_second, synthetic_batch
 from pyimgano_deploy.runtimes.selection import EngineChoice, select_engine
 from pyimgano_deploy.runtimes.tensorrt_session import TensorRTSession, probe_tensorrt
@@ -132,12 +133,11 @@ def tune_schedule(bundle: Bundle, choice: EngineChoice, *, threads: int, batch_s
     for candidate in candidate_schedules(threads, batch_size, static_batch=static):
         if candidate.threads not in sessions:
             sessions[candidate.threads] = open_session(bundle, choice, intra_op_threads=candidate.threads)
-        trial = Runtime(bundle, sessions[candidate.threads], batch_size=batch_size,
-                        streams=candidate.streams, micro_batch=candidate.micro_batch)
+        trial = ScheduledSession(sessions[candidate.threads], streams=candidate.streams, micro_batch=candidate.micro_batch)
         try:
-            ips = images_per_second(trial.run_batch, sample)
+            ips = images_per_second(trial.run, sample)
         finally:
-            trial.stop_streams()
+            trial.stop()
         table.append({**candidate.to_dict(), "images_per_s": round(ips, 2)})
         if best is None or ips > best[0]:
             best = (ips, candidate)

@@ -1,58 +1,41 @@
 """``Runtime``: score images (paths or declared numpy arrays) with one engine session.
 
-Per-item failures never stop a batch: each becomes ``InferenceResult.failure`` with the stage
-where it failed (``read``, ``decode``, ``preprocess``, ``inference``, ``postprocess``). Items
-are grouped in fixed-size batches; engines with a static batch get the last batch padded by
-repeating its last image. Preprocessing may run in ``num_workers`` threads (OpenCV releases
-the GIL). With ``streams`` > 1 each batch is cut into pieces scored concurrently by the same
-(thread-safe) session, ``streams`` calls at a time, each using its share of the intra-op
-threads; ``micro_batch`` sets the images per call (default: the batch split evenly over the
-streams). On a CPU this avoids the per-operator fork/join of one call spread over all cores
-and keeps each call's activations small (throughput mode, see :mod:`.schedule`;
-``streams=1`` keeps the lowest latency). One ``Runtime`` may be shared by several
-threads: sessions that are not thread-safe are called under a lock, and results do not
-depend on how many threads call ``infer``.
+A ``Runtime`` composes four pieces, each readable alone:
 
-Bundles with a ``tiling`` block are scored tile by tile at the image's own resolution, with the
-same code as the workbench (see :mod:`.tiled`); their maps are full-resolution blended maps.
+* the per-item loader (:func:`~pyimgano_deploy.inputs.loading.load_item`): a bad input becomes
+  ``InferenceResult.failure`` with its stage (``read``, ``decode``, ``preprocess``) and the
+  batch goes on;
+* the preparing workers (:mod:`.workers`): items in fixed-size chunks, preprocessed in
+  ``num_workers`` threads when asked;
+* the scheduled session (:mod:`.streams`): static batches padded, ``streams`` concurrent calls
+  of ``micro_batch`` images (throughput mode), outputs checked;
+* the result builder (:mod:`.finishing`): scores, labels, maps at the original size, defects,
+  and the ``inference`` / ``postprocess`` errors.
+
+Bundles with a ``tiling`` block are scored tile by tile at the image's own resolution
+(:mod:`.tile_scorer`, the same code as the workbench); their maps are full-resolution blended
+maps. One ``Runtime`` may be shared by several threads; results do not depend on how many
+threads call ``infer``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator
 
-import cv2
 import numpy as np
 
-from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
 from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
-from pyimgano_deploy.inputs.loading import LoadedItem, Reading, load_item
-from pyimgano_deploy.postprocess.maps import resize_map
-from pyimgano_deploy.postprocess.thresholds import apply_threshold
-from pyimgano_deploy.runtimes.batching import effective_batch_size, iter_chunks, pad_batch, split_even
+from pyimgano_deploy.inputs.loading import InferenceError, LoadedItem, Reading, load_item
+from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
-from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
-from pyimgano_deploy.runtimes.tiled import TiledScorer, bundle_tiling
-
-_PREFETCH = 2  # chunks prepared ahead of the engine when num_workers > 0
-
-
-class Session(Protocol):
-    """What the runtime needs from an engine session (OnnxSession, TensorRTSession)."""
-
-    kind: str
-    thread_safe: bool
-    static_batch: int | None
-    providers: list[str]
-
-    def run(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
+from pyimgano_deploy.runtimes.results import InferenceResult
+from pyimgano_deploy.runtimes.streams import ScheduledSession, Session
+from pyimgano_deploy.runtimes.tile_scorer import TiledScorer, bundle_tiling
+from pyimgano_deploy.runtimes.workers import prepared_chunks
 
 
 @dataclass
@@ -84,35 +67,21 @@ class Runtime:
     ) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if streams < 1:
-            raise ValueError(f"streams must be >= 1, got {streams}")
-        if micro_batch is not None and micro_batch < 1:
-            raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
-        if micro_batch is not None and getattr(session, "static_batch", None):
-            raise ValueError(f"micro_batch does not apply to an engine with a static batch of {session.static_batch}")
-        if streams > 1 and not getattr(session, "thread_safe", False):
-            raise ValueError(
-                f"streams={streams} needs a session that can run concurrently (ONNX Runtime); "
-                f"this {getattr(session, 'kind', type(session).__name__)} session runs one batch at a time: use streams=1"
-            )
         self.bundle = bundle
         self.session = session
+        self.engine = ScheduledSession(session, streams=streams, micro_batch=micro_batch)
         self.engine_info: dict[str, Any] = dict(engine_info or {})
         self.preprocess: Preprocess = bundle.preprocess
-        calib = bundle.image_threshold
-        self.threshold: float | None = None if calib is None else float(calib.value)
+        self.results = ResultBuilder(bundle, self.preprocess)
+        self.threshold: float | None = self.results.threshold
         self.batch_size = effective_batch_size(
             int(batch_size),
             static_batch=getattr(session, "static_batch", None),
             max_batch=getattr(session, "max_batch", None),
         )
         self.num_workers = int(num_workers)
-        self.streams = int(streams)
-        self.micro_batch = None if micro_batch is None else int(micro_batch)
-        self._stream_pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
-        self._lock = None if getattr(session, "thread_safe", False) else threading.Lock()
-        self._thresholds: dict[Any, tuple[float, dict[str, Any]]] = {}  # defects config -> pixel threshold
+        self.streams = self.engine.streams
+        self.micro_batch = self.engine.micro_batch
         spec = bundle_tiling(bundle)
         #: the tiled path (``None``: the bundle has no tiling block; whole images are scored)
         self.tiled: TiledScorer | None = None if spec is None else TiledScorer(spec, self.preprocess)
@@ -124,64 +93,16 @@ class Runtime:
 
     # ------------------------------------------------------------------ engine
     def run_batch(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run preprocessed ``uint8 [B,h,w,3]`` through the engine (padding a static batch;
-        cut into calls of ``micro_batch`` images, ``streams`` of them at a time, when either is set).
+        """Run preprocessed ``uint8 [B,h,w,3]`` through the scheduled session (:mod:`.streams`).
 
         Returns ``(score float32 [B], anomaly_map float32 [B,h,w])``; raises ``EngineRunError``
         when the engine fails or returns outputs of the wrong shape.
         """
-        n = len(batch_u8)
-        if self.micro_batch is not None:
-            bounds = [(s, min(s + self.micro_batch, n)) for s in range(0, n, self.micro_batch)]
-        else:
-            bounds = split_even(n, self.streams)
-        pieces = [batch_u8[s:e] for s, e in bounds]
-        if self.streams > 1 and len(pieces) > 1:
-            outputs = list(self._streams().map(self._run_engine, pieces))
-        else:
-            outputs = [self._run_engine(piece) for piece in pieces]
-        if len(outputs) == 1:
-            return outputs[0]
-        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+        return self.engine.run(batch_u8)
 
     def stop_streams(self) -> None:
         """Shut the stream threads down (they restart on the next batch); the session stays open."""
-        with self._pool_lock:
-            pool, self._stream_pool = self._stream_pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-
-    def _streams(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._stream_pool is None:
-                self._stream_pool = ThreadPoolExecutor(self.streams, thread_name_prefix="pyimgano-stream")
-            return self._stream_pool
-
-    def _run_engine(self, batch_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One engine call per static batch (or one for the whole piece)."""
-        n = len(batch_u8)
-        static = getattr(self.session, "static_batch", None)
-        outputs: list[tuple[np.ndarray, np.ndarray]] = []
-        step = static or n
-        for start in range(0, n, step):
-            part = batch_u8[start : start + step]
-            feed = pad_batch(part, static) if static else part
-            if self._lock is None:
-                score, amap = self.session.run(feed)
-            else:
-                with self._lock:
-                    score, amap = self.session.run(feed)
-            score, amap = np.asarray(score), np.asarray(amap)
-            if score.shape != (len(feed),) or amap.ndim != 3 or amap.shape[0] != len(feed):
-                raise EngineRunError(
-                    f"engine returned score {score.shape} and anomaly_map {amap.shape} "
-                    f"for a batch of {len(feed)}; expected [B] and [B,H,W]"
-                )
-            outputs.append((score[: len(part)], amap[: len(part)]))
-        return (
-            np.concatenate([o[0] for o in outputs]).astype(np.float32, copy=False),
-            np.concatenate([o[1] for o in outputs]).astype(np.float32, copy=False),
-        )
+        self.engine.stop()
 
     # ------------------------------------------------------------------ public API
     def infer(
@@ -228,8 +149,8 @@ class Runtime:
         else:
             items = images
         reading = Reading(fmt, u16_max, max_pixels)
-        for prepared in self._prepared_chunks(items, reading):
-            yield from self._score_chunk(prepared, include_maps, defects)
+        for chunk in prepared_chunks(items, self.batch_size, lambda i, item: self._prepare(i, item, reading), self.num_workers):
+            yield from self._score_chunk(chunk, include_maps, defects)
 
     def close(self) -> None:
         self.stop_streams()
@@ -265,111 +186,60 @@ class Runtime:
         loaded.ms = (time.perf_counter() - t0) * 1e3
         return loaded
 
-    def _prepared_chunks(self, items: Iterable[Any], reading: Reading) -> Iterator[list[LoadedItem]]:
-        chunks = iter_chunks(enumerate(items), self.batch_size)
-        if self.num_workers == 0:
-            for chunk in chunks:
-                yield [self._prepare(i, item, reading) for i, item in chunk]
-            return
-        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="pyimgano-preprocess")
-        try:
-            pending: deque[list[Future[LoadedItem]]] = deque()
-            for chunk in chunks:
-                pending.append([pool.submit(self._prepare, i, item, reading) for i, item in chunk])
-                if len(pending) > _PREFETCH:
-                    yield [f.result() for f in pending.popleft()]
-            while pending:
-                yield [f.result() for f in pending.popleft()]
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
     # ------------------------------------------------------------------ scoring
     def _score_chunk(self, prepared: list[LoadedItem], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
         ok = [p for p in prepared if p.error is None]
         done: dict[int, tuple[InferenceResult, float, Any]] = {}
-        if ok and self.tiled is not None:
-            done = self.tiled.score(self, ok, include_maps, defects)
-        elif ok:
-            t0 = time.perf_counter()
-            try:
-                scores, maps = self.run_batch(np.stack([p.value for p in ok]))  # type: ignore[misc]
-            except EngineRunError as exc:
-                share = (time.perf_counter() - t0) * 1e3 / len(ok)
-                err = InferenceError(type(exc).__name__, str(exc), "inference")
-                for p in ok:
-                    done[p.index] = (InferenceResult.failure(err, self.threshold), p.ms + share, None)
-            else:
-                share = (time.perf_counter() - t0) * 1e3 / len(ok)
-                for j, p in enumerate(ok):
-                    t1 = time.perf_counter()
-                    result, found = self._finish(p, scores[j], maps[j], include_maps, defects)
-                    done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3, found)
+        if ok:
+            score = self._score_plain if self.tiled is None else self._score_tiled
+            done = score(ok, include_maps, defects)
         for p in prepared:
             if p.error is not None:
-                yield RuntimeItem(p.index, p.input, InferenceResult.failure(p.error, self.threshold), p.ms)
+                yield RuntimeItem(p.index, p.input, self.results.failure(p.error), p.ms)
             else:
                 result, ms, found = done[p.index]
                 yield RuntimeItem(p.index, p.input, result, ms, found)
 
-    def _finish(
-        self, p: LoadedItem, score: np.floating, amap: np.ndarray, include_maps: bool, defects: Any
-    ) -> tuple[InferenceResult, Any]:
-        """The result for one scored item, and the ``DefectsResult`` when defects were extracted."""
-        value = float(score)
-        if not math.isfinite(value):
-            err = InferenceError("NonFiniteScore", f"engine returned score={value} for {p.input}", "inference")
-            return InferenceResult.failure(err, self.threshold), None
-        out_map, found = None, None
-        if include_maps or defects is not None:
-            if not np.all(np.isfinite(amap)):
-                err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf map values for {p.input}", "inference")
-                return InferenceResult.failure(err, self.threshold), None
-            try:
-                if include_maps:
-                    out_map = self.map_to_original(amap, p.orig_hw)  # type: ignore[arg-type]
-                if defects is not None:
-                    found = self._defects(amap, p.orig_hw, defects)  # type: ignore[arg-type]
-            except (ValueError, cv2.error) as exc:
-                err = InferenceError(type(exc).__name__, str(exc), "postprocess")
-                return InferenceResult.failure(err, self.threshold), None
-        result = InferenceResult(
-            score=value,
-            label=apply_threshold(value, self.threshold),
-            threshold=self.threshold,
-            anomaly_map=out_map,
-            defects=None if found is None else found.to_record(),
-        )
-        return result, found
+    def _score_plain(self, ok: list[LoadedItem], include_maps: bool, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
+        """One engine batch for the whole chunk; an engine failure fails every item of it."""
+        done: dict[int, tuple[InferenceResult, float, Any]] = {}
+        t0 = time.perf_counter()
+        try:
+            scores, maps = self.run_batch(np.stack([p.value for p in ok]))  # type: ignore[misc]
+        except EngineRunError as exc:
+            share = (time.perf_counter() - t0) * 1e3 / len(ok)
+            err = InferenceError(type(exc).__name__, str(exc), "inference")
+            return {p.index: (self.results.failure(err), p.ms + share, None) for p in ok}
+        share = (time.perf_counter() - t0) * 1e3 / len(ok)
+        for j, p in enumerate(ok):
+            t1 = time.perf_counter()
+            result, found = self.results.finish(p.input, scores[j], p.orig_hw, model_map=lambda m=maps[j]: m,
+                                                full_map=None, include_maps=include_maps, defects=defects)
+            done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3, found)
+        return done
 
-    def _defects(self, amap: np.ndarray, orig_hw: tuple[int, int], config: Any) -> Any:
-        """``DefectsResult`` of one model-resolution map (boxes also scaled to ``orig_hw``)."""
-        from pyimgano_deploy.postprocess.defects import extract_defects  # noqa: PLC0415 - only when asked
-
-        return extract_defects(amap, config, pixel_threshold=self.defects_threshold(config)[0], image_size=orig_hw)
+    def _score_tiled(self, ok: list[LoadedItem], include_maps: bool, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
+        """Tiles of the whole chunk through the engine (:mod:`.tile_scorer`), results built here."""
+        tiled = self.tiled
+        assert tiled is not None
+        done: dict[int, tuple[InferenceResult, float, Any]] = {}
+        scored = tiled.score(self.run_batch, ok, self.batch_size)
+        for p in ok:
+            t1 = time.perf_counter()
+            item = scored[p.index]
+            if item.error is not None:
+                result, found = self.results.failure(item.error), None
+            else:
+                full = item.full_map
+                result, found = self.results.finish(p.input, item.score, p.orig_hw, model_map=lambda f=full: tiled.model_map(f),
+                                                    full_map=full, include_maps=include_maps, defects=defects)
+            done[p.index] = (result, p.ms + item.engine_ms + (time.perf_counter() - t1) * 1e3, found)
+        return done
 
     def defects_threshold(self, config: Any) -> tuple[float, dict[str, Any]]:
-        """``(value, provenance)`` of the pixel threshold ``config`` asks for, resolved once per
-        config by the library's one resolver (``normal_quantile``: of the bundle's golden maps)."""
-        from pyimgano_deploy.postprocess.defects import pixel_threshold_for_config  # noqa: PLC0415
-
-        found = self._thresholds.get(config)
-        if found is None:
-            maps = self.bundle.load_golden()["anomaly_map"] if config.pixel_threshold_source == "normal_quantile" else None
-            found = self._thresholds[config] = pixel_threshold_for_config(
-                config, stored=self.bundle.pixel_threshold, normal_maps=maps, source_split=GOLDEN_SPLIT)
-        return found
+        """``(value, provenance)`` of the pixel threshold a defects ``config`` asks for."""
+        return self.results.defects_threshold(config)
 
     def map_to_original(self, amap: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
-        """A model-resolution map → float32 ``[H, W]`` at the original image size (bilinear).
-
-        With a centre crop, the map is placed where the crop was taken in the resized image
-        and the border that was cropped away (never scored) is filled with the map's minimum.
-        """
-        pre = self.preprocess
-        if pre.center_crop is not None:
-            top, left, ch, cw = pre.crop_box()
-            inner = resize_map(amap, (ch, cw))
-            canvas = np.full(pre.size, float(inner.min()), dtype=np.float32)
-            canvas[top : top + ch, left : left + cw] = inner
-            amap = canvas
-        return resize_map(amap, (int(orig_hw[0]), int(orig_hw[1])))
+        """A model-resolution map → float32 ``[H, W]`` at the original image size."""
+        return map_to_original(self.preprocess, amap, orig_hw)

@@ -6,15 +6,16 @@ the workbench's tiled scores for the same image:
 1. preprocessing (per item, optionally in worker threads): the canonical image is cut with
    :func:`tiling.tile_image` at its own resolution and every tile goes through the bundle's
    ``Preprocess`` (resized to the model input) → :class:`TiledInput`;
-2. scoring (per chunk of items): the tiles of all items of the chunk are run through the engine
-   in ``runtime.batch_size`` engine batches (``Runtime.run_batch`` pads static batches), then
-   each item's tile maps are blended (Hann) and reduced with :func:`tiling.blend_and_reduce`.
+2. scoring (per chunk of items): the tiles of all items of the chunk are run through the
+   batch-scoring callable it is given, in engine batches, then each item's tile maps are
+   blended (Hann) and reduced with :func:`tiling.blend_and_reduce`. The runtime builds the
+   results (:mod:`.finishing`), as for plain bundles.
 
 The map returned with ``include_maps`` is the blended full-resolution map (already at the
 image's size). Defects are extracted on that map area-resized to *model scale* (image size ×
-model input / tile), the scale at which the workbench calibrated the pixel threshold; their
-boxes are also scaled to the image. An engine failure only fails the items that had tiles in
-the failing engine batch.
+model input / tile, :meth:`TiledScorer.model_map`), the scale at which the workbench
+calibrated the pixel threshold. An engine failure only fails the items that had tiles in the
+failing engine batch.
 """
 
 from __future__ import annotations
@@ -22,23 +23,27 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError
 from pyimgano_deploy.inputs import Preprocess
-from pyimgano_deploy.postprocess.thresholds import apply_threshold
+from pyimgano_deploy.inputs.loading import InferenceError
 from pyimgano_deploy.runtimes.errors import EngineRunError
-from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 from pyimgano_deploy.runtimes.tiling import TileOrigin, TilingSpec, blend_and_reduce, tile_image, to_model_scale
 
-if TYPE_CHECKING:
-    from pyimgano_deploy.runtimes.runtime import Runtime
 
-#: ``{item index: (result, ms, DefectsResult | None)}`` as ``Runtime._score_chunk`` consumes it.
-Done = dict[int, tuple[InferenceResult, float, Any]]
+@dataclass
+class Scored:
+    """One tiled item after the engine: its reduced ``score`` and full-resolution map, or
+    ``error``; ``engine_ms`` is its share of the engine time."""
+
+    score: float
+    full_map: np.ndarray | None
+    error: InferenceError | None
+    engine_ms: float
 
 
 def bundle_tiling(bundle: Any) -> TilingSpec | None:
@@ -80,8 +85,12 @@ class TiledScorer:
         grid, tiles = tile_image(canonical, self.spec)
         return TiledInput(self.preprocess.batch(tiles), grid)
 
-    def score(self, runtime: "Runtime", ok: list[Any], include_maps: bool, defects: Any) -> Done:
-        """Results for the prepared items ``ok`` (``LoadedItem`` with a :class:`TiledInput`)."""
+    def score(self, run_batch: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], ok: list[Any],
+              batch_size: int) -> dict[int, Scored]:
+        """Engine outputs of the loaded items ``ok`` (``LoadedItem`` holding a :class:`TiledInput`):
+        the tiles of all items in ``batch_size`` engine batches through ``run_batch``, then each
+        item's tile maps blended and reduced. An engine failure fails only the items that had
+        tiles in the failing batch."""
         inputs: list[TiledInput] = [p.value for p in ok]
         counts = np.array([len(t.grid) for t in inputs], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -90,13 +99,12 @@ class TiledScorer:
         tile_maps: list[np.ndarray | None] = [None] * len(all_tiles)
         failed: dict[int, InferenceError] = {}
         engine_ms = np.zeros(len(ok), dtype=np.float64)
-        step = runtime.batch_size
-        for start in range(0, len(all_tiles), step):
+        for start in range(0, len(all_tiles), batch_size):
             t0 = time.perf_counter()
-            stop = min(start + step, len(all_tiles))
+            stop = min(start + batch_size, len(all_tiles))
             owners = owner[start:stop]
             try:
-                _, maps = runtime.run_batch(all_tiles[start:stop])
+                _, maps = run_batch(all_tiles[start:stop])
             except EngineRunError as exc:
                 err = InferenceError(type(exc).__name__, str(exc), "inference")
                 for j in np.unique(owners):
@@ -104,45 +112,28 @@ class TiledScorer:
             else:
                 tile_maps[start:stop] = list(maps)
             np.add.at(engine_ms, owners, (time.perf_counter() - t0) * 1e3 / (stop - start))
-        done: Done = {}
+        out: dict[int, Scored] = {}
         for j, p in enumerate(ok):
-            t1 = time.perf_counter()
-            if j in failed:
-                result, found = InferenceResult.failure(failed[j], runtime.threshold), None
-            else:
-                maps_j = tile_maps[offsets[j] : offsets[j + 1]]
-                result, found = self._finish(runtime, p, maps_j, include_maps, defects)  # type: ignore[arg-type]
-            done[p.index] = (result, p.ms + float(engine_ms[j]) + (time.perf_counter() - t1) * 1e3, found)
-        return done
+            error = failed.get(j)
+            value, full = math.nan, None
+            if error is None:
+                value, full, error = self._blend(p, tile_maps[offsets[j] : offsets[j + 1]])  # type: ignore[arg-type]
+            out[p.index] = Scored(value, full, error, float(engine_ms[j]))
+        return out
 
-    def _finish(
-        self, runtime: "Runtime", p: Any, tile_maps: list[np.ndarray], include_maps: bool, defects: Any
-    ) -> tuple[InferenceResult, Any]:
-        """Blend + reduce one item's tile maps; the result and the ``DefectsResult`` if asked."""
-        thr = runtime.threshold
+    def _blend(self, p: Any, tile_maps: list[np.ndarray]) -> tuple[float, np.ndarray | None, InferenceError | None]:
+        """Blend + reduce one item's tile maps → (score, full-resolution map, or the error)."""
         if not all(np.all(np.isfinite(m)) for m in tile_maps):
-            err = InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf tile map values for {p.input}", "inference")
-            return InferenceResult.failure(err, thr), None
-        tiled: TiledInput = p.value
+            return math.nan, None, InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf tile map values for {p.input}", "inference")
         try:
-            value, full = blend_and_reduce(tile_maps, tiled.grid, p.orig_hw, self.spec)
-            if not math.isfinite(value):
-                err = InferenceError("NonFiniteScore", f"tiled score is {value} for {p.input}", "inference")
-                return InferenceResult.failure(err, thr), None
-            found = None
-            if defects is not None:
-                model_map = to_model_scale(full, self.preprocess.output_size, self.spec.tile)
-                found = runtime._defects(model_map, p.orig_hw, defects)
+            value, full = blend_and_reduce(tile_maps, p.value.grid, p.orig_hw, self.spec)
         except (ValueError, cv2.error) as exc:
-            return InferenceResult.failure(InferenceError(type(exc).__name__, str(exc), "postprocess"), thr), None
-        result = InferenceResult(
-            score=value,
-            label=apply_threshold(value, thr),
-            threshold=thr,
-            anomaly_map=full if include_maps else None,
-            defects=None if found is None else found.to_record(),
-        )
-        return result, found
+            return math.nan, None, InferenceError(type(exc).__name__, str(exc), "postprocess")
+        return float(value), full, None
+
+    def model_map(self, full_map: np.ndarray) -> np.ndarray:
+        """The full-resolution map at *model scale*, where the workbench calibrated the pixel threshold."""
+        return to_model_scale(full_map, self.preprocess.output_size, self.spec.tile)
 
 
-__all__ = ["TiledInput", "TiledScorer", "bundle_tiling"]
+__all__ = ["Scored", "TiledInput", "TiledScorer", "bundle_tiling"]
