@@ -247,3 +247,13 @@ def test_utc_now_iso_validates():
     assert m["created_at"].endswith("Z")
     validate_manifest(m)
     json.dumps(m)
+
+
+def test_shared_checks_describe_values_the_same_way() -> None:
+    """The manifest, the configs and the run validator share one message style (pyimgano_deploy.checks)."""
+    from pyimgano_deploy.checks import MISSING, describe, expected, is_int, is_number
+
+    assert [describe(v) for v in (None, True, float("nan"), {}, [1, 2], MISSING)] == [
+        "null", "true", "NaN", "an object", "an array of 2", "nothing (key missing)"]
+    assert expected("input.height", "an integer", "x") == "input.height: expected an integer, got 'x'"
+    assert is_int(np.int64(3)) and not is_int(True) and not is_number(float("inf")) and is_number(np.float32(1))

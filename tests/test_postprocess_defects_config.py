@@ -48,7 +48,7 @@ def test_from_dict_accepts_partial_and_coerces_json_numbers() -> None:
 def test_unknown_keys_list_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['min_aera'\].*min_area"):
         DefectsConfig.from_dict({"min_aera": 3})
-    with pytest.raises(ValueError, match="valid keys"):
+    with pytest.raises(ValueError, match="allowed keys"):
         DefectsConfig().with_overrides(blur=3)
     with pytest.raises(ValueError, match="mapping"):
         DefectsConfig.from_dict([("min_area", 3)])  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
+from pyimgano_deploy.checks import MISSING, describe, is_int, is_number
 from pyimgano_deploy.bundles.io_contract import (
     INPUT_CHANNELS,
     INPUT_DTYPE,
@@ -46,7 +47,7 @@ OUTPUT_RANKS = dict(zip(OUTPUT_NAMES, (1, 3)))
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_MISSING = object()
+_MISSING = MISSING
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -70,7 +71,7 @@ def utc_now_iso() -> str:
 def parse_schema_version(value: object) -> tuple[int, int]:
     """``"1.0"`` → ``(1, 0)``; raises ``ValueError`` for anything that is not ``"<major>.<minor>"``."""
     if not isinstance(value, str) or not _VERSION.match(value):
-        raise ValueError(f"expected a version string like {SCHEMA_VERSION!r}, got {_got(value)}")
+        raise ValueError(f"expected a version string like {SCHEMA_VERSION!r}, got {describe(value)}")
     major, minor = value.split(".")
     return int(major), int(minor)
 
@@ -78,7 +79,7 @@ def parse_schema_version(value: object) -> tuple[int, int]:
 def relative_path_problem(rel: object) -> str | None:
     """Why ``rel`` is not a safe POSIX path relative to the bundle root, or ``None`` when it is."""
     if not isinstance(rel, str) or not rel:
-        return f"expected a non-empty relative path, got {_got(rel)}"
+        return f"expected a non-empty relative path, got {describe(rel)}"
     if "\\" in rel:
         return f"path {rel!r} contains a backslash; expected '/' separators"
     if "\x00" in rel:
@@ -132,37 +133,12 @@ def _kp(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _got(value: object) -> str:
-    if value is _MISSING:
-        return "nothing (key missing)"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return f"an array of {len(value)}"
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 # ----------------------------------------------------------------------------- checker
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 _KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "str": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "text": (lambda v: isinstance(v, str), "a string"),
-    "int": (_is_int, "an integer"),
-    "number": (_is_number, "a finite number"),
+    "int": (is_int, "an integer"),
+    "number": (is_number, "a finite number"),
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "object": (lambda v: isinstance(v, dict), "an object"),
     "array": (lambda v: isinstance(v, list), "an array"),
@@ -199,10 +175,10 @@ class _Checker:
         ok, text = _KINDS[kind]
         if value is _MISSING or not ok(value):
             expected = text + (" or null" if nullable else "")
-            self.add(path, f"expected {expected}, got {_got(value)}")
+            self.add(path, f"expected {expected}, got {describe(value)}")
             return _MISSING
         if minimum is not None and value < minimum:
-            self.add(path, f"expected {text} >= {minimum:g}, got {_got(value)}")
+            self.add(path, f"expected {text} >= {minimum:g}, got {describe(value)}")
             return _MISSING
         return value
 
@@ -211,7 +187,7 @@ class _Checker:
         if value is _MISSING or value not in allowed or isinstance(value, bool):
             choices = ", ".join(repr(a) for a in allowed)
             expected = f"{allowed[0]!r}" if len(allowed) == 1 else f"one of {choices}"
-            self.add(_kp(prefix, key), f"expected {expected}, got {_got(value)}")
+            self.add(_kp(prefix, key), f"expected {expected}, got {describe(value)}")
             return _MISSING
         return value
 
@@ -222,7 +198,7 @@ class _Checker:
         value = obj.get(key, _MISSING)
         problem = relative_path_problem(None if value is _MISSING else value)
         if value is _MISSING:
-            self.add(_kp(prefix, key), f"expected a relative path, got {_got(value)}")
+            self.add(_kp(prefix, key), f"expected a relative path, got {describe(value)}")
             return _MISSING
         if problem:
             self.add(_kp(prefix, key), problem)
@@ -242,10 +218,10 @@ def _check_toolkit(ck: _Checker, m: Mapping[str, Any]) -> None:
         try:
             when = datetime.fromisoformat(created)
         except ValueError:
-            ck.add("created_at", f"expected an ISO-8601 UTC timestamp like {example}, got {_got(created)}")
+            ck.add("created_at", f"expected an ISO-8601 UTC timestamp like {example}, got {describe(created)}")
         else:
             if when.utcoffset() is None or when.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
-                ck.add("created_at", f"expected a UTC timestamp (suffix 'Z' or '+00:00') like {example}, got {_got(created)}")
+                ck.add("created_at", f"expected a UTC timestamp (suffix 'Z' or '+00:00') like {example}, got {describe(created)}")
 
 
 def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
@@ -273,7 +249,7 @@ def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:
     for i, out in enumerate(outputs):
         prefix = f"outputs[{i}]"
         if not isinstance(out, dict):
-            ck.add(prefix, f"expected an object, got {_got(out)}")
+            ck.add(prefix, f"expected an object, got {describe(out)}")
             continue
         name = ck.field(out, "name", prefix, "str")
         ck.const(out, "dtype", prefix, (OUTPUT_DTYPE,))
@@ -287,10 +263,10 @@ def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:
             continue
         rank = OUTPUT_RANKS[name]
         if len(shape) != rank:
-            ck.add(f"{prefix}.shape", f"expected {rank} dimension(s) for {name!r}, got {_got(shape)}")
+            ck.add(f"{prefix}.shape", f"expected {rank} dimension(s) for {name!r}, got {describe(shape)}")
         for j, dim in enumerate(shape):
-            if not ((isinstance(dim, str) and dim) or (_is_int(dim) and dim >= 1)):
-                ck.add(f"{prefix}.shape[{j}]", f"expected a positive integer or a symbolic name, got {_got(dim)}")
+            if not ((isinstance(dim, str) and dim) or (is_int(dim) and dim >= 1)):
+                ck.add(f"{prefix}.shape[{j}]", f"expected a positive integer or a symbolic name, got {describe(dim)}")
     for required in OUTPUT_RANKS:
         if required not in seen:
             ck.add("outputs", f"expected an output named {required!r}; found {seen}")
@@ -334,7 +310,7 @@ def _check_engines(ck: _Checker, m: Mapping[str, Any]) -> None:
     for i, eng in enumerate(engines):
         prefix = f"engines[{i}]"
         if not isinstance(eng, dict):
-            ck.add(prefix, f"expected an object, got {_got(eng)}")
+            ck.add(prefix, f"expected an object, got {describe(eng)}")
             continue
         _check_engine(ck, eng, prefix)
         f = eng.get("file")
@@ -353,7 +329,7 @@ def check_threshold(ck: _Checker, rec: Mapping[str, Any], prefix: str) -> None:
     ck.field(rec, "code_path", prefix, "text", optional=True)
     q = ck.field(rec, "quantile", prefix, "number", nullable=True, optional=True)
     if isinstance(q, (int, float)) and not 0.0 < q <= 1.0:
-        ck.add(f"{prefix}.quantile", f"expected a number in (0, 1] or null, got {_got(q)}")
+        ck.add(f"{prefix}.quantile", f"expected a number in (0, 1] or null, got {describe(q)}")
     summary = ck.field(rec, "score_summary", prefix, "object", optional=True)
     if isinstance(summary, dict):
         for key in summary:
@@ -377,9 +353,9 @@ def _check_parity_record(ck: _Checker, rec: Mapping[str, Any], prefix: str, tole
     for key in ("max_abs_score", "max_rel_score", "max_abs_map"):
         ck.field(rec, key, prefix, "number", minimum=0)
     rng = rec.get("map_range", _MISSING)
-    ok_list = isinstance(rng, list) and len(rng) == 2 and all(_is_number(v) for v in rng)
-    if not (_is_number(rng) or ok_list):
-        ck.add(f"{prefix}.map_range", f"expected a finite number or [min, max], got {_got(rng)}")
+    ok_list = isinstance(rng, list) and len(rng) == 2 and all(is_number(v) for v in rng)
+    if not (is_number(rng) or ok_list):
+        ck.add(f"{prefix}.map_range", f"expected a finite number or [min, max], got {describe(rng)}")
     ck.field(rec, "labels_identical", prefix, "bool")
     tol = ck.obj(rec, "tolerance", prefix)
     if tol is not _MISSING:
@@ -396,7 +372,7 @@ def _check_provenance(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(run, "path", "source_run", "str")
         digest = run.get("config_sha256", _MISSING)
         if not (isinstance(digest, str) and _HEX64.match(digest)):
-            ck.add("source_run.config_sha256", f"expected 64 lowercase hex characters, got {_got(digest)}")
+            ck.add("source_run.config_sha256", f"expected 64 lowercase hex characters, got {describe(digest)}")
         ck.field(run, "metrics", "source_run", "object")
     parity = ck.obj(m, "parity", "")
     if parity is not _MISSING:
@@ -421,12 +397,12 @@ def _check_files(ck: _Checker, m: Mapping[str, Any]) -> set[str] | None:
     for i, entry in enumerate(files):
         prefix = f"files[{i}]"
         if not isinstance(entry, dict):
-            ck.add(prefix, f"expected an object {{path, sha256, bytes}}, got {_got(entry)}")
+            ck.add(prefix, f"expected an object {{path, sha256, bytes}}, got {describe(entry)}")
             continue
         path = ck.rel_path(entry, "path", prefix)
         digest = entry.get("sha256", _MISSING)
         if not (isinstance(digest, str) and _HEX64.match(digest)):
-            ck.add(f"{prefix}.sha256", f"expected 64 lowercase hex characters, got {_got(digest)}")
+            ck.add(f"{prefix}.sha256", f"expected 64 lowercase hex characters, got {describe(digest)}")
         ck.field(entry, "bytes", prefix, "int", minimum=0)
         if path is _MISSING:
             continue
@@ -458,7 +434,7 @@ def _check_finite(ck: _Checker, obj: Any, path: str) -> None:
         for i, value in enumerate(obj):
             _check_finite(ck, value, f"{path}[{i}]")
     elif isinstance(obj, float) and not math.isfinite(obj) and path not in ck.flagged:
-        ck.add(path, f"expected a finite number or null, got {_got(obj)} (JSON has no NaN/Infinity)")
+        ck.add(path, f"expected a finite number or null, got {describe(obj)} (JSON has no NaN/Infinity)")
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -466,12 +442,12 @@ def manifest_problems(data: object) -> list[str]:
     """Every schema problem in ``data`` as ``"<key path>: <what was expected>, got <what>"``."""
     ck = _Checker()
     if not isinstance(data, dict):
-        return [f"(root): expected a JSON object, got {_got(data)}"]
+        return [f"(root): expected a JSON object, got {describe(data)}"]
     version = data.get("schema_version", _MISSING)
     try:
         major, _minor = parse_schema_version(None if version is _MISSING else version)
     except ValueError:
-        return [f"schema_version: expected a version string like {SCHEMA_VERSION!r}, got {_got(version)}"]
+        return [f"schema_version: expected a version string like {SCHEMA_VERSION!r}, got {describe(version)}"]
     if major != SUPPORTED_MAJOR:
         return [
             f"schema_version: bundle schema version {version!r} is not supported; this reader supports "

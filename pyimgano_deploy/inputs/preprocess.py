@@ -13,6 +13,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pyimgano_deploy.checks import is_int, unknown_keys
+
 __all__ = ["INTERPOLATIONS", "Preprocess"]
 
 INTERPOLATIONS: dict[str, int] = {
@@ -30,10 +32,7 @@ def _as_hw(value: object, key: str) -> tuple[int, int]:
     """Validate a ``(H, W)`` pair of positive ints; the message names ``key``."""
     ok = isinstance(value, (tuple, list)) and len(value) == 2
     if ok:
-        ok = all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and int(v) > 0
-            for v in value
-        )
+        ok = all(is_int(v) and int(v) > 0 for v in value)
     if not ok:
         raise ValueError(f"preprocess '{key}' must be a pair of positive integers [H, W]; got {value!r}")
     return int(value[0]), int(value[1])
@@ -131,7 +130,7 @@ class Preprocess:
         """Inverse of :meth:`to_dict`; ``size`` is required, unknown keys are refused."""
         if not isinstance(data, Mapping):
             raise ValueError(f"preprocess must be a mapping with keys {list(_KEYS)}; got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in _KEYS)
+        unknown = unknown_keys(data, _KEYS)
         if unknown:
             raise ValueError(f"preprocess has unknown key(s) {unknown}; allowed keys: {list(_KEYS)}")
         if "size" not in data:

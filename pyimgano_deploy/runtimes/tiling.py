@@ -26,15 +26,13 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from pyimgano_deploy.checks import is_int, unknown_keys, unknown_keys_message
+
 BLENDS = ("hann",)
 SCORE_REDUCTIONS = ("max", "topk_mean")
 _KEYS = ("tile", "stride", "blend", "score_reduction", "topk")
 
 TileOrigin = tuple[int, int]  # (y, x) of the tile's top-left corner in image coordinates
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -48,15 +46,15 @@ class TilingSpec:
     topk: int = 100
 
     def __post_init__(self) -> None:
-        if not _is_int(self.tile) or self.tile < 16:
+        if not is_int(self.tile) or self.tile < 16:
             raise ValueError(f"tiling 'tile' must be an integer >= 16 (pixels), got {self.tile!r}")
-        if not _is_int(self.stride) or not 1 <= self.stride <= self.tile:
+        if not is_int(self.stride) or not 1 <= self.stride <= self.tile:
             raise ValueError(f"tiling 'stride' must be an integer in [1, tile={self.tile}] (no gaps), got {self.stride!r}")
         if self.blend not in BLENDS:
             raise ValueError(f"tiling 'blend' must be one of {list(BLENDS)}, got {self.blend!r}")
         if self.score_reduction not in SCORE_REDUCTIONS:
             raise ValueError(f"tiling 'score_reduction' must be one of {list(SCORE_REDUCTIONS)}, got {self.score_reduction!r}")
-        if not _is_int(self.topk) or self.topk < 1:
+        if not is_int(self.topk) or self.topk < 1:
             raise ValueError(f"tiling 'topk' must be an integer >= 1 (pixels), got {self.topk!r}")
         object.__setattr__(self, "tile", int(self.tile))
         object.__setattr__(self, "stride", int(self.stride))
@@ -69,9 +67,9 @@ class TilingSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> "TilingSpec":
         if not isinstance(data, Mapping):
             raise ValueError(f"tiling must be a mapping with keys {list(_KEYS)}, got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in _KEYS)
+        unknown = unknown_keys(data, _KEYS)
         if unknown:
-            raise ValueError(f"tiling has unknown key(s) {unknown}; allowed keys: {list(_KEYS)}")
+            raise ValueError(unknown_keys_message("tiling", unknown, _KEYS))
         return cls(**dict(data))
 
 
@@ -85,7 +83,7 @@ def _axis_origins(length: int, tile: int, stride: int) -> list[int]:
 
 def tile_grid(height: int, width: int, tile: int, stride: int) -> list[TileOrigin]:
     """Row-major tile origins ``(y, x)`` covering the whole ``height × width`` image."""
-    if not (_is_int(height) and _is_int(width)) or height < 1 or width < 1:
+    if not (is_int(height) and is_int(width)) or height < 1 or width < 1:
         raise ValueError(f"image size must be positive integers, got {height!r} x {width!r}")
     TilingSpec(tile=tile, stride=stride)  # validates tile and stride
     return [(y, x) for y in _axis_origins(int(height), tile, stride) for x in _axis_origins(int(width), tile, stride)]
@@ -115,7 +113,7 @@ def cut_tiles(image: np.ndarray, grid: Sequence[TileOrigin], tile: int) -> list[
 def hann_window(size: int) -> np.ndarray:
     """2-D ``size × size`` Hann window, float32, strictly positive (half-sample shifted:
     ``w[i] = sin²(π (i + ½) / size)``), so blending never divides by zero at image edges."""
-    if not _is_int(size) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"hann_window: size must be a positive integer, got {size!r}")
     i = np.arange(size, dtype=np.float64)
     w1 = np.sin(np.pi * (i + 0.5) / size) ** 2
@@ -165,7 +163,7 @@ def reduce_score(anomaly_map: np.ndarray, reduction: str = "max", topk: int = 10
     if reduction == "max":
         return float(m.max())
     if reduction == "topk_mean":
-        if not _is_int(topk) or topk < 1:
+        if not is_int(topk) or topk < 1:
             raise ValueError(f"reduce_score: topk must be an integer >= 1, got {topk!r}")
         k = min(int(topk), m.size)
         return float(np.partition(m, m.size - k)[m.size - k :].astype(np.float64).mean())

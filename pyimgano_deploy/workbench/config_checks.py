@@ -7,8 +7,9 @@ Each validator returns the value when it has the expected type and range, and ra
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
+
+from pyimgano_deploy.checks import is_int, is_number, unknown_keys
 
 #: defaults of the ``calibration`` block (``CalibrationConfig`` and ``recipes info`` show them)
 CALIBRATION_DEFAULTS: dict[str, Any] = {"fraction": 0.2, "quantile": 0.99, "pixel_quantile": 0.99}
@@ -25,7 +26,7 @@ def mapping_of(data: Any, where: str) -> Mapping[str, Any]:
 
 
 def check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    unknown = sorted(str(k) for k in data if k not in allowed)
+    unknown = unknown_keys(data, allowed)
     if unknown:
         names = ", ".join(f"{where}.{k}" if where else k for k in unknown)
         raise ConfigError(f"unknown key(s) {names}; allowed keys{' in ' + where if where else ''}: {list(allowed)}")
@@ -42,7 +43,7 @@ def as_str(value: Any, key: str, *, optional: bool = False) -> str | None:
 def as_int(value: Any, key: str, *, lo: int, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+    if not is_int(value) or value < lo:
         raise ConfigError(f"{key}: expected an integer >= {lo}{' or null' if optional else ''}, got {value!r}")
     return int(value)
 
@@ -56,7 +57,7 @@ def as_bool(value: Any, key: str) -> bool:
 def as_fraction(value: Any, key: str, *, lo_open: bool, hi_open: bool, optional: bool = False) -> float | None:
     if value is None and optional:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+    ok = is_number(value)
     if ok:
         f = float(value)
         ok = (f > 0.0 if lo_open else f >= 0.0) and (f < 1.0 if hi_open else f <= 1.0)

@@ -27,6 +27,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from pyimgano_deploy.checks import expected
+
 SCHEMA_VERSION = "1.0"
 CONFIG = "config.json"
 REPORT = "report.json"
@@ -161,10 +163,9 @@ def _check_types(data: dict[str, Any], spec: dict[str, Any], where: str, problem
     for key, types in spec.items():
         if key not in data:
             problems.append(f"{where}: missing key '{key}'")
-        elif isinstance(data[key], bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-            problems.append(f"{where}.{key}: expected {types}, got a bool")
-        elif not isinstance(data[key], types):
-            problems.append(f"{where}.{key}: expected {types}, got {type(data[key]).__name__}")
+        elif (isinstance(data[key], bool) and bool not in (types if isinstance(types, tuple) else (types,))) or not isinstance(data[key], types):
+            names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            problems.append(expected(f"{where}.{key}", names, data[key]))
 
 
 def _check_threshold(rec: Any, where: str, problems: list[str], *, nullable: bool) -> float | None:

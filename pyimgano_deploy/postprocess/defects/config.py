@@ -11,9 +11,10 @@ fixed order (see ``pipeline.extract_defects``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
+
+from pyimgano_deploy.checks import is_number, unknown_keys, unknown_keys_message
 
 THRESHOLD_SOURCES = ("bundle", "fixed", "normal_quantile")
 SMOOTHING_METHODS = ("none", "median", "gaussian", "box")
@@ -135,19 +136,14 @@ def field_names() -> list[str]:
 
 
 def _check_keys(keys: Any, what: str) -> None:
-    valid = field_names()
-    unknown = sorted(str(k) for k in keys if k not in valid)
+    unknown = unknown_keys(keys, field_names())
     if unknown:
-        raise ValueError(f"{what}: unknown key(s) {unknown}; valid keys are {valid}")
+        raise ValueError(unknown_keys_message(what, unknown, field_names()))
 
 
 # -------------------------------------------------------------------- validation helpers
 def _set(cfg: DefectsConfig, name: str, value: Any) -> None:
     object.__setattr__(cfg, name, value)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _float(cfg: DefectsConfig, name: str, *, lo: float | None = None, hi: float | None = None,
@@ -156,7 +152,7 @@ def _float(cfg: DefectsConfig, name: str, *, lo: float | None = None, hi: float 
     if v is None and optional:
         return
     what = expected or _range_text(lo, hi, lo_open)
-    if not _is_number(v) or not math.isfinite(float(v)):
+    if not is_number(v):
         raise ValueError(f"defects config '{name}' must be a finite number {what}, got {v!r}")
     f = float(v)
     if (lo is not None and (f < lo or (lo_open and f == lo))) or (hi is not None and f > hi):
@@ -210,7 +206,7 @@ def _validate_roi(cfg: DefectsConfig) -> None:
            f"0 <= y0 < y1 <= 1 (fractions of the map's width/height), got {roi!r}")
     if isinstance(roi, (str, bytes)) or not hasattr(roi, "__len__") or len(roi) != 4:
         raise ValueError(msg)
-    if not all(_is_number(v) and math.isfinite(float(v)) for v in roi):
+    if not all(is_number(v) for v in roi):
         raise ValueError(msg)
     x0, y0, x1, y1 = (float(v) for v in roi)
     if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
