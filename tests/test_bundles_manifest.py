@@ -251,6 +251,8 @@ def test_utc_now_iso_validates():
 
 def test_shared_checks_describe_values_the_same_way() -> None:
     """The manifest, the configs and the run validator share one message style (pyimgano_deploy.checks)."""
+    import numpy as np
+
     from pyimgano_deploy.checks import MISSING, describe, expected, is_int, is_number
 
     assert [describe(v) for v in (None, True, float("nan"), {}, [1, 2], MISSING)] == [
