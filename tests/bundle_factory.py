@@ -162,6 +162,20 @@ def _sources(size: tuple[int, int], center_crop: tuple[int, int] | None, seed: i
     return pack_sources(files, torch_reference(batch)[0])
 
 
+def threshold_record(value: float, *, n_images: int) -> dict[str, Any]:
+    """A complete thresholds.image record (quantile 0.99 of calibration values) with ``value``."""
+    return {
+        "value": value,
+        "method": "quantile q=0.99 of calibration values",
+        "quantile": 0.99,
+        "source_split": "calibration",
+        "n_images": n_images,
+        "n_values": n_images,
+        "score_summary": {"min": 0.1, "max": 1.0, "mean": 0.5, "std": 0.2, "q50": 0.5, "q90": 0.9, "q95": 0.95, "q99": 0.99},
+        "code_path": "pyimgano_deploy.postprocess.thresholds.calibrate_quantile",
+    }
+
+
 def rewrite_manifest(root: str | Path, edit: Any = None) -> dict[str, Any]:
     """Re-read bundle.json, apply ``edit(manifest)`` (in place) and re-hash/re-write it, so the
     checksums match the files on disk again (used to build bundles that fail later checks)."""

@@ -8,31 +8,15 @@ import json
 
 import pytest
 
-from pyimgano_deploy.bundles import (
-    SCHEMA_VERSION,
-    InvalidBundleError,
-    canonical_json,
-    config_sha256,
-    manifest_problems,
-    relative_path_problem,
-    utc_now_iso,
-    validate_manifest,
-)
+from bundle_factory import threshold_record
+from pyimgano_deploy.bundles import SCHEMA_VERSION, InvalidBundleError, canonical_json, config_sha256  # noqa: I001
+from pyimgano_deploy.bundles import manifest_problems, relative_path_problem, utc_now_iso, validate_manifest
 
 HEX = "ab" * 32
 
 
 def _threshold(value: float) -> dict:
-    return {
-        "value": value,
-        "method": "quantile q=0.99 of calibration values",
-        "quantile": 0.99,
-        "source_split": "calibration",
-        "n_images": 10,
-        "n_values": 10,
-        "score_summary": {"min": 0.1, "max": 1.0, "mean": 0.5, "std": 0.2, "q50": 0.5, "q90": 0.9, "q95": 0.95, "q99": 0.99},
-        "code_path": "pyimgano_deploy.postprocess.thresholds.calibrate_quantile",
-    }
+    return threshold_record(value, n_images=10)
 
 
 def _manifest() -> dict:

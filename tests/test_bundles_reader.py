@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle_factory import threshold_record
 from pyimgano_deploy.bundles import (
     SCHEMA_VERSION,
     Bundle,
@@ -26,16 +27,7 @@ SIZE = 32
 
 
 def _threshold(value: float) -> dict:
-    return {
-        "value": value,
-        "method": "quantile q=0.99 of calibration values",
-        "quantile": 0.99,
-        "source_split": "calibration",
-        "n_images": 6,
-        "n_values": 6,
-        "score_summary": {"min": 0.1, "max": 1.0, "mean": 0.5, "std": 0.2, "q50": 0.5, "q90": 0.9, "q95": 0.95, "q99": 0.99},
-        "code_path": "pyimgano_deploy.postprocess.thresholds.calibrate_quantile",
-    }
+    return threshold_record(value, n_images=6)
 
 
 def _manifest(preprocess: dict) -> dict:

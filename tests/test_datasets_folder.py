@@ -6,19 +6,13 @@ import logging
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
+from image_files import flat_png
 from pyimgano_deploy.datasets import DatasetError, load_folder
 
 
-def _png(path: Path, value: int = 128) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", np.full((8, 8, 3), value, np.uint8))
-    assert ok
-    buf.tofile(str(path))
-    return path
+_png = flat_png
 
 
 def _folders(root: Path) -> dict[str, Path]:

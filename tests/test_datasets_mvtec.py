@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
+from image_files import flat_png
 from pyimgano_deploy.datasets import (
     AnomalyDataset,
     DatasetError,
@@ -21,12 +20,7 @@ from pyimgano_deploy.datasets import (
 )
 
 
-def _png(path: Path, value: int = 128) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".png", np.full((8, 8, 3), value, np.uint8))
-    assert ok
-    buf.tofile(str(path))
-    return path
+_png = flat_png
 
 
 def _tree(root: Path, *, mask_style: str = "mvtec", category: str = "widget") -> Path:

@@ -9,21 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pyimgano_deploy.postprocess import DEFECTS_PRESETS, DefectsConfig, Region, extract_defects
+from image_files import THR, blank, cfg, run
+from pyimgano_deploy.postprocess import DEFECTS_PRESETS, Region, extract_defects
 
-THR = 0.5
-
-
-def cfg(**kw: object) -> DefectsConfig:
-    return DefectsConfig(pixel_threshold_source="fixed", pixel_threshold_value=THR, **kw)
-
-
-def run(m: np.ndarray, **kw: object):
-    return extract_defects(m, cfg(**kw), pixel_threshold=None)
-
-
-def blank(h: int = 64, w: int = 64) -> np.ndarray:
-    return np.zeros((h, w), np.float32)
 
 
 def boxes(res) -> list[tuple[int, int, int, int]]:

@@ -6,22 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from image_files import THR, blank, run
 from pyimgano_deploy.postprocess import DefectsConfig, extract_defects
 from pyimgano_deploy.postprocess.defects.steps import _median_numpy, fill_holes, roi_to_pixels, smooth_map
 
-THR = 0.5
-
-
-def cfg(**kw: object) -> DefectsConfig:
-    return DefectsConfig(pixel_threshold_source="fixed", pixel_threshold_value=THR, **kw)
-
-
-def run(m: np.ndarray, **kw: object):
-    return extract_defects(m, cfg(**kw), pixel_threshold=None)
-
-
-def blank(h: int = 64, w: int = 64) -> np.ndarray:
-    return np.zeros((h, w), np.float32)
 
 
 def test_threshold_is_inclusive_and_map_untouched() -> None:

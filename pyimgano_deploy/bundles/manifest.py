@@ -21,14 +21,7 @@ import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.checks import MISSING, describe, is_int, is_number
-from pyimgano_deploy.bundles.io_contract import (
-    INPUT_CHANNELS,
-    INPUT_DTYPE,
-    INPUT_LAYOUT,
-    INPUT_NAME,
-    OUTPUT_DTYPE,
-    OUTPUT_NAMES,
-)
+from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
 SCHEMA_VERSION = "1.1"  # 1.1: no infer_config.json (the manifest is the single source), golden sources
@@ -42,7 +35,7 @@ LEFTOVER_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 ENGINE_FORMATS = ("onnx", "tensorrt")
 PRECISIONS = ("fp32", "fp16")
-OUTPUT_RANKS = dict(zip(OUTPUT_NAMES, (1, 3)))
+OUTPUT_RANKS = dict(zip(io.OUTPUT_NAMES, (1, 3)))
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
@@ -232,10 +225,10 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(model, "parameters", "model", "object")
     inp = ck.obj(m, "input", "")
     if inp is not _MISSING:
-        ck.const(inp, "name", "input", (INPUT_NAME,))
-        ck.const(inp, "layout", "input", (INPUT_LAYOUT,))
-        ck.const(inp, "dtype", "input", (INPUT_DTYPE,))
-        ck.const(inp, "channels", "input", (INPUT_CHANNELS,))
+        ck.const(inp, "name", "input", (io.INPUT_NAME,))
+        ck.const(inp, "layout", "input", (io.INPUT_LAYOUT,))
+        ck.const(inp, "dtype", "input", (io.INPUT_DTYPE,))
+        ck.const(inp, "channels", "input", (io.INPUT_CHANNELS,))
         ck.field(inp, "height", "input", "int", minimum=1)
         ck.field(inp, "width", "input", "int", minimum=1)
         ck.field(inp, "preprocess", "input", "object")
@@ -252,7 +245,7 @@ def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:
             ck.add(prefix, f"expected an object, got {describe(out)}")
             continue
         name = ck.field(out, "name", prefix, "str")
-        ck.const(out, "dtype", prefix, (OUTPUT_DTYPE,))
+        ck.const(out, "dtype", prefix, (io.OUTPUT_DTYPE,))
         shape = ck.field(out, "shape", prefix, "array")
         if name is _MISSING:
             continue

@@ -29,14 +29,7 @@ from pyimgano_deploy.bundles.replace import (
     make_work_dir,
     replaceable_bundle_problem,
 )
-from pyimgano_deploy.bundles.io_contract import (
-    INPUT_CHANNELS,
-    INPUT_DTYPE,
-    INPUT_LAYOUT,
-    INPUT_NAME,
-    OUTPUT_DTYPE,
-    OUTPUT_NAMES,
-)
+from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
 from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
@@ -161,11 +154,11 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "created_at": utc_now_iso(),
         "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary},
-        "input": {"name": INPUT_NAME, "layout": INPUT_LAYOUT, "dtype": INPUT_DTYPE, "channels": INPUT_CHANNELS, "height": h, "width": w,
+        "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
                   "preprocess": detector.preprocess.to_dict()},
         "outputs": [
-            {"name": OUTPUT_NAMES[0], "shape": ["batch"], "dtype": OUTPUT_DTYPE},
-            {"name": OUTPUT_NAMES[1], "shape": ["batch", h, w], "dtype": OUTPUT_DTYPE},
+            {"name": io.OUTPUT_NAMES[0], "shape": ["batch"], "dtype": io.OUTPUT_DTYPE},
+            {"name": io.OUTPUT_NAMES[1], "shape": ["batch", h, w], "dtype": io.OUTPUT_DTYPE},
         ],
         "engines": engines,
         "thresholds": {"image": thresholds.get("image"), "pixel": thresholds.get("pixel")},

@@ -46,49 +46,25 @@ def open_session(bundle: Bundle, choice: EngineChoice, *, intra_op_threads: int 
 def load_bundle(
     path: str | os.PathLike[str],
     *,
-    device: str = "auto",
-    engine: str = "auto",
-    precision: str = "auto",
-    batch_size: int = 8,
-    intra_op_threads: int | None = None,
-    providers: Sequence[Any] | None = None,
-    num_workers: int = 0,
     verify_checksums: bool = True,
-    streams: int | str = 1,
-    micro_batch: int | None = None,
     expected_digest: str | None = None,
     public_key: str | os.PathLike[str] | None = None,
+    **options: Any,
 ) -> Runtime:
     """Verify the bundle at ``path`` (``read_bundle``: schema, paths, checksums, content; the
     pinned ``expected_digest`` (``sha256:HEX``) and a ``bundle.sig`` verified with the PEM
-    ``public_key`` when given) before loading anything, choose an engine (see :mod:`pyimgano_deploy.runtimes.selection`), open it, and
-    return a :class:`Runtime`. ``runtime.engine_info`` records the choice and the reasons.
-
-    ``streams`` > 1 (ONNX Runtime only) scores each batch with that many concurrent calls of
-    one session, each with ``threads // streams`` intra-op threads (``threads`` =
-    ``intra_op_threads`` or the usable cores), ``micro_batch`` images per call: CPU
-    throughput mode, see :mod:`.schedule`. ``streams="auto"`` times the candidate schedules
-    for about a second and keeps the fastest (``engine_info["schedule"]`` has the table);
-    on a GPU or TensorRT engine it means one stream.
+    ``public_key`` when given) before loading anything, then :func:`open_runtime` it with
+    ``options``: ``device``, ``engine``, ``precision`` (``"auto"``), ``batch_size`` (8),
+    ``intra_op_threads``, ``providers``, ``num_workers`` (0), ``streams`` (1) and
+    ``micro_batch``. ``runtime.engine_info`` records the engine choice and the reasons.
 
     Raises ``BundleError`` subclasses for an invalid bundle (exit code 3, 4 for a checksum or
-    digest mismatch, 7 for a signature), ``ValueError``
-    for an unknown device/engine/precision or ``streams`` with a TensorRT engine, and
+    digest mismatch, 7 for a signature), ``ValueError`` for an unknown device/engine/precision
+    or ``streams`` with a TensorRT engine, ``TypeError`` for an unknown option, and
     :class:`EngineLoadError` (exit code 5) when no engine can run here.
     """
     bundle = read_bundle(path, verify_checksums=verify_checksums, expected_digest=expected_digest, public_key=public_key)
-    return open_runtime(
-        bundle,
-        device=device,
-        engine=engine,
-        precision=precision,
-        batch_size=batch_size,
-        intra_op_threads=intra_op_threads,
-        providers=providers,
-        num_workers=num_workers,
-        streams=streams,
-        micro_batch=micro_batch,
-    )
+    return open_runtime(bundle, **options)
 
 
 def usable_cores() -> int:
@@ -162,7 +138,16 @@ def open_runtime(
     streams: int | str = 1,
     micro_batch: int | None = None,
 ) -> Runtime:
-    """:func:`load_bundle` for an already verified :class:`Bundle`."""
+    """Choose an engine of the verified ``bundle`` for this machine (see
+    :mod:`pyimgano_deploy.runtimes.selection`), open it and return a :class:`Runtime`.
+
+    ``streams`` > 1 (ONNX Runtime only) scores each batch with that many concurrent calls of
+    one session, each with ``threads // streams`` intra-op threads (``threads`` =
+    ``intra_op_threads`` or the usable cores), ``micro_batch`` images per call: CPU
+    throughput mode, see :mod:`.schedule`. ``streams="auto"`` times the candidate schedules
+    for about a second and keeps the fastest (``engine_info["schedule"]`` has the table); on a
+    GPU or TensorRT engine it means one stream.
+    """
     n_streams = _parse_streams(streams)
     session_threads = stream_threads(intra_op_threads, n_streams or 1)
     available = ort.get_available_providers()

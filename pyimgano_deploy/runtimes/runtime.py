@@ -105,30 +105,18 @@ class Runtime:
         self.engine.stop()
 
     # ------------------------------------------------------------------ public API
-    def infer(
-        self,
-        images: Any,
-        *,
-        input_format: str | ImageFormat | None = None,
-        include_maps: bool = False,
-        defects: Any = None,
-        u16_max: int | None = None,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    ) -> list[InferenceResult]:
+    def infer(self, images: Any, **options: Any) -> list[InferenceResult]:
         """Score ``images``: a path, a list of paths and/or arrays, or one array / a batch
         array in the declared ``input_format``. One ``InferenceResult`` per input, in order:
         an element that is neither a path nor an array (``None``, say) is that item's error.
 
-        ``u16_max`` is the full-scale value of 16-bit inputs (required for 16-bit files, never
-        guessed); files over ``max_pixels`` (None: no limit) are refused from their header.
-
-        ``defects``: a ``postprocess.defects.DefectsConfig`` to extract defect regions from
-        each map (with the bundle's pixel threshold); ``result.defects`` is then the
-        ``DefectsResult.to_record()`` dict (boxes also scaled to the original image).
+        ``options`` are :meth:`infer_iter`'s: ``input_format``, ``include_maps``, ``defects``
+        (a ``postprocess.defects.DefectsConfig``; ``result.defects`` is then the
+        ``DefectsResult.to_record()`` dict, boxes also scaled to the original image),
+        ``u16_max`` (the full-scale value of 16-bit inputs, required for 16-bit files, never
+        guessed) and ``max_pixels`` (files over it are refused from their header; None: no limit).
         """
-        stream = self.infer_iter(images, input_format=input_format, include_maps=include_maps, defects=defects,
-                                 u16_max=u16_max, max_pixels=max_pixels)
-        return [item.result for item in stream]
+        return [item.result for item in self.infer_iter(images, **options)]
 
     def infer_iter(
         self,
@@ -142,7 +130,7 @@ class Runtime:
     ) -> Iterator[RuntimeItem]:
         """Like :meth:`infer`, but streams: consumes ``images`` (any iterable, e.g. a generator
         of paths) chunk by chunk and yields a :class:`RuntimeItem` per input, in order, so
-        memory stays flat for big folders."""
+        memory stays flat for big folders. The options are documented on :meth:`infer`."""
         fmt = None if input_format is None else parse_image_format(input_format)
         if isinstance(images, (str, os.PathLike, np.ndarray, list, tuple)):
             items: Iterable[Any] = as_image_list(images, input_format=fmt)
