@@ -187,6 +187,15 @@ class _Checker:
     def obj(self, parent: Mapping[str, Any], key: str, prefix: str, *, nullable: bool = False) -> Any:
         return self.field(parent, key, prefix, "object", nullable=nullable)
 
+    def objects(self, items: list[Any], prefix: str):
+        """``(i, "<prefix>[i]", item)`` for each object of an array; other entries are problems."""
+        for i, item in enumerate(items):
+            where = f"{prefix}[{i}]"
+            if isinstance(item, dict):
+                yield i, where, item
+            else:
+                self.add(where, f"expected an object, got {describe(item)}")
+
     def rel_path(self, obj: Mapping[str, Any], key: str, prefix: str) -> Any:
         value = obj.get(key, _MISSING)
         problem = relative_path_problem(None if value is _MISSING else value)
@@ -239,11 +248,7 @@ def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:
     if outputs is _MISSING:
         return
     seen: list[str] = []
-    for i, out in enumerate(outputs):
-        prefix = f"outputs[{i}]"
-        if not isinstance(out, dict):
-            ck.add(prefix, f"expected an object, got {describe(out)}")
-            continue
+    for _, prefix, out in ck.objects(outputs, "outputs"):
         name = ck.field(out, "name", prefix, "str")
         ck.const(out, "dtype", prefix, (io.OUTPUT_DTYPE,))
         shape = ck.field(out, "shape", prefix, "array")
@@ -300,11 +305,7 @@ def _check_engines(ck: _Checker, m: Mapping[str, Any]) -> None:
     if not engines:
         ck.add("engines", "expected at least one engine, got an empty array")
     files: list[str] = []
-    for i, eng in enumerate(engines):
-        prefix = f"engines[{i}]"
-        if not isinstance(eng, dict):
-            ck.add(prefix, f"expected an object, got {describe(eng)}")
-            continue
+    for _, prefix, eng in ck.objects(engines, "engines"):
         _check_engine(ck, eng, prefix)
         f = eng.get("file")
         if isinstance(f, str) and f in files:

@@ -19,6 +19,7 @@ import click
 from pyimgano_deploy.bundles.engines import updated_manifest
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED
 from pyimgano_deploy.bundles.io_contract import INPUT_NAME
+from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.exporters.tensorrt_build import (
     TensorRTBuildError,
     TensorRTUnavailableError,
@@ -56,8 +57,7 @@ def _precheck(onnx_path: Path, max_batch: int) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    raise SystemExit(code)
+    fail(message, code)
 
 
 @click.command("build-engine", epilog=EXIT_CODE_TABLE)
@@ -103,18 +103,10 @@ def build_engine(
     inp = manifest.get("input") or {}
     _precheck(onnx_path, max_batch)
     try:
-        info = _build_engine(
-            onnx_path,
-            bndl.root,
-            fp16=fp16,
-            workspace_gb=workspace_gb,
-            min_batch=min_batch,
-            opt_batch=opt_batch,
-            max_batch=max_batch,
-            timing_cache_path=timing_cache,
-            input_name=str(inp.get("name", INPUT_NAME)),
-            hw=(int(inp["height"]), int(inp["width"])) if "height" in inp and "width" in inp else None,
-        )
+        profile = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch}
+        hw = (int(inp["height"]), int(inp["width"])) if "height" in inp and "width" in inp else None
+        info = _build_engine(onnx_path, bndl.root, fp16=fp16, workspace_gb=workspace_gb, timing_cache_path=timing_cache,
+                             input_name=str(inp.get("name", INPUT_NAME)), hw=hw, **profile)
     except TensorRTUnavailableError as exc:
         _fail(str(exc), EXIT_TENSORRT_UNAVAILABLE)
     except TensorRTBuildError as exc:

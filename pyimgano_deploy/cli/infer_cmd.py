@@ -13,15 +13,13 @@ import click
 
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
+from pyimgano_deploy.cli.failing import fail
 
 _LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
 
 
 def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": message, "exit_code": code}))
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    fail(message, code, as_json=as_json)
 
 
 @contextlib.contextmanager

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
+from pyimgano_deploy.cli.failing import fail
+
 
 def _fail(message: str, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": message}))
-    click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    fail(message, EXIT_USAGE, as_json=as_json)
 
 
 def _parse_tags(tags: str | None) -> list[str]:

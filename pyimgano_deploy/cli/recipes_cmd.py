@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
+
+from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
+from pyimgano_deploy.cli.failing import fail
 
 
 @click.group("recipes", invoke_without_command=True)
@@ -35,10 +37,7 @@ def info(name: str, as_json: bool) -> None:
     try:
         recipe = get_recipe(name)
     except KeyError as exc:
-        if as_json:
-            click.echo(json.dumps({"ok": False, "error": exc.args[0]}))
-        click.echo(f"error: {exc.args[0]}", err=True)
-        sys.exit(2)
+        fail(str(exc.args[0]), EXIT_USAGE, as_json=as_json)
     data = recipe.info()
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))

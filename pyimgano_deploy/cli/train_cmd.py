@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
+
+from pyimgano_deploy.cli.failing import fail
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": message}))
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+    fail(message, code, as_json=as_json)
 
 
 def _json_value(text: str, where: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Sequence
@@ -150,16 +151,10 @@ def open_runtime(
     """
     n_streams = _parse_streams(streams)
     session_threads = stream_threads(intra_op_threads, n_streams or 1)
-    available = ort.get_available_providers()
-    choice = select_engine(
-        bundle.engines,
-        device=device,
-        engine=engine,
-        precision=precision,
-        providers=providers,
-        available_providers=available,
-        probe_tensorrt=probe_tensorrt,
-    )
+    # one selection rule for the first choice and the ONNX Runtime fallback below
+    select = functools.partial(select_engine, bundle.engines, device=device, precision=precision, providers=providers,
+                               available_providers=ort.get_available_providers())
+    choice = select(engine=engine, probe_tensorrt=probe_tensorrt)
     if (n_streams or 1) > 1 and choice.kind == "tensorrt":
         raise ValueError(f"streams={streams} applies to ONNX Runtime; the TensorRT engine {choice.entry.get('file')} runs one batch at a time: use streams=1 or engine='onnx'")
     first = choice.providers[0] if choice.providers else "CPUExecutionProvider"
@@ -175,14 +170,7 @@ def open_runtime(
         if choice.kind != "tensorrt" or engine == "tensorrt":
             raise
         message = f"cannot open TensorRT engine {choice.entry.get('file')} ({exc}); falling back to ONNX Runtime"
-        fallback = select_engine(
-            bundle.engines,
-            device=device,
-            engine="onnx",
-            precision=precision,
-            providers=providers,
-            available_providers=available,
-        )
+        fallback = select(engine="onnx")
         fallback.reasons[:0] = [*choice.reasons, message]
         choice = fallback
         session = open_session(bundle, choice, intra_op_threads=session_threads)
