@@ -92,27 +92,32 @@ class _Frame:
         lo, hi = self.ylim
         return self.y0 - (y - lo) / (hi - lo) * (self.y0 - self.y1)
 
+    def _ticks(self, axis: str) -> list[str]:
+        """Grid line, tick mark and label of every nice tick on the ``"x"`` or ``"y"`` axis."""
+        out = []
+        for t in nice_ticks(*(self.xlim if axis == "x" else self.ylim)):
+            label = _esc(format_tick(t))
+            if axis == "x":
+                x = self.px(t)
+                grid = (x, self.y1, x, self.y0)
+                mark = (x, self.y0, x, self.y0 + 5)
+                text = f"<text x='{x:.1f}' y='{self.y0 + 17}' font-size='11' text-anchor='middle' {_FONT}>{label}</text>"
+            else:
+                y = self.py(t)
+                grid = (self.x0, y, self.x1, y)
+                mark = (self.x0 - 5, y, self.x0, y)
+                text = f"<text x='{self.x0 - 8}' y='{y + 4:.1f}' font-size='11' text-anchor='end' {_FONT}>{label}</text>"
+            for (a, b, c, d), colour in ((grid, "#eee"), (mark, "#333")):
+                out.append(f"<line x1='{a:.1f}' y1='{b:.1f}' x2='{c:.1f}' y2='{d:.1f}' stroke='{colour}'/>")
+            out.append(text)
+        return out
+
     def axes(self, title: str, xlabel: str, ylabel: str) -> list[str]:
         out = [
             f"<rect class='plot-area' x='{self.x0}' y='{self.y1}' width='{self.x1 - self.x0}' "
             f"height='{self.y0 - self.y1}' fill='#ffffff' stroke='#333' stroke-width='1'/>"
         ]
-        for t in nice_ticks(*self.xlim):
-            x = self.px(t)
-            out.append(f"<line x1='{x:.1f}' y1='{self.y1}' x2='{x:.1f}' y2='{self.y0}' stroke='#eee'/>")
-            out.append(f"<line x1='{x:.1f}' y1='{self.y0}' x2='{x:.1f}' y2='{self.y0 + 5}' stroke='#333'/>")
-            out.append(
-                f"<text x='{x:.1f}' y='{self.y0 + 17}' font-size='11' text-anchor='middle' {_FONT}>"
-                f"{_esc(format_tick(t))}</text>"
-            )
-        for t in nice_ticks(*self.ylim):
-            y = self.py(t)
-            out.append(f"<line x1='{self.x0}' y1='{y:.1f}' x2='{self.x1}' y2='{y:.1f}' stroke='#eee'/>")
-            out.append(f"<line x1='{self.x0 - 5}' y1='{y:.1f}' x2='{self.x0}' y2='{y:.1f}' stroke='#333'/>")
-            out.append(
-                f"<text x='{self.x0 - 8}' y='{y + 4:.1f}' font-size='11' text-anchor='end' {_FONT}>"
-                f"{_esc(format_tick(t))}</text>"
-            )
+        out += self._ticks("x") + self._ticks("y")
         cx = (self.x0 + self.x1) / 2
         cy = (self.y0 + self.y1) / 2
         out.append(
