@@ -29,7 +29,7 @@ def test_models_info() -> None:
     text = _run("models", "info", "vision_patchcore")
     assert text.exit_code == 0 and "memory:" in text.stdout and "coreset_ratio" in text.stdout
     data = json.loads(_run("models", "info", "vision_padim", "--json").stdout)
-    assert data["parameters"]["d"] == 100 and "memory" in data["metadata"] and "gaussian" in data["tags"]
+    assert data["parameters"]["n_channels"] == 100 and "memory" in data["metadata"] and "gaussian" in data["tags"]
     bad = _run("models", "info", "nope")
     assert bad.exit_code == 2 and "registered models" in bad.stderr
 

@@ -29,8 +29,8 @@ def test_unknown_kwarg_lists_valid_ones():
 
 def test_model_info_states_memory_and_parameters():
     info = model_info("vision_padim")
-    assert "positions × d × d × 4 bytes" in info["metadata"]["memory"]
-    assert info["parameters"]["d"] == 100
+    assert "positions × n_channels × n_channels × 4 bytes" in info["metadata"]["memory"]
+    assert info["parameters"]["n_channels"] == 100 and info["parameters"]["d"] is None  # d: the old name, an alias
     assert "onnx" in info["tags"]
 
 

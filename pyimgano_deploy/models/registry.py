@@ -113,7 +113,7 @@ def _register_builtins() -> None:
         metadata={
             "paper": "Defard et al., PaDiM: a Patch Distribution Modeling Framework (ICPR 2021)",
             "head": "per-position Gaussian, Mahalanobis distance",
-            "memory": "positions × d × d × 4 bytes for the inverse covariances (+ positions × d × 4 for the means)",
+            "memory": "positions × n_channels × n_channels × 4 bytes for the inverse covariances (+ positions × n_channels × 4 for the means)",
         },
     )
 

@@ -8,13 +8,10 @@ are documented in docs/RECIPES.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench.config_checks import CALIBRATION_DEFAULTS, ConfigError
-
-if TYPE_CHECKING:
-    from pyimgano_deploy.workbench.config import TrainConfig
 
 COMMON_STEPS = (
     "load the data set (MVTec layout, plain folders, or a generated synthetic set)",
@@ -90,8 +87,10 @@ class Recipe:
             raise ConfigError(f"defects: {exc}") from None
         return resolved_tiling, resolved_defects
 
-    def check(self, cfg: "TrainConfig") -> None:
-        """Recipe-specific checks of a resolved config (raise ConfigError)."""
+    def check(self, cfg: Any) -> None:
+        """Recipe-specific checks of a resolved ``workbench.config.TrainConfig`` (raise ConfigError).
+
+        Typed ``Any`` so that recipes never import the config module (which imports recipes)."""
         from pyimgano_deploy.models.registry import model_info
 
         if cfg.defects is not None:

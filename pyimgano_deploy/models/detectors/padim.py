@@ -1,10 +1,10 @@
 """PaDiM (Defard et al., ICPR 2021): per-position multivariate Gaussian of patch features.
 
-Features of three stages are upsampled to the finest grid and concatenated; ``d`` channels
+Features of three stages are upsampled to the finest grid and concatenated; ``n_channels`` (d) channels
 are selected at random (seeded); each grid position gets a mean and a covariance
 ``Σ + eps·I``; the inverse is computed once at fit (float64, stored fp32). The map is the
 Mahalanobis distance upsampled and blurred (σ = 4); the image score is its maximum.
-Memory: positions × d × d × 4 bytes for the inverse covariances.
+Memory: positions × n_channels × n_channels × 4 bytes for the inverse covariances.
 """
 
 from __future__ import annotations
@@ -38,14 +38,19 @@ class PaDiM(Detector):
         image_size: int | tuple[int, int] = 224,
         interpolation: str = "linear",
         center_crop: int | tuple[int, int] | None = None,
-        d: int = 100,
+        n_channels: int = 100,
         eps: float = 0.01,
         blur_sigma: float = 4.0,
         seed: int = 0,
         device: str = "cpu",
         batch_size: int = 16,
         progress: bool = True,
+        d: int | None = None,
     ) -> None:
+        """``n_channels``: feature channels kept (a seeded random subset; the paper's ``d``).
+        ``d`` is its old name, still accepted so that saved runs and configs keep loading."""
+        if d is not None:
+            n_channels = d
         if stages is None:
             stages = DEFAULT_STAGES.get(backbone)
         super().__init__(
@@ -53,21 +58,21 @@ class PaDiM(Detector):
             interpolation=interpolation, center_crop=center_crop, blur_sigma=blur_sigma,
             seed=seed, device=device, batch_size=batch_size, progress=progress,
         )
-        if d < 1:
-            raise ValueError(f"d (number of selected channels) must be >= 1, got {d}")
+        if n_channels < 1:
+            raise ValueError(f"n_channels (number of selected feature channels) must be >= 1, got {n_channels}")
         if eps <= 0:
             raise ValueError(f"eps (covariance regularisation) must be > 0, got {eps}")
-        self.d = int(d)
+        self.n_channels = int(n_channels)
         self.eps = float(eps)
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {**self._common_hyperparameters(), "d": self.d, "eps": self.eps}
+        return {**self._common_hyperparameters(), "n_channels": self.n_channels, "eps": self.eps}
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
         channels = [extractor.stage_channels[s] for s in extractor.stages]
         strides = [extractor.stage_strides[s] for s in extractor.stages]
         total = sum(channels)
-        d = min(self.d, total)
+        d = min(self.n_channels, total)
         gen = torch.Generator().manual_seed(self.seed)
         select = torch.sort(torch.randperm(total, generator=gen)[:d]).values
         return PatchEmbedding(channels, strides, self._grid(extractor), aggregate=False, select_channels=select)
@@ -114,5 +119,5 @@ class PaDiM(Detector):
         return self._assemble(extractor, embedding, torch.zeros(p, d), torch.zeros(p, d, d))
 
     def memory_bytes(self) -> int:
-        """Size of the inverse covariances in bytes, fp32 (positions × d × d × 4)."""
+        """Size of the inverse covariances in bytes, fp32 (positions × n_channels × n_channels × 4)."""
         return int(self.fit_summary.get("covariance_bytes", 0))

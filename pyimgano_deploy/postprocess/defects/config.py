@@ -268,7 +268,9 @@ FP40 = DefectsConfig(
 Gaussian smoothing sigma 1.5, hysteresis low = 0.9 × high, open 3 / close 3, fill holes,
 min area 16 px, peak score >= the pixel threshold, merge regions <= 8 px apart, at most 20."""
 
-DEFECTS_PRESETS: dict[str, DefectsConfig] = {"fp40": FP40}
+#: the presets by name; ``fp40`` is the historical name of ``false-positive-control``, kept
+#: because users' configs and recipes name it
+DEFECTS_PRESETS: dict[str, DefectsConfig] = {"false-positive-control": FP40, "fp40": FP40}
 
 
 def get_preset(name: str) -> DefectsConfig:
