@@ -280,3 +280,16 @@ def test_hazelnut_pretrained_lite0(hazelnut_root: Path, tmp_path: Path) -> None:
     assert _read(run, "config.json")["model"]["kwargs"]["image_size"] == 224
     assert summary["metrics"]["image"]["auroc"] >= 0.95, summary["metrics"]
     assert elapsed < 60, f"took {elapsed:.1f} s"
+
+
+def test_export_refuses_an_inconsistent_train_run(synthetic_run: tuple[Path, dict[str, Any], Any], tmp_path: Path) -> None:
+    """export applies workbench.rundir's validator to runs written by train."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run[0], run)
+    cfg = _read(run, "artifacts/infer_config.json")
+    cfg["thresholds"]["image"]["value"] += 1.0  # no longer the report's calibrated threshold
+    (run / "artifacts" / "infer_config.json").write_text(json.dumps(cfg))
+    result = CliRunner().invoke(main, ["export", "--run", str(run), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "not a consistent run directory" in result.stderr and not (tmp_path / "b").exists()

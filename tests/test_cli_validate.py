@@ -95,7 +95,15 @@ def test_missing_bundle_dir_exits_3(tmp_path: Path) -> None:
 
 
 def test_tampered_golden_outputs_exit_6(bundle: Path) -> None:
+    """A bundle whose golden outputs fail the export's gate fails validate: one gate for both."""
+    from pyimgano_deploy.bundles.parity import compare_outputs
+    from pyimgano_deploy.bundles import read_bundle
+
     golden = load_golden(bundle / "golden.npz")
+    thr = read_bundle(bundle).image_threshold.value
+    export_gate = compare_outputs(golden["score"] + 0.05, golden["anomaly_map"], golden["score"], golden["anomaly_map"],
+                                  threshold=thr, precision="fp32")
+    assert not export_gate.passed
     save_golden(bundle / "golden.npz", golden["images"], golden["score"] + 0.05, golden["anomaly_map"])
     rewrite_manifest(bundle)
     code, out = _validate(str(bundle), "--json")

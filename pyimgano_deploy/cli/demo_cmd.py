@@ -11,6 +11,7 @@ import click
 
 #: written into --out by the demo; only a folder holding it is ever replaced by a later demo
 DEMO_MARKER = ".pyimgano-demo"
+DEMO_MARKER_SCHEMA_VERSION = "1.0"
 
 
 def prepare_out(out_dir: Path) -> None:
@@ -28,7 +29,7 @@ def prepare_out(out_dir: Path) -> None:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / DEMO_MARKER).write_text(
-        json.dumps({"schema_version": "1.0", "written_by": "pyimgano-deploy demo",
+        json.dumps({"schema_version": DEMO_MARKER_SCHEMA_VERSION, "written_by": "pyimgano-deploy demo",
                     "note": "the next 'demo --out' to this folder replaces it"}) + "\n", encoding="utf-8")
 
 

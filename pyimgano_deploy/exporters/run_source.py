@@ -79,6 +79,11 @@ def resolve_run(run_dir: str | Path, category: str | None = None) -> RunSource:
         raise RunDirError(f"{run_dir} holds several categories {known}: pass --category NAME")
     if not (root / rundir.DETECTOR_JSON).is_file():
         raise RunDirError(f"{root / rundir.DETECTOR_JSON} is missing: the run has no saved detector")
+    if (root / rundir.ENVIRONMENT).is_file():  # written by `train` (a Python-API run has only the export subset)
+        problems = rundir.validate_run_dir(root)
+        if problems:
+            shown = "\n".join(f"  - {p}" for p in problems[:10])
+            raise RunDirError(f"{root} is not a consistent run directory ({len(problems)} problem(s)):\n{shown}")
     return RunSource(
         root=root,
         config=_read_json(root / rundir.CONFIG),
