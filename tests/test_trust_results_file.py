@@ -111,3 +111,11 @@ def test_infer_exit_codes_follow_validate(bundles: tuple[Path, Path], images: Pa
     assert _infer("--bundle", str(broken), "--input", str(images), "--save-jsonl", str(out))[0] == 3
     code, _, err = _infer("--bundle", str(bundles[0]), "--input", str(images), "--save-jsonl", str(out), "--engine", "tensorrt")
     assert code == 5 and not out.exists()
+
+
+def test_writer_refuses_a_file_that_filled_up_before_it_took_the_lock(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    out.write_text('{"index": 0}\n')
+    with pytest.raises(OutputError, match="already holds results"):
+        JsonlWriter(out, refuse_existing=True)
+    assert out.read_text() == '{"index": 0}\n'

@@ -156,7 +156,7 @@ def infer(
     jsonl = Path(jsonl_path)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
-    if not (resume or overwrite) and jsonl.is_file() and jsonl.stat().st_size > 0:
+    if not (resume or overwrite) and jsonl.is_file() and jsonl.stat().st_size > 0:  # checked again under the lock
         _fail(f"{jsonl} already holds results; pass --resume to continue it or --overwrite to replace it", as_json, EXIT_OUTPUT)
     if expect_digest is not None:
         from pyimgano_deploy.bundles.identity import parse_digest
@@ -178,13 +178,13 @@ def infer(
     except ValueError as exc:  # a bad --streams value, or a combination that cannot work (--streams with TensorRT)
         raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
     with runtime:
-        _run(runtime, plan, jsonl, maps_dir=maps_dir, defects_flags=defects_flags, resume=resume, fsync=fsync,
+        _run(runtime, plan, jsonl, maps_dir=maps_dir, defects_flags=defects_flags, resume=resume, overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
              max_errors=max_errors, as_json=as_json)
 
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_flags: DefectsFlags, resume: bool,
-         fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool) -> None:
+         overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool) -> None:
     """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
 
@@ -201,7 +201,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
 
     digest = runtime.bundle.digest
     try:
-        writer = JsonlWriter(jsonl, append=resume, fsync=fsync)
+        writer = JsonlWriter(jsonl, append=resume, fsync=fsync, refuse_existing=not (resume or overwrite))
     except OutputError as exc:
         _fail(str(exc), as_json, EXIT_OUTPUT)
     keys = {path: path_key(path) for path in plan.items}

@@ -125,10 +125,12 @@ def _jsonable(obj: Any) -> Any:
 class JsonlWriter:
     """Append-only JSONL writer: each record is one ``write`` of one whole line, then a flush
     (and ``os.fsync`` when ``fsync=True``). ``append=False`` starts a new file — emptied only
-    once the exclusive lock is held, so a second writer never truncates the first one's file.
-    Every failure to open, lock or write is an :class:`OutputError` naming the file."""
+    once the exclusive lock is held, so a second writer never truncates the first one's file;
+    ``refuse_existing`` refuses (under the lock) a file that already holds anything. Every
+    failure to open, lock or write is an :class:`OutputError` naming the file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, append: bool = False, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False, fsync: bool = False,
+                 refuse_existing: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
         self.count = 0
@@ -149,6 +151,9 @@ class JsonlWriter:
             os.close(fd)
             raise OutputError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
         try:
+            if refuse_existing and os.fstat(fd).st_size > 0:
+                os.close(fd)
+                raise OutputError(f"{self.path} already holds results; pass --resume to continue it or --overwrite to replace it")
             if not append and os.path.isfile(self.path):
                 os.ftruncate(fd, 0)
         except OSError as exc:
