@@ -150,10 +150,10 @@ class JsonlWriter:
         except OSError as exc:
             os.close(fd)
             raise OutputError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+        if refuse_existing and os.fstat(fd).st_size > 0:
+            os.close(fd)
+            raise OutputError(f"{self.path} already holds results; pass --resume to continue it or --overwrite to replace it")
         try:
-            if refuse_existing and os.fstat(fd).st_size > 0:
-                os.close(fd)
-                raise OutputError(f"{self.path} already holds results; pass --resume to continue it or --overwrite to replace it")
             if not append and os.path.isfile(self.path):
                 os.ftruncate(fd, 0)
         except OSError as exc:
