@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -166,7 +167,8 @@ def test_records_without_defects_unchanged(env: dict[str, Path], tmp_path: Path)
         paths = [json.loads(line)["input"] for line in lines]
         results = rt.infer(paths)
     for i, (line, path, res) in enumerate(zip(lines, paths, results)):
-        expected = json.dumps(make_record(i, path, res, timing_ms=0.0, bundle_digest=rt.bundle.digest, source_path=path),
+        expected = json.dumps(make_record(i, path, res, timing_ms=0.0, bundle_digest=rt.bundle.digest,
+                                          resolved_path=os.path.realpath(path)),
                               ensure_ascii=False).encode()
         assert _TIMING.sub(b"}", line) == _TIMING.sub(b"}", expected)
         assert b'"defects"' not in line

@@ -204,15 +204,15 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
         writer = JsonlWriter(jsonl, append=resume, fsync=fsync, refuse_existing=not (resume or overwrite))
     except OutputError as exc:
         _fail(str(exc), as_json, EXIT_OUTPUT)
-    keys = {path: path_key(path) for path in plan.items}
+    keys = [path_key(resolved) for resolved in plan.resolved]
     done, prev_errors, prev_anomalies = (set(), 0, 0)
     if resume:
         try:
-            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(keys.values()), digest)
+            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(keys), digest)
         except (ValueError, OSError) as exc:
             writer.close()
             _fail(f"cannot resume from {jsonl}: {exc}", as_json, EXIT_OUTPUT)
-    todo = [(i, path) for i, path in enumerate(plan.items) if keys[path] not in done]
+    todo = [(i, path) for i, path in enumerate(plan.items) if keys[i] not in done]
     maps_out = Path(maps_dir) if maps_dir else None
     if maps_out is not None:
         maps_out.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     show_bar = not as_json and sys.stderr.isatty()
     try:
         with writer, _progress(len(todo), show_bar) as bar:
-            errors, anomalies = _score_all(runtime, todo, writer, bar, maps_out, dplan, digest, u16_max, max_pixels)
+            errors, anomalies = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, dplan, digest, u16_max, max_pixels)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
@@ -229,7 +229,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
                max_errors, elapsed, as_json)
 
 
-def _score_all(runtime: Any, todo: list[tuple[int, str]], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
+def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
                digest: str, u16_max: int | None, max_pixels: int | None) -> tuple[int, int]:
     """Score and record every pending input; returns (errors, anomalies) of this run."""
     import dataclasses
@@ -255,7 +255,7 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], writer: Any, bar: Any,
                 err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
                 result = InferenceResult.failure(err, result.threshold)
         writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
-                                 bundle_digest=digest, source_path=path, u16_max=u16_max))
+                                 bundle_digest=digest, resolved_path=resolved[index], u16_max=u16_max))
         errors += not result.ok
         anomalies += result.label == 1
         if bar is not None:

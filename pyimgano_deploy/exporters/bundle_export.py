@@ -20,8 +20,10 @@ import numpy as np
 
 from pyimgano_deploy._version import __version__
 from pyimgano_deploy.bundles import SCHEMA_VERSION, capture_environment, save_golden, utc_now_iso, write_manifest
+from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.golden import pack_sources
 from pyimgano_deploy.bundles.identity import bundle_digest
+from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
 from pyimgano_deploy.bundles.replace import (
     UnsafeOutputError,
     clean_leftovers,
@@ -29,12 +31,10 @@ from pyimgano_deploy.bundles.replace import (
     make_work_dir,
     replaceable_bundle_problem,
 )
-from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
-from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
-from pyimgano_deploy.inputs import Preprocess, read_image
+from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
 
 Log = Callable[[str], None]
 
@@ -118,7 +118,7 @@ def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[
         if files and sum(map(len, files)) + len(data) > MAX_SOURCE_BYTES:
             break
         files.append(data)
-    images = [read_image(p) for p in paths[: len(files)]]
+    images = [decode_image(data, name=path) for data, path in zip(files, paths)]
     tiling = source.infer_config.get("tiling")
     if not tiling:
         scores = detector.predict_batch(detector.preprocess.batch(images))[0]

@@ -59,9 +59,9 @@ def resume_key(record: dict[str, Any]) -> bytes | None:
     return text.encode("utf-8") if isinstance(text, str) else None
 
 
-def path_key(path: str) -> bytes:
-    """The key :func:`resume_key` gives for a record of ``path``: its resolved path's bytes."""
-    return os.fsencode(os.path.realpath(path))
+def path_key(resolved_path: str) -> bytes:
+    """The key :func:`resume_key` gives for a record of the file at ``resolved_path``."""
+    return os.fsencode(resolved_path)
 
 
 def make_record(
@@ -72,13 +72,13 @@ def make_record(
     timing_ms: float,
     anomaly_map: dict[str, Any] | None = None,
     bundle_digest: str | None = None,
-    source_path: str | None = None,
+    resolved_path: str | None = None,
     u16_max: int | None = None,
 ) -> dict[str, Any]:
     """The JSONL record for one input (ARCHITECTURE §3 "JSONL").
 
     ``anomaly_map`` is ``{path, shape, dtype}`` of a saved map, when one was saved;
-    ``source_path`` the file the input was read from (gives ``resolved``); ``u16_max`` the
+    ``resolved_path`` the ``os.path.realpath`` of the file read (``resolved``); ``u16_max`` the
     16-bit full scale in force, when one was declared.
     """
     text, raw = text_and_raw(str(input_label))
@@ -93,8 +93,8 @@ def make_record(
     }
     if raw is not None:
         record["input_raw"] = raw
-    if source_path is not None:
-        resolved, resolved_raw = text_and_raw(os.path.realpath(source_path))
+    if resolved_path is not None:
+        resolved, resolved_raw = text_and_raw(resolved_path)
         record["resolved"] = resolved
         if resolved_raw is not None:
             record["resolved_raw"] = resolved_raw

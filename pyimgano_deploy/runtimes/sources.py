@@ -35,6 +35,8 @@ class InputPlan:
     """Inputs in processing order, plus what was found but not used."""
 
     items: list[str] = field(default_factory=list)
+    #: ``os.path.realpath`` of each item, in the same order (what records and ``--resume`` use)
+    resolved: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
     #: symlinked folders not walked because their target was already walked (a loop or an alias)
@@ -46,6 +48,7 @@ class InputPlan:
         if key not in self._seen:
             self._seen.add(key)
             self.items.append(path)
+            self.resolved.append(key)
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:

@@ -23,7 +23,6 @@ import numpy as np
 from pyimgano_deploy.bundles import BundleError, ChecksumMismatchError, read_bundle
 from pyimgano_deploy.bundles.exit_codes import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_PARITY
 from pyimgano_deploy.bundles.golden import unpack_sources
-from pyimgano_deploy.bundles.identity import check_expected_digest
 from pyimgano_deploy.bundles.parity import ParityReport, compare_outputs
 from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
@@ -109,11 +108,9 @@ def _check_structure(path: str | os.PathLike[str], allow_incomplete: bool) -> tu
 
 def _check_checksums(path: str | os.PathLike[str], expected_digest: str | None, allow_incomplete: bool) -> Bundle:
     try:
-        bundle = read_bundle(path, verify_checksums=True, allow_incomplete=allow_incomplete)
-        check_expected_digest(bundle.digest, expected_digest, str(bundle.root))
+        return read_bundle(path, verify_checksums=True, expected_digest=expected_digest, allow_incomplete=allow_incomplete)
     except BundleError as exc:
         raise _Failed(exc.exit_code, str(exc)) from exc
-    return bundle
 
 
 def _check_thresholds(bundle: Bundle) -> str:
