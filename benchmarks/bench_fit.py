@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pyimgano_deploy.datasets import generate_synthetic_dataset, load_mvtec
     from pyimgano_deploy.models import create_model
     from pyimgano_deploy.models.detectors import coreset as cs
-    from pyimgano_deploy.models.detectors import patchcore as pc_module
+    from pyimgano_deploy.models.detectors import memory_bank as pc_module
 
     with tempfile.TemporaryDirectory(prefix="bench_fit_") as tmp:
         data_root = args.data_dir or Path(tmp)

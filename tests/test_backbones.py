@@ -55,7 +55,7 @@ def _u8(batch: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tensor:
 
 
 def test_list_backbones() -> None:
-    assert list_backbones() == ["efficientnet_lite0", "resnet18", "wide_resnet50_2"]
+    assert list_backbones() == ["dinov2_vits14", "efficientnet_lite0", "resnet18", "wide_resnet50_2"]
 
 
 def test_resnet18_state_dict_matches_torchvision_layout() -> None:

@@ -15,12 +15,14 @@ EXPECTED = {
     "bench_fit.py": {"fit_s", "feature_s", "coreset_s", "n_patches", "bank_size", "peak_rss_mb", "threads", "coreset", "reference", "memory"},
     "bench_export.py": {"models", "threads", "image_size"},
     "bench_runtime.py": {"gemm", "memory_bandwidth", "headline", "models", "runtime_import", "infer_memory", "threads"},
+    "bench_detectors.py": {"models", "dataset", "threads"},
+    "bench_contamination.py": {"results", "category", "threads"},
 }
 COMMON = {"schema_version", "benchmark", "quick", "environment", "config"}
 
 
 def _run_all() -> dict[str, dict]:
-    # The three run side by side (each single-threaded in --quick mode) to keep the test short.
+    # They run side by side (each single-threaded in --quick mode) to keep the test short.
     procs = {
         name: subprocess.Popen([sys.executable, str(BENCH / name), "--quick"], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -169,7 +169,7 @@ def test_schema_versions():
     validate_manifest(m)
     for bad in (1.0, "1", "v1.0", None):
         m["schema_version"] = bad
-        assert "schema_version: expected a version string like '1.1'" in _problems_of(m)
+        assert f"schema_version: expected a version string like '{SCHEMA_VERSION}'" in _problems_of(m)
     del m["schema_version"]
     assert "schema_version" in _problems_of(m)
 

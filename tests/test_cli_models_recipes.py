@@ -18,8 +18,8 @@ def _run(*args: str) -> object:
 def test_models_list_and_tag_filter() -> None:
     result = _run("models")
     assert result.exit_code == 0 and "vision_patchcore" in result.stdout and "vision_padim" in result.stdout
-    data = json.loads(_run("models", "--tags", "numpy,memory_bank", "--json").stdout)
-    assert [m["name"] for m in data["models"]] == ["vision_patchcore"]
+    data = json.loads(_run("models", "--tags", "numpy,noise_robust", "--json").stdout)
+    assert [m["name"] for m in data["models"]] == ["vision_softpatch"]
     assert "memory" in data["models"][0] and "pixel_map" in data["models"][0]["tags"]
     bad = _run("models", "--tags", "nope")
     assert bad.exit_code == 2 and "known tags" in bad.stderr

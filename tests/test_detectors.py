@@ -176,4 +176,4 @@ def test_padim_memory_is_stated():
 def test_padim_old_keyword_d_is_an_alias_of_n_channels():
     """Saved runs and users' configs name the channel count ``d``; they keep loading."""
     det = create_model("vision_padim", pretrained=False, image_size=32, d=8, progress=False)
-    assert det.n_channels == 8 and det.hyperparameters()["n_channels"] == 8 and "d" not in det.hyperparameters()
+    assert det.params.n_channels == 8 and det.hyperparameters()["n_channels"] == 8 and "d" not in det.hyperparameters()

@@ -1,14 +1,18 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from pyimgano_deploy.models import detectors
 from pyimgano_deploy.models import create_model, list_models, model_info, register_model
 
 
-def test_builtin_models_listed_with_tags():
-    assert list_models() == ["vision_padim", "vision_patchcore"]
-    assert list_models(tags=["memory_bank"]) == ["vision_patchcore"]
+def test_builtin_models_discovered_from_their_folders_with_tags():
+    folders = sorted(p.parent.name for p in (Path(detectors.__file__).parent).glob("*/spec.py"))
+    assert list_models() == sorted(f"vision_{f}" for f in folders)
+    assert {"vision_patchcore", "vision_padim", "vision_spade", "vision_softpatch", "vision_anomalydino", "vision_ensemble"} <= set(list_models())
+    assert list_models(tags=["memory_bank", "noise_robust"]) == ["vision_softpatch"]
     assert list_models(tags=["gaussian", "pixel_map"]) == ["vision_padim"]
 
 
@@ -40,5 +44,6 @@ def test_duplicate_registration_refused():
 
 
 def test_listing_does_not_import_torch():
-    code = "import sys; from pyimgano_deploy.models import list_models, KNOWN_TAGS; list_models(); assert 'torch' not in sys.modules"
+    code = ("import sys; from pyimgano_deploy.models import list_models, model_info; "
+            "[model_info(n) for n in list_models()]; assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

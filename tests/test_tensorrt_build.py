@@ -53,37 +53,32 @@ def test_batch_range_validated():
 
 
 # ----------------------------------------------------------------------------- pinning
-def test_select_fp32_layers_by_name_pattern_and_op_token():
+def test_select_fp32_layers_by_declared_scope():
     layers = [
-        ("/backbone/conv1/Conv", "CONVOLUTION"),
-        ("/backbone/layer2/ReduceMean", "REDUCE"),
-        ("/head/distance/MatMul", "MATRIX_MULTIPLY"),
-        ("/head/distance/Add_1", "ELEMENTWISE"),  # distance subgraph: pinned whatever its type
-        ("/head/Mahalanobis/Einsum", "EINSUM"),
-        ("/head/ReduceMin", "REDUCE"),
-        ("/head/TopK", "TOPK"),
-        ("/head/Sqrt", "UNARY"),
-        ("/proj/MatMul_3", "MATRIX_MULTIPLY"),
-        ("/head/MatMul_output_0 shape", "SHAPE"),  # token in name, wrong type: not pinned
-        ("/head/ReduceMin", "REDUCE"),  # duplicate name listed once
-        ("/x/Sqrt_7", None),  # type unknown: the name decides
+        ("/extractor/net/conv1/Conv", "CONVOLUTION"),
+        ("/extractor/net/blocks.3/attn/MatMul", "MATRIX_MULTIPLY"),  # a backbone MatMul stays fp16
+        ("/scorer/distance/Gemm", "MATRIX_MULTIPLY"),
+        ("/scorer/distance/Add", "ELEMENTWISE"),
+        ("scorer.distance.bank_aug", "CONSTANT"),  # the bank constant
+        ("[ONNX Layer: /finisher/MatMul_1]", None),  # TensorRT-wrapped name
+        ("/members.0/scorer/Sqrt", "UNARY"),  # a ModuleList child
+        ("/scorer_like/Sqrt", "UNARY"),  # a prefix of a name is not a scope
+        ("/scorer/distance/Gemm", "MATRIX_MULTIPLY"),  # duplicate listed once
     ]
-    assert select_fp32_layers(layers) == [
-        "/head/distance/MatMul",
-        "/head/distance/Add_1",
-        "/head/Mahalanobis/Einsum",
-        "/head/ReduceMin",
-        "/head/TopK",
-        "/head/Sqrt",
-        "/proj/MatMul_3",
-        "/x/Sqrt_7",
+    assert select_fp32_layers(layers, ("scorer", "finisher", "members.0.scorer")) == [
+        "/scorer/distance/Gemm",
+        "/scorer/distance/Add",
+        "scorer.distance.bank_aug",
+        "[ONNX Layer: /finisher/MatMul_1]",
+        "/members.0/scorer/Sqrt",
     ]
 
 
-def test_select_fp32_layers_custom_patterns_and_no_tokens():
-    layers = [("/a/knn/Add", "ELEMENTWISE"), ("/a/MatMul", "MATRIX_MULTIPLY"), ("/b/Relu", "ACTIVATION")]
-    assert select_fp32_layers(layers, ("KNN",), op_tokens={}) == ["/a/knn/Add"]
-    assert select_fp32_layers(layers, ()) == ["/a/MatMul"]
+def test_select_fp32_layers_refuses_malformed_scopes():
+    with pytest.raises(ValueError, match="dotted module paths"):
+        select_fp32_layers([("/a/Add", None)], ("/scorer/",))
+    with pytest.raises(ValueError, match="list of module paths"):
+        select_fp32_layers([("/a/Add", None)], "scorer")
 
 
 # ---------------------------------------------------------------------- missing TensorRT
@@ -276,7 +271,7 @@ def test_build_flow_fp16_with_fake_tensorrt(monkeypatch, tmp_path):
     record: dict = {}
     _install_fake(monkeypatch, record)
     cache = tmp_path / "cache" / "trt.cache"
-    info = build_engine(_onnx_file(tmp_path), tmp_path, fp16=True, workspace_gb=0.5,
+    info = build_engine(_onnx_file(tmp_path), tmp_path, fp16=True, fp32_scopes=("head",), workspace_gb=0.5,
                         min_batch=1, opt_batch=4, max_batch=16, timing_cache_path=cache)
     assert isinstance(info, EngineInfo)
     assert info.file == "engines/sm86-trt10.3.0.plan"
@@ -297,6 +292,12 @@ def test_build_flow_fp16_with_fake_tensorrt(monkeypatch, tmp_path):
     entry = info.to_manifest_entry("ab" * 32)
     assert entry["format"] == "tensorrt" and entry["gpu"] == {"name": "Fake GPU", "compute_capability": "8.6"}
     assert entry["batch"] == {"min": 1, "opt": 4, "max": 16, "dynamic": True} and entry["sha256"] == "ab" * 32
+
+
+def test_fp16_build_refuses_when_no_layer_is_in_the_fp32_scopes(monkeypatch, tmp_path):
+    _install_fake(monkeypatch, {})
+    with pytest.raises(TensorRTBuildError, match=r"no layer .* lies in the fp32 scopes \['scorer'\]"):
+        build_engine(_onnx_file(tmp_path), tmp_path, fp16=True, fp32_scopes=("scorer",))
 
 
 def test_build_flow_fp32_reuses_timing_cache(monkeypatch, tmp_path):

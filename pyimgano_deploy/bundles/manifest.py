@@ -22,9 +22,10 @@ import numpy as np
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.checks import MISSING, describe, is_int, is_number
 from pyimgano_deploy.bundles import io_contract as io
+from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.1"  # 1.1: no infer_config.json (the manifest is the single source), golden sources
+SCHEMA_VERSION = "1.2"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -232,6 +233,11 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(model, "name", "model", "str")
         ck.field(model, "family", "model", "str")
         ck.field(model, "parameters", "model", "object")
+        if "fp32_scopes" in model:
+            try:
+                check_scopes(model["fp32_scopes"], "model.fp32_scopes")
+            except ValueError as exc:
+                ck.add("model.fp32_scopes", str(exc).split(": ", 1)[1])
     inp = ck.obj(m, "input", "")
     if inp is not _MISSING:
         ck.const(inp, "name", "input", (io.INPUT_NAME,))

@@ -62,7 +62,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 @click.command("build-engine", epilog=EXIT_CODE_TABLE)
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--fp16", is_flag=True, help="Build an fp16 engine (distance layers stay fp32).")
+@click.option("--fp16", is_flag=True, help="Build an fp16 engine; the layers in the manifest's model.fp32_scopes (distances, statistics, map finishing) stay fp32.")
 @click.option("--workspace-gb", type=click.FloatRange(min=0.0, min_open=True), default=4.0, show_default=True,
               help="Builder workspace memory pool limit in GiB.")
 @click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True)
@@ -91,6 +91,7 @@ def build_engine(
 
     from pyimgano_deploy.bundles.errors import BundleError
     from pyimgano_deploy.bundles.hashing import sha256_file
+    from pyimgano_deploy.bundles.precision_scopes import manifest_fp32_scopes
     from pyimgano_deploy.bundles.reader import read_bundle
     from pyimgano_deploy.bundles.writer import write_manifest
 
@@ -105,7 +106,7 @@ def build_engine(
     try:
         profile = {"min_batch": min_batch, "opt_batch": opt_batch, "max_batch": max_batch}
         hw = (int(inp["height"]), int(inp["width"])) if "height" in inp and "width" in inp else None
-        info = _build_engine(onnx_path, bndl.root, fp16=fp16, workspace_gb=workspace_gb, timing_cache_path=timing_cache,
+        info = _build_engine(onnx_path, bndl.root, fp16=fp16, fp32_scopes=manifest_fp32_scopes(manifest), workspace_gb=workspace_gb, timing_cache_path=timing_cache,
                              input_name=str(inp.get("name", INPUT_NAME)), hw=hw, **profile)
     except TensorRTUnavailableError as exc:
         _fail(str(exc), EXIT_TENSORRT_UNAVAILABLE)

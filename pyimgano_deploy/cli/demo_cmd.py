@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from pyimgano_deploy.models.registry import list_models, model_entry
+
 #: written into --out by the demo; only a folder holding it is ever replaced by a later demo
 DEMO_MARKER = ".pyimgano-demo"
 DEMO_MARKER_SCHEMA_VERSION = "1.0"
@@ -48,7 +50,7 @@ def _step(title: str, args: list[str]) -> None:
 
 @click.command("demo")
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for every artefact (created; only an earlier demo's output is replaced).")
-@click.option("--model", default="vision_patchcore", show_default=True, type=click.Choice(["vision_patchcore", "vision_padim"]), help="Detector to train.")
+@click.option("--model", default="vision_patchcore", show_default=True, type=click.Choice(list_models()), help="Detector to train (every registered model; see `pyimgano-deploy models`).")
 @click.option("--size", default=128, show_default=True, type=click.IntRange(64, 512), help="Side of the generated images (px).")
 @click.option("--pretrained/--random-init", default=True, show_default=True, help="Use the packaged ImageNet EfficientNet-Lite0 weights (offline).")
 def demo(out_dir: Path, model: str, size: int, pretrained: bool) -> None:
@@ -57,6 +59,9 @@ def demo(out_dir: Path, model: str, size: int, pretrained: bool) -> None:
     Everything runs on this machine, offline, in about a minute on 2 CPU cores, and every
     step goes through the same command a user would type.
     """
+    if pretrained and not model_entry(model).metadata.get("packaged_weights", True):
+        raise click.UsageError(f"--model {model}: its backbone's pretrained weights cannot be installed (they load from a local "
+                               "file, see `pyimgano-deploy models info`); run the demo with --random-init")
     prepare_out(out_dir)
     run, bundle, results = out_dir / "run", out_dir / "bundle", out_dir / "results.jsonl"
     cfg = {

@@ -37,7 +37,8 @@ def models(ctx: click.Context, tags: str | None, as_json: bool) -> None:
     rows = []
     for name in names:
         entry = model_entry(name)
-        rows.append({"name": name, "tags": sorted(entry.tags), "head": entry.metadata.get("head"),
+        rows.append({"name": name, "tags": sorted(entry.tags), "family": entry.metadata.get("family"),
+                     "summary": entry.metadata.get("summary"), "head": entry.metadata.get("head"),
                      "memory": entry.metadata.get("memory")})
     if as_json:
         click.echo(json.dumps({"models": rows, "known_tags": sorted(KNOWN_TAGS)}, indent=2, sort_keys=True))
@@ -48,8 +49,8 @@ def models(ctx: click.Context, tags: str | None, as_json: bool) -> None:
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         click.echo(f"{r['name']:<{width}}  [{', '.join(r['tags'])}]")
-        if r["head"]:
-            click.echo(f"{'':<{width}}  {r['head']}")
+        if r["summary"] or r["head"]:
+            click.echo(f"{'':<{width}}  {r['summary'] or r['head']}")
 
 
 def _print_info(info: dict[str, Any]) -> None:

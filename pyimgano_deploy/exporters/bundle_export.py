@@ -153,7 +153,8 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
         "schema_version": SCHEMA_VERSION,
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "created_at": utc_now_iso(),
-        "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary},
+        "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary,
+                  "fp32_scopes": list(detector.inference_module.fp32_scopes)},
         "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
                   "preprocess": detector.preprocess.to_dict()},
         "outputs": [
@@ -270,10 +271,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
 def _build_tensorrt(bundle_dir: Path, manifest: dict[str, Any], options: ExportOptions, log: Log) -> dict[str, Any]:
     from pyimgano_deploy.bundles import sha256_file
     from pyimgano_deploy.bundles.engines import updated_manifest
+    from pyimgano_deploy.bundles.precision_scopes import manifest_fp32_scopes
     from pyimgano_deploy.exporters.tensorrt_build import build_engine
 
     log("building TensorRT engine ...")
-    info = build_engine(bundle_dir / "model.onnx", bundle_dir, fp16=options.precision == "fp16", max_batch=options.max_batch, opt_batch=min(8, options.max_batch))
+    info = build_engine(bundle_dir / "model.onnx", bundle_dir, fp16=options.precision == "fp16", fp32_scopes=manifest_fp32_scopes(manifest), max_batch=options.max_batch, opt_batch=min(8, options.max_batch))
     new = updated_manifest(manifest, info.to_manifest_entry(sha256_file(bundle_dir / info.file)))
     new.pop("files", None)
     return write_manifest(bundle_dir, new)

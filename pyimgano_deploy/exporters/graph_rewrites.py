@@ -120,3 +120,83 @@ def _drop_unused_constants(graph: onnx.GraphProto) -> None:
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
         graph.node.remove(node)
+
+
+def scope_unnamed_nodes(model: onnx.ModelProto) -> int:
+    """Give every node outside a module scope the scope of its neighbours; returns how many.
+
+    The exporter leaves a few fused nodes without the ``/module/...`` name prefix (an
+    ``addmm`` becomes ``Gemm_431``). fp32 pinning goes by scope, so such a node would escape
+    it: it takes the scope of the node that produces its first scoped input, else of the
+    first scoped node that consumes its output. Names stay unique.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    taken = {node.name for node in graph.node}
+
+    def scope_of(node: onnx.NodeProto) -> str | None:
+        return node.name.rsplit("/", 1)[0] + "/" if node.name.startswith("/") and node.name.count("/") >= 2 else None
+
+    renamed = 0
+    for node in graph.node:
+        if node.name.startswith("/"):
+            continue
+        scope = None
+        for name in node.input:
+            if name in producer and (scope := scope_of(producer[name])):
+                break
+        if scope is None:
+            for out in node.output:
+                for user in consumers.get(out, []):
+                    if (scope := scope_of(user)):
+                        break
+                if scope:
+                    break
+        if scope is None:
+            continue
+        new = scope + (node.name or node.op_type)
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        node.name = new
+        renamed += 1
+    return renamed
+
+
+def scope_constants(model: onnx.ModelProto) -> int:
+    """Name each anonymous initializer (``onnx::MatMul_123``, from folded constants) after the
+    module scope of the nodes that use it, when they all share one; returns how many.
+
+    TensorRT turns an initializer into a constant layer named after it; with the scope in the
+    name (``finisher.onnx::MatMul_123``) the fp32 pinning covers the constant as well as the
+    op that reads it. Inputs of the graph and named module state are left alone.
+    """
+    graph = model.graph
+    users: dict[str, set[str]] = {}
+    for node in graph.node:
+        scope = node.name.rsplit("/", 1)[0] if node.name.startswith("/") and node.name.count("/") >= 2 else ""
+        for name in node.input:
+            users.setdefault(name, set()).add(scope)
+    renames: dict[str, str] = {}
+    taken = {i.name for i in graph.initializer}
+    for init in graph.initializer:
+        scopes = users.get(init.name, set())
+        if not init.name.startswith("onnx::") or len(scopes) != 1 or "" in scopes:
+            continue
+        new = next(iter(scopes)).strip("/").replace("/", ".") + "." + init.name
+        if new not in taken:
+            renames[init.name] = new
+            taken.add(new)
+    for init in graph.initializer:
+        if init.name in renames:
+            init.name = renames[init.name]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    return len(renames)
+

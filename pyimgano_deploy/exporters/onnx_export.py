@@ -2,8 +2,8 @@
 
 The module is traced whole: ``images`` uint8 ``[batch, H, W, 3]`` → ``score`` float32
 ``[batch]``, ``anomaly_map`` float32 ``[batch, H, W]``, dynamic batch axis, opset ≥ 17.
-fp16 exports a copy whose backbone runs in half precision while the distance head stays
-fp32 (converting a finished fp32 graph to fp16 breaks the uint8 input cast, so we export a
+fp16 exports a copy whose modules outside the declared fp32 scopes run in half precision
+(converting a finished fp32 graph to fp16 breaks the uint8 input cast, so we export a
 half-precision module instead).
 """
 
@@ -19,7 +19,8 @@ import onnx
 import torch
 
 from pyimgano_deploy.bundles.io_contract import INPUT_NAME, OUTPUT_NAMES
-from pyimgano_deploy.exporters.graph_rewrites import fold_conv_output_slices
+from pyimgano_deploy.exporters.graph_rewrites import fold_conv_output_slices, scope_constants, scope_unnamed_nodes
+
 TWO_GB = 2**31
 EXTERNAL_DATA_SUFFIX = ".data"
 
@@ -93,7 +94,7 @@ def export_module(
     path = Path(path)
     m = copy.deepcopy(module).to("cpu").eval()
     if precision == "fp16":
-        m.half_backbone()
+        m.half_outside_fp32_scopes()
     x = torch.from_numpy(np.ascontiguousarray(example))
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}}
     with warnings.catch_warnings():
@@ -112,6 +113,8 @@ def export_module(
     model = onnx.load(str(path))
     _declare_output_shapes(model, example.shape[1], example.shape[2])
     fold_conv_output_slices(model)
+    scope_unnamed_nodes(model)
+    scope_constants(model)
     onnx.save_model(model, str(path))
     external = None
     if _initializer_bytes(model) > external_data_threshold:

@@ -24,20 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pyimgano_deploy.bundles.io_contract import INPUT_NAME
+from pyimgano_deploy.bundles.precision_scopes import LEGACY_FP32_SCOPES, check_scopes, select_in_scopes
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'pyimgano-deploy[tensorrt]'"
-#: Node-name substrings marking the distance subgraph our exporters emit (case-insensitive).
-DEFAULT_FP32_LAYER_PATTERNS: tuple[str, ...] = ("distance", "mahalanobis", "finisher")
-#: ONNX op names whose layers stay fp32 when the layer name contains them, with the TensorRT
-#: layer types (``trt.LayerType`` names) such a layer may have.
-FP32_OP_TOKENS: dict[str, frozenset[str]] = {
-    "ReduceMin": frozenset({"REDUCE"}),
-    "TopK": frozenset({"TOPK"}),
-    "Sqrt": frozenset({"UNARY"}),
-    "MatMul": frozenset({"MATRIX_MULTIPLY"}),
-}
 #: TensorRT layer types never given a precision constraint (shape tensors, casts).
 _NEVER_PIN = frozenset({"SHAPE", "CAST", "ASSERTION", "CONDITION"})
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]*$")
@@ -155,36 +146,14 @@ def validate_batch_range(min_batch: int, opt_batch: int, max_batch: int) -> dict
     return {"min": int(min_batch), "opt": int(opt_batch), "max": int(max_batch)}
 
 
-def select_fp32_layers(
-    layers: Iterable[tuple[str, str | None]],
-    name_patterns: Sequence[str] = DEFAULT_FP32_LAYER_PATTERNS,
-    op_tokens: dict[str, frozenset[str]] | None = None,
-) -> list[str]:
-    """Names of the layers to pin to fp32 in an fp16 engine.
+def select_fp32_layers(layers: Iterable[tuple[str, str | None]], fp32_scopes: Sequence[str]) -> list[str]:
+    """Names of the layers to pin to fp32 in an fp16 engine: those inside the inference
+    module's declared ``fp32_scopes`` (see :mod:`~pyimgano_deploy.exporters.precision_scopes`).
 
-    ``layers`` is ``(layer_name, layer_type)`` pairs (``layer_type`` a ``trt.LayerType`` name
-    such as ``"MATRIX_MULTIPLY"`` or None when unknown). A layer is pinned when its name
-    contains one of ``name_patterns`` (case-insensitive: the distance / Mahalanobis subgraph,
-    elementwise ops included), or when its name contains an op token (``ReduceMin``, ``TopK``,
-    ``Sqrt``, ``MatMul``; case-insensitive) and its type is one that op maps to (or unknown).
-    Order follows ``layers``; names are unique.
+    ``layers`` is ``(layer_name, layer_type)`` pairs (``layer_type`` a ``trt.LayerType`` name or
+    None); shape and cast layers are left to :func:`_pin_fp32_layers`. Order follows ``layers``.
     """
-    tokens = FP32_OP_TOKENS if op_tokens is None else op_tokens
-    patterns = [p.lower() for p in name_patterns if p]
-    picked: list[str] = []
-    seen: set[str] = set()
-    for name, layer_type in layers:
-        low = name.lower()
-        hit = any(p in low for p in patterns)
-        if not hit:
-            for token, types in tokens.items():
-                if token.lower() in low and (layer_type is None or layer_type in types):
-                    hit = True
-                    break
-        if hit and name not in seen:
-            seen.add(name)
-            picked.append(name)
-    return picked
+    return select_in_scopes((name for name, _type in layers), check_scopes(fp32_scopes))
 
 
 # ------------------------------------------------------------------------- availability / GPU
@@ -290,9 +259,9 @@ def _input_hw(network: Any, input_name: str, hw: tuple[int, int] | None) -> tupl
     return idx, dims
 
 
-def _pin_fp32_layers(trt: Any, network: Any, patterns: Sequence[str]) -> list[str]:
+def _pin_fp32_layers(trt: Any, network: Any, fp32_scopes: Sequence[str]) -> list[str]:
     layers = [network.get_layer(i) for i in range(network.num_layers)]
-    chosen = set(select_fp32_layers([(ly.name, getattr(ly.type, "name", None)) for ly in layers], patterns))
+    chosen = set(select_fp32_layers([(ly.name, getattr(ly.type, "name", None)) for ly in layers], fp32_scopes))
     float_types = {trt.float32, trt.float16}
     pinned: list[str] = []
     for layer in layers:
@@ -335,7 +304,7 @@ def build_engine(
     engine_dir: str | os.PathLike[str],
     *,
     fp16: bool = False,
-    fp32_layer_name_patterns: Sequence[str] = DEFAULT_FP32_LAYER_PATTERNS,
+    fp32_scopes: Sequence[str] = LEGACY_FP32_SCOPES,
     workspace_gb: float = 4.0,
     min_batch: int = 1,
     opt_batch: int = 8,
@@ -346,8 +315,8 @@ def build_engine(
 ) -> EngineInfo:
     """Parse ``onnx_path`` and build a serialized engine under ``engine_dir/engines/``.
 
-    fp16 sets ``BuilderFlag.FP16`` plus ``OBEY_PRECISION_CONSTRAINTS`` and pins the distance
-    layers (see :func:`select_fp32_layers`) to fp32. The timing cache at ``timing_cache_path``
+    fp16 sets ``BuilderFlag.FP16`` plus ``OBEY_PRECISION_CONSTRAINTS`` and pins every layer in
+    ``fp32_scopes`` (the manifest's ``model.fp32_scopes``; see :func:`select_fp32_layers`) to fp32. The timing cache at ``timing_cache_path``
     is loaded when present and saved back after the build. Raises
     :class:`TensorRTUnavailableError` without TensorRT / GPU, :class:`TensorRTBuildError` when
     parsing or building fails.
@@ -384,9 +353,10 @@ def build_engine(
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        pinned = _pin_fp32_layers(trt, network, fp32_layer_name_patterns)
+        pinned = _pin_fp32_layers(trt, network, fp32_scopes)
         if not pinned:
-            log.warning("fp16 engine: no layer matched %s; nothing pinned to fp32", list(fp32_layer_name_patterns))
+            raise TensorRTBuildError(f"fp16 engine: no layer of {onnx_path} lies in the fp32 scopes {list(fp32_scopes)}; "
+                                     "refusing to build an engine whose distances would run in fp16")
     _load_timing_cache(config, cache_path)
 
     serialized = builder.build_serialized_network(network, config)
@@ -412,8 +382,6 @@ def build_engine(
 
 
 __all__ = [
-    "DEFAULT_FP32_LAYER_PATTERNS",
-    "FP32_OP_TOKENS",
     "INSTALL_HINT",
     "EngineInfo",
     "GpuInfo",

@@ -21,7 +21,11 @@ def calibrate_threshold(
     ``pixel_quantile`` is given: that quantile of the calibration map pixels, subsampled past
     16.8 M values exactly as ``train`` does — one implementation,
     ``postprocess.thresholds.calibrate_thresholds``) and returns the image calibration.
+    A detector that ``needs_calibration`` (an ensemble's member scales) is calibrated on the
+    same images first, as ``train`` does.
     """
+    if getattr(detector, "needs_calibration", False):
+        detector.calibrate(normal_images, input_format=input_format, source_split=source_split)  # type: ignore[attr-defined]
     scores, maps = detector.score_and_maps(normal_images, input_format=input_format)  # type: ignore[attr-defined]
     found = calibrate_thresholds(scores, maps, quantile=quantile, pixel_quantile=pixel_quantile, source_split=source_split)
     detector.threshold = found.image  # type: ignore[attr-defined]

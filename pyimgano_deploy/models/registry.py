@@ -1,17 +1,25 @@
-"""The model registry: names → detector factories, with capability tags.
+"""The model registry: names → detector specs, with capability tags.
 
-Registration is declarative (a module path and a class name), so listing models never
-imports torch; the detector module is imported only when a model is created.
+Built-in detectors are discovered: every sub-package of ``models/detectors`` that holds a
+``spec.py`` with ``SPEC = DetectorSpec(...)`` is registered under ``SPEC.name``. Specs and
+their parameter dataclasses are torch-free, so listing models and reading their parameters
+never imports torch; the detector's model module is imported only in :func:`create_model`.
+Other packages may add models with :func:`register_model`.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-KNOWN_TAGS = frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "memory_bank", "gaussian", "fp16"})
+KNOWN_TAGS = frozenset({
+    "numpy", "pixel_map", "onnx", "tensorrt", "fp16",
+    "memory_bank", "gaussian", "knn", "vit", "ensemble", "noise_robust",
+})
+DETECTORS_PACKAGE = "pyimgano_deploy.models.detectors"
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,8 @@ class ModelEntry:
     target: str  # "package.module:ClassName"
     tags: frozenset[str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    params: type | None = None  # the parameter dataclass (a CommonParams subclass), when the spec names one
+    small_kwargs: dict[str, Any] = field(default_factory=dict)  # a small, fast instance (contract tests)
 
     def load_class(self) -> type:
         module_name, _, attr = self.target.partition(":")
@@ -29,23 +39,56 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_DISCOVERED = False
 
 
-def register_model(name: str, *, target: str, tags: Iterable[str] = (), metadata: dict[str, Any] | None = None) -> ModelEntry:
-    """Register ``name`` → ``target`` ("module:Class"). Unknown tags are refused."""
+def _check_tags(name: str, tags: Iterable[str]) -> frozenset[str]:
     tag_set = frozenset(tags)
     unknown = tag_set - KNOWN_TAGS
     if unknown:
         raise ValueError(f"model '{name}': unknown tags {sorted(unknown)}; known tags are {sorted(KNOWN_TAGS)}")
-    if name in _REGISTRY:
-        raise ValueError(f"model '{name}' is already registered (as {_REGISTRY[name].target})")
-    entry = ModelEntry(name=name, target=target, tags=tag_set, metadata=dict(metadata or {}))
-    _REGISTRY[name] = entry
+    return tag_set
+
+
+def _add(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model '{entry.name}' is already registered (as {_REGISTRY[entry.name].target})")
+    _REGISTRY[entry.name] = entry
     return entry
+
+
+def register_model(name: str, *, target: str, tags: Iterable[str] = (), metadata: dict[str, Any] | None = None) -> ModelEntry:
+    """Register ``name`` → ``target`` ("module:Class"). Unknown tags are refused."""
+    _discover()
+    return _add(ModelEntry(name=name, target=target, tags=_check_tags(name, tags), metadata=dict(metadata or {})))
+
+
+def _discover() -> None:
+    """Register the ``SPEC`` of every detector folder (once)."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    package = importlib.import_module(DETECTORS_PACKAGE)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if not info.ispkg:
+            continue
+        try:
+            module = importlib.import_module(f"{DETECTORS_PACKAGE}.{info.name}.spec")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{DETECTORS_PACKAGE}.{info.name}.spec":
+                continue  # a helper package, not a detector
+            raise
+        spec = getattr(module, "SPEC", None)
+        if spec is None:
+            raise ImportError(f"{module.__name__} defines no SPEC = DetectorSpec(...)")
+        _add(ModelEntry(name=spec.name, target=spec.target, tags=_check_tags(spec.name, spec.tags),
+                        metadata=spec.metadata(), params=spec.params, small_kwargs=dict(spec.small_kwargs)))
 
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name`` (no import of the model); KeyError lists valid names."""
+    _discover()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -54,6 +97,7 @@ def model_entry(name: str) -> ModelEntry:
 
 def list_models(tags: Iterable[str] | None = None) -> list[str]:
     """Names of registered models that carry every tag in ``tags``, sorted."""
+    _discover()
     wanted = frozenset(tags or ())
     unknown = wanted - KNOWN_TAGS
     if unknown:
@@ -62,8 +106,11 @@ def list_models(tags: Iterable[str] | None = None) -> list[str]:
 
 
 def model_parameters(name: str) -> dict[str, Any]:
-    """Constructor keyword arguments of ``name`` with their defaults (imports the model)."""
-    cls = model_entry(name).load_class()
+    """Constructor keyword arguments of ``name`` with their defaults (torch-free for specs)."""
+    entry = model_entry(name)
+    if entry.params is not None:
+        return entry.params.defaults()  # type: ignore[attr-defined]
+    cls = entry.load_class()
     params = {}
     for p in inspect.signature(cls.__init__).parameters.values():
         if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
@@ -93,29 +140,3 @@ def create_model(name: str, **kwargs: Any) -> Any:
         raise TypeError(f"model '{name}' got unknown argument(s) {unknown}; valid arguments: {sorted(valid)}")
     factory: Callable[..., Any] = entry.load_class()
     return factory(**kwargs)
-
-
-def _register_builtins() -> None:
-    register_model(
-        "vision_patchcore",
-        target="pyimgano_deploy.models.detectors.patchcore:PatchCore",
-        tags=("numpy", "pixel_map", "onnx", "tensorrt", "memory_bank", "fp16"),
-        metadata={
-            "paper": "Roth et al., Towards Total Recall in Industrial Anomaly Detection (CVPR 2022)",
-            "head": "nearest neighbour in a greedy k-centre coreset memory bank",
-            "memory": "bank_size × feature_dim × 4 bytes (plus ‖B‖², bank_size × 4 bytes)",
-        },
-    )
-    register_model(
-        "vision_padim",
-        target="pyimgano_deploy.models.detectors.padim:PaDiM",
-        tags=("numpy", "pixel_map", "onnx", "tensorrt", "gaussian", "fp16"),
-        metadata={
-            "paper": "Defard et al., PaDiM: a Patch Distribution Modeling Framework (ICPR 2021)",
-            "head": "per-position Gaussian, Mahalanobis distance",
-            "memory": "positions × n_channels × n_channels × 4 bytes for the inverse covariances (+ positions × n_channels × 4 for the means)",
-        },
-    )
-
-
-_register_builtins()

@@ -111,6 +111,9 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
     del fit_inputs
     lap("fit")
 
+    if detector.needs_calibration:  # e.g. an ensemble's member scales: calibration images only
+        log(f"[{cfg.name}] calibrating {cfg.model.name} on the {len(cal_samples)} calibration images")
+        detector.calibrate(scorer.fit_inputs(cal_samples), input_format=scorer.fit_input_format)
     cal = scorer.score(cal_samples, "scoring calibration")
     thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=cfg.calibration.quantile,
                                       pixel_quantile=cfg.calibration.pixel_quantile)

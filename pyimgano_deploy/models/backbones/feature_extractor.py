@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from pyimgano_deploy.models.backbones.dinov2 import WEIGHTS_FILE as DINOV2_WEIGHTS_FILE
+from pyimgano_deploy.models.backbones.dinov2 import dinov2_vits14
 from pyimgano_deploy.models.backbones.efficientnet_lite import LITE_MEAN, LITE_STD, efficientnet_lite0
 from pyimgano_deploy.models.backbones.resnet import (
     IMAGENET_MEAN,
@@ -49,6 +51,10 @@ _BACKBONES: dict[str, BackboneInfo] = {
     "resnet18": BackboneInfo(
         resnet18, IMAGENET_MEAN, IMAGENET_STD, ("layer2", "layer3"),
         f"torchvision:{TORCHVISION_URLS['resnet18']}",
+    ),
+    "dinov2_vits14": BackboneInfo(
+        dinov2_vits14, IMAGENET_MEAN, IMAGENET_STD, ("block12",),
+        f"local file only ({DINOV2_WEIGHTS_FILE})",
     ),
     "wide_resnet50_2": BackboneInfo(
         wide_resnet50_2, IMAGENET_MEAN, IMAGENET_STD, ("layer2", "layer3"),

@@ -8,106 +8,100 @@ Inputs everywhere are paths, numpy arrays with an explicit ``input_format``, or 
 from __future__ import annotations
 
 import json
-import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from pyimgano_deploy._version import __version__
 from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.models.backbones import FeatureExtractor, create_feature_extractor
-from pyimgano_deploy.models.detectors.batches import count_inputs, iter_batches
-from pyimgano_deploy.models.detectors.inference_module import AnomalyInferenceModule
+from pyimgano_deploy.models.detectors.batches import BatchSource, iter_batches, progress_bar
+from pyimgano_deploy.models.detectors.params import CommonParams
 from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration
 
 DETECTOR_SCHEMA_VERSION = "1.0"
 
 
-def _size_pair(value: int | tuple[int, int] | list[int], key: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        value = (value, value)
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) < 16:
-        raise ValueError(f"{key}: expected an int or (height, width) of at least 16 px, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
 class Detector(ABC):
-    """Common behaviour of eager detectors. Subclasses implement :meth:`_fit_head` and
-    :meth:`_empty_head` (the scorer with the right buffer shapes, for loading)."""
+    """Common behaviour of eager detectors.
+
+    A detector class names its parameter dataclass (``Params``, a :class:`CommonParams`
+    subclass, declared in its torch-free ``spec.py``) and implements :meth:`_fit` (or, for a
+    backbone → head detector, :meth:`_fit_head`) and :meth:`_empty_module` (the inference
+    module with the right buffer shapes, for loading).
+    """
 
     family: ClassVar[str]
     model_name: ClassVar[str]
+    Params: ClassVar[type[CommonParams]]
+    #: True when :meth:`calibrate` must see the calibration split before scores are final.
+    needs_calibration: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        *,
-        backbone: str,
-        pretrained: bool | str,
-        stages: tuple[str, ...] | list[str] | None,
-        image_size: int | tuple[int, int],
-        interpolation: str,
-        center_crop: int | tuple[int, int] | None,
-        blur_sigma: float,
-        seed: int,
-        device: str,
-        batch_size: int,
-        progress: bool,
-    ) -> None:
-        size = _size_pair(image_size, "image_size")
-        crop = None if center_crop is None else _size_pair(center_crop, "center_crop")
-        self.preprocess = Preprocess(size=size, interpolation=interpolation, center_crop=crop)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if blur_sigma < 0:
-            raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
-        if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-        self.device = torch.device(device)
-        self.seed = int(seed)
-        self.batch_size = int(batch_size)
-        self.progress = bool(progress)
-        self.blur_sigma = float(blur_sigma)
-        self.backbone_name = backbone
-        self.pretrained = pretrained
-        self.stages = None if stages is None else tuple(stages)
-        self.inference_module: AnomalyInferenceModule | None = None
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            self.params = self.Params(**kwargs)
+        except TypeError as exc:  # an unknown keyword: name the valid ones
+            valid = sorted(self.Params.defaults())
+            raise TypeError(f"{self.model_name}: {exc}; valid arguments: {valid}") from None
+        p = self.params
+        self.preprocess = Preprocess(size=p.image_size, interpolation=p.interpolation, center_crop=p.center_crop)
+        self.device = torch.device(p.device)
+        self.inference_module: nn.Module | None = None
         self.threshold: ThresholdCalibration | None = None
         self.pixel_threshold: ThresholdCalibration | None = None
         self.fit_summary: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ parameters
     @property
+    def seed(self) -> int:
+        return self.params.seed
+
+    @property
+    def batch_size(self) -> int:
+        return self.params.batch_size
+
+    @property
+    def progress(self) -> bool:
+        return self.params.progress
+
+    @property
+    def blur_sigma(self) -> float:
+        return self.params.blur_sigma
+
+    @property
+    def backbone_name(self) -> str:
+        return self.params.backbone
+
+    @property
+    def pretrained(self) -> bool | str:
+        return self.params.pretrained
+
+    @property
+    def stages(self) -> tuple[str, ...] | None:
+        return self.params.stages  # type: ignore[return-value]
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """(H, W) the module receives — after resize and optional centre crop."""
         return self.preprocess.output_size
 
-    @abstractmethod
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments that rebuild this detector (JSON-ready)."""
+        return self.params.hyperparameters()
 
-    def _common_hyperparameters(self) -> dict[str, Any]:
-        size = self.preprocess.size
-        crop = self.preprocess.center_crop
-        return {
-            "backbone": self.backbone_name,
-            "pretrained": self.pretrained,
-            "stages": None if self.stages is None else list(self.stages),
-            "image_size": list(size),
-            "interpolation": self.preprocess.interpolation,
-            "center_crop": None if crop is None else list(crop),
-            "blur_sigma": self.blur_sigma,
-            "seed": self.seed,
-        }
+    def _extractor_stages(self) -> tuple[str, ...] | None:
+        """The backbone stages the extractor returns (None: the backbone's default)."""
+        return self.stages
 
     def _make_extractor(self, pretrained: bool | str | None = None) -> FeatureExtractor:
         torch.manual_seed(self.seed)
         return create_feature_extractor(
             self.backbone_name,
-            stages=self.stages,
+            stages=self._extractor_stages(),
             pretrained=self.pretrained if pretrained is None else pretrained,
         )
 
@@ -117,35 +111,38 @@ class Detector(ABC):
         return (-(-h // stride), -(-w // stride))
 
     # ------------------------------------------------------------------ fitting
+    def batch_source(self, images: object, *, input_format: str | None = None, desc: str = "extracting features") -> BatchSource:
+        """A re-iterable source of this detector's preprocessed batches of ``images``."""
+        return BatchSource(images, self.preprocess, input_format=input_format, batch_size=self.batch_size,
+                           progress=self.progress, desc=desc)
+
     def fit(self, images: object, *, input_format: str | None = None) -> "Detector":
         """Fit on normal images (paths, arrays with ``input_format``, or an (N,H,W,C) array)."""
         torch.manual_seed(self.seed)
-        extractor = self._make_extractor().to(self.device)
         self.inference_module = None
-        total = count_inputs(images, input_format)
-        batches = iter_batches(images, self.preprocess, input_format=input_format, batch_size=self.batch_size)
-        self.inference_module = self._fit_head(extractor, self._progress(batches, total, "extracting features"), total)
-        self.inference_module.eval().to(self.device)
+        source = self.batch_source(images, input_format=input_format)
+        self.inference_module = self._fit(source).eval().to(self.device)
         return self
 
+    def calibrate(self, images: object, *, input_format: str | None = None, source_split: str = "calibration") -> None:
+        """Fit what the calibration split decides (only when :attr:`needs_calibration`):
+        called by the workbench after :meth:`fit`, before thresholds are calibrated."""
+
+    def _fit(self, source: BatchSource) -> nn.Module:
+        """Fit from a re-iterable batch source; the default builds the backbone and calls
+        :meth:`_fit_head`. Detectors that are not "backbone → head" override this."""
+        return self._fit_head(self._make_extractor().to(self.device), source)
+
     def _progress_bar(self, total: int, desc: str, unit: str) -> Any:
-        """A tqdm bar on stderr (hidden when stderr is not a terminal or progress is off)."""
-        from tqdm.auto import tqdm
+        return progress_bar(total, desc, unit, self.progress)
 
-        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None if self.progress else True)
-
-    def _progress(self, batches: Iterator[tuple[list[int], np.ndarray]], total: int, desc: str) -> Iterator[np.ndarray]:
-        with self._progress_bar(total, desc, "img") as bar:
-            for idx, batch in batches:
-                yield batch
-                bar.update(len(idx))
+    def _fit_head(self, extractor: FeatureExtractor, batches: BatchSource) -> nn.Module:
+        """Consume preprocessed uint8 batches (``len(batches)`` images, re-iterable) and
+        return the fitted inference module."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _fit nor _fit_head")
 
     @abstractmethod
-    def _fit_head(self, extractor: FeatureExtractor, batches: Iterator[np.ndarray], total: int) -> AnomalyInferenceModule:
-        """Consume preprocessed uint8 batches and return the fitted inference module."""
-
-    @abstractmethod
-    def _empty_module(self, fitted: dict[str, Any]) -> AnomalyInferenceModule:
+    def _empty_module(self, fitted: dict[str, Any]) -> nn.Module:
         """An inference module with correctly shaped (unfitted) buffers, for :meth:`load`."""
 
     @torch.no_grad()
@@ -154,7 +151,7 @@ class Detector(ABC):
         return embedding(extractor(x)).to(torch.float32)
 
     # ------------------------------------------------------------------ scoring
-    def _require_fitted(self) -> AnomalyInferenceModule:
+    def _require_fitted(self) -> nn.Module:
         if self.inference_module is None:
             raise RuntimeError(f"{self.model_name} is not fitted: call fit(images) or load(dir) first")
         return self.inference_module
@@ -205,7 +202,7 @@ class Detector(ABC):
             "model_name": self.model_name,
             "family": self.family,
             "hyperparameters": self.hyperparameters(),
-            "backbone": module.extractor.spec(),
+            "backbone": self.backbone_spec(),
             "input_size": list(self.input_size),
             "preprocess": self.preprocess.to_dict(),
             "fitted": self.fit_summary,
@@ -216,6 +213,11 @@ class Detector(ABC):
         }
         (out / "detector.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return out
+
+    def backbone_spec(self) -> dict[str, Any] | None:
+        """The backbone's :meth:`FeatureExtractor.spec` (None for a model without one)."""
+        extractor = getattr(self.inference_module, "extractor", None)
+        return extractor.spec() if isinstance(extractor, FeatureExtractor) else None
 
     @classmethod
     def load(cls, directory: str | Path, *, device: str = "cpu") -> "Detector":
@@ -238,7 +240,7 @@ class Detector(ABC):
         params["device"] = device
         params["progress"] = False
         det: Detector = create_model(doc["model_name"], **params)
-        det.pretrained = doc["hyperparameters"].get("pretrained", False)
+        det.params.pretrained = doc["hyperparameters"].get("pretrained", False)
         det.fit_summary = dict(doc.get("fitted", {}))
         module = det._empty_module(det.fit_summary)
         module.load_state_dict(load_file(str(state_path)), strict=True)

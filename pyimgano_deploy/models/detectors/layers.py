@@ -74,6 +74,11 @@ class PatchEmbedding(nn.Module):
             self.projection = None
             self.out_dim = d_total
 
+    @classmethod
+    def of_stages(cls, extractor: nn.Module, stages: tuple[str, ...] | list[str], grid: tuple[int, int], **kwargs: object) -> "PatchEmbedding":
+        """The embedding of ``stages`` of a feature extractor (their channels and strides)."""
+        return cls([extractor.stage_channels[s] for s in stages], [extractor.stage_strides[s] for s in stages], grid, **kwargs)  # type: ignore[attr-defined, index, arg-type]
+
     def _split_selection(self) -> None:
         """``select`` → per-stage local indices (buffers ``select_stage{i}``) and a mode per
         stage: ``all`` (no gather), ``some`` (gather) or ``none`` (stage dropped)."""
@@ -217,6 +222,24 @@ class NearestNeighbourDistance(nn.Module):
             d2 = torch.topk(partial, self.k, dim=1, largest=False).values + q_sq
         d = d2.clamp(min=0.0).sqrt()
         return d.squeeze(1) if self.k == 1 else d.mean(dim=1)
+
+    def nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Distance to the nearest bank row and that row's index: ``q [R, D]`` → (``[R]`` fp32, ``[R]`` int64)."""
+        q = q.to(torch.float32)
+        q_sq = (q * q).sum(1)
+        q1 = self.augment_queries(q)
+        values, indices = [], []
+        for s, e in self.chunks:
+            v, i = self.partial_sq_distances(q1, s, e).min(dim=1)
+            values.append(v)
+            indices.append(i + s)
+        if len(values) == 1:
+            best, idx = values[0], indices[0]
+        else:
+            which = torch.stack(values, dim=1).argmin(dim=1, keepdim=True)
+            best = torch.stack(values, dim=1).gather(1, which).squeeze(1)
+            idx = torch.stack(indices, dim=1).gather(1, which).squeeze(1)
+        return (best + q_sq).clamp(min=0.0).sqrt(), idx
 
 
 def augmented_bank(bank: torch.Tensor) -> torch.Tensor:

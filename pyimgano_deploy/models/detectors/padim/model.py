@@ -10,78 +10,36 @@ Memory: positions × n_channels × n_channels × 4 bytes for the inverse covaria
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 
 from pyimgano_deploy.models.backbones import FeatureExtractor
 from pyimgano_deploy.models.detectors.base import Detector
+from pyimgano_deploy.models.detectors.batches import BatchSource
 from pyimgano_deploy.models.detectors.inference_module import AnomalyInferenceModule
 from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, PatchEmbedding
-
-DEFAULT_STAGES = {"efficientnet_lite0": ("s4", "s8", "s16"), "resnet18": ("layer1", "layer2", "layer3"), "wide_resnet50_2": ("layer1", "layer2", "layer3")}
-
+from pyimgano_deploy.models.detectors.padim.spec import SPEC, PaDiMParams
 
 class PaDiM(Detector):
     """PaDiM anomaly detector (Gaussian head, Mahalanobis map)."""
 
-    family = "padim"
-    model_name = "vision_padim"
+    family = SPEC.family
+    model_name = SPEC.name
 
-    def __init__(
-        self,
-        *,
-        backbone: str = "efficientnet_lite0",
-        pretrained: bool | str = True,
-        stages: tuple[str, ...] | list[str] | None = None,
-        image_size: int | tuple[int, int] = 224,
-        interpolation: str = "linear",
-        center_crop: int | tuple[int, int] | None = None,
-        n_channels: int = 100,
-        eps: float = 0.01,
-        blur_sigma: float = 4.0,
-        seed: int = 0,
-        device: str = "cpu",
-        batch_size: int = 16,
-        progress: bool = True,
-        d: int | None = None,
-    ) -> None:
-        """``n_channels``: feature channels kept (a seeded random subset; the paper's ``d``).
-        ``d`` is its old name, still accepted so that saved runs and configs keep loading."""
-        if d is not None:
-            n_channels = d
-        if stages is None:
-            stages = DEFAULT_STAGES.get(backbone)
-        super().__init__(
-            backbone=backbone, pretrained=pretrained, stages=stages, image_size=image_size,
-            interpolation=interpolation, center_crop=center_crop, blur_sigma=blur_sigma,
-            seed=seed, device=device, batch_size=batch_size, progress=progress,
-        )
-        if n_channels < 1:
-            raise ValueError(f"n_channels (number of selected feature channels) must be >= 1, got {n_channels}")
-        if eps <= 0:
-            raise ValueError(f"eps (covariance regularisation) must be > 0, got {eps}")
-        self.n_channels = int(n_channels)
-        self.eps = float(eps)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**self._common_hyperparameters(), "n_channels": self.n_channels, "eps": self.eps}
+    Params = PaDiMParams
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
-        channels = [extractor.stage_channels[s] for s in extractor.stages]
-        strides = [extractor.stage_strides[s] for s in extractor.stages]
-        total = sum(channels)
-        d = min(self.n_channels, total)
+        total = sum(extractor.stage_channels[s] for s in extractor.stages)
         gen = torch.Generator().manual_seed(self.seed)
-        select = torch.sort(torch.randperm(total, generator=gen)[:d]).values
-        return PatchEmbedding(channels, strides, self._grid(extractor), aggregate=False, select_channels=select)
+        select = torch.sort(torch.randperm(total, generator=gen)[: min(self.params.n_channels, total)]).values
+        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), aggregate=False, select_channels=select)
 
     def _assemble(self, extractor: FeatureExtractor, embedding: PatchEmbedding, mean: torch.Tensor, inv_cov: torch.Tensor) -> AnomalyInferenceModule:
         scorer = MahalanobisDistance(mean, inv_cov, self._grid(extractor))
         return AnomalyInferenceModule(extractor, embedding, scorer, AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=self._grid(extractor)))
 
-    def _fit_head(self, extractor: FeatureExtractor, batches: Iterator[np.ndarray], total: int) -> AnomalyInferenceModule:
+    def _fit_head(self, extractor: FeatureExtractor, batches: BatchSource) -> AnomalyInferenceModule:
         embedding = self._embedding(extractor).to(self.device)
         t0 = time.perf_counter()
         n = 0
@@ -99,7 +57,7 @@ class PaDiM(Detector):
         mean = s1 / n
         cov = (s2 - n * torch.einsum("pi,pj->pij", mean, mean)) / (n - 1)
         eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        inv_cov = torch.linalg.inv(cov + self.eps * eye)
+        inv_cov = torch.linalg.inv(cov + self.params.eps * eye)
         t1 = time.perf_counter()
         grid = self._grid(extractor)
         self.fit_summary = {

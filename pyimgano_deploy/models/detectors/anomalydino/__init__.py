@@ -1,0 +1,1 @@
+"""AnomalyDINO: ``spec`` (torch-free) and ``model`` (torch)."""

@@ -1,0 +1,1 @@
+"""Score ensembles: ``spec`` (torch-free) and ``model`` (torch)."""

@@ -1,0 +1,51 @@
+"""Fitting steps shared by the memory-bank detectors (PatchCore, SoftPatch, AnomalyDINO, SPADE).
+
+Patch features of every fit image, and a greedy k-centre coreset of them
+(:mod:`~pyimgano_deploy.models.detectors.coreset`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyimgano_deploy.models.detectors.batches import BatchSource
+from pyimgano_deploy.models.detectors.coreset import greedy_coreset
+
+
+@torch.no_grad()
+def patch_features(embed: Callable[[np.ndarray], torch.Tensor], batches: BatchSource) -> np.ndarray:
+    """``float32 [N, P, D]``: the embedding ``[B, D, h, w]`` of every fit image, positions
+    flattened row-major (``P = h·w``). ``embed`` maps a uint8 batch to that embedding."""
+    feats = []
+    for batch in batches:
+        emb = embed(batch).to(torch.float32)
+        feats.append(emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).cpu().numpy())
+    return np.concatenate(feats)
+
+
+def coreset_bank(features: np.ndarray, ratio: float, *, projection_dim: int, seed: int,
+                 progress_bar: Callable[[int, str, str], Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Greedy coreset of ``features [M, D]`` keeping ``round(ratio·M)`` rows (at least one) →
+    (selected row indices, summary for ``fit_summary``)."""
+    n_select = max(1, int(round(ratio * features.shape[0])))
+    t = time.perf_counter()
+    with progress_bar(n_select, "coreset", "centre") as bar:
+        idx, stats = greedy_coreset(features, n_select, projection_dim=projection_dim, seed=seed, progress=bar.update)
+    summary = {"projection_dim": stats.projection_dim, "levels": stats.levels, "flushes": stats.flushes,
+               "seconds": round(time.perf_counter() - t, 4)}
+    return idx, summary
+
+
+def embedder(extractor: nn.Module, embedding: nn.Module, device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
+    """uint8 batch → ``embedding(extractor(x))`` on ``device`` (no grad)."""
+
+    @torch.no_grad()
+    def embed(batch: np.ndarray) -> torch.Tensor:
+        return embedding(extractor(torch.from_numpy(batch).to(device)))
+
+    return embed

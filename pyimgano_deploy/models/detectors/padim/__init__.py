@@ -1,0 +1,1 @@
+"""PaDiM: ``spec`` (torch-free) and ``model`` (torch)."""

@@ -1,0 +1,96 @@
+"""The constructor parameters every detector shares, declared once (torch-free).
+
+A detector's spec names a dataclass that extends :class:`CommonParams` with its own fields;
+the registry reads the fields (names, defaults) without importing torch, and the detector's
+constructor validates its keyword arguments through that dataclass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+#: Fields that say *how* to run, not *what* the fitted model is: not saved as hyperparameters.
+RUNTIME_FIELDS = ("device", "batch_size", "progress")
+
+
+def size_pair(value: Any, key: str) -> tuple[int, int]:
+    """An int or ``(height, width)`` of at least 16 px → ``(h, w)``; ValueError naming ``key``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key}: expected an int or (height, width), got {value!r}")
+    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (list, tuple)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair) or min(pair) < 16:
+        raise ValueError(f"{key}: expected an int or (height, width) of at least 16 px, got {value!r}")
+    return (int(pair[0]), int(pair[1]))
+
+
+def alias_field(of: str) -> Any:
+    """A field that is an old name of ``of``: accepted, folded into ``of``, never saved."""
+    return field(default=None, metadata={"alias_of": of})
+
+
+@dataclass
+class CommonParams:
+    """Backbone, preprocessing, seed and execution settings of any detector.
+
+    ``image_size``/``center_crop``: int or (height, width) px; ``pretrained``: False (random
+    init), True (the backbone's published weights) or a path to a local state-dict file.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool | str = True
+    stages: tuple[str, ...] | list[str] | None = None
+    image_size: int | tuple[int, int] | list[int] = 224
+    interpolation: str = "linear"
+    center_crop: int | tuple[int, int] | list[int] | None = None
+    blur_sigma: float = 4.0
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            target = f.metadata.get("alias_of")
+            if target is not None and getattr(self, f.name) is not None:
+                setattr(self, target, getattr(self, f.name))
+                setattr(self, f.name, None)
+        self.image_size = size_pair(self.image_size, "image_size")
+        if self.center_crop is not None:
+            self.center_crop = size_pair(self.center_crop, "center_crop")
+        if self.stages is not None:
+            self.stages = (self.stages,) if isinstance(self.stages, str) else tuple(self.stages)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        if self.blur_sigma is not None and (not isinstance(self.blur_sigma, (int, float)) or self.blur_sigma < 0):
+            raise ValueError(f"blur_sigma must be >= 0, got {self.blur_sigma!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        device = str(self.device)
+        if device not in ("cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.blur_sigma is not None:
+            self.blur_sigma = float(self.blur_sigma)
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field with its default, in declaration order (aliases included, as None)."""
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.default is not MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+            else:
+                out[f.name] = None
+        return out
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """JSON-ready keyword arguments that rebuild the fitted model (no aliases, no runtime fields)."""
+        skip = set(RUNTIME_FIELDS) | {f.name for f in fields(self) if f.metadata.get("alias_of")}
+        out = {}
+        for key, value in asdict(self).items():
+            if key in skip:
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out

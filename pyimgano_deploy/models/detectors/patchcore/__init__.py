@@ -1,0 +1,1 @@
+"""PatchCore: ``spec`` (torch-free) and ``model`` (torch)."""

@@ -1,0 +1,1 @@
+"""SoftPatch: ``spec`` (torch-free) and ``model`` (torch)."""

@@ -1,0 +1,1 @@
+"""SPADE: ``spec`` (torch-free) and ``model`` (torch)."""
