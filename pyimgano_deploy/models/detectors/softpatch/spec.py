@@ -43,10 +43,12 @@ SPEC = DetectorSpec(
     family="softpatch",
     target="pyimgano_deploy.models.detectors.softpatch.model:SoftPatch",
     params=SoftPatchParams,
-    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "memory_bank", "knn", "noise_robust", "fp16"}),
+    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "memory_bank", "knn", "noise_robust"}),
     summary="PatchCore with patch-level denoising (per-position outlier scores across fit images) and soft-weighted distances",
     paper="Jiang et al., SoftPatch: Unsupervised Anomaly Detection with Noisy Data (NeurIPS 2022)",
     head="nearest neighbour in a coreset of denoised patches, distance × the matched entry's soft weight",
     memory="bank_size × (feature_dim + 2) × 4 bytes; bank_size = coreset_ratio × (1 − denoise_ratio) × fit images × grid positions",
+    notes=("no fp16 tag: an fp16 backbone can change which bank entry is nearest, and the soft weight of that entry "
+           "moves the score with it; on bsd_ballscrew the fp16 parity gate refuses the engine (max |Δscore| 0.35), so export fp32",),
     small_kwargs={"coreset_ratio": 0.25},
 )
