@@ -95,12 +95,14 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
               help="Set any config key (dotted; value parsed as JSON), e.g. --set dataset.size=64. Repeatable.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the resolved config (JSON); write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite the run artefacts in a non-empty --out.")
+@click.option("--resume", is_flag=True, help="Continue a trained detector's interrupted run in --out from its last epoch "
+              "checkpoint (model/checkpoint.safetensors), with the same config; the result equals an uninterrupted run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (JSON) on stdout at the end.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 def train(config_path: str | None, model: str | None, model_kwargs: str | None, recipe: str | None, dataset_kind: str | None,
           root: str | None, category: str | None, out: str | None, name: str | None, device: str | None, seed: int | None,
           calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, save_maps: bool | None,
-          report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, as_json: bool, progress: bool) -> None:
+          report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, resume: bool, as_json: bool, progress: bool) -> None:
     """Fit a detector on normal images, calibrate its image and pixel thresholds on a held-out
     calibration split, evaluate on the test split and write a run directory.
 
@@ -114,6 +116,7 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
     from pyimgano_deploy.datasets import DatasetError
     from pyimgano_deploy.inputs import ImageReadError
     from pyimgano_deploy.models.detectors.batches import InputError
+    from pyimgano_deploy.models.training.checkpoint import CheckpointError
     from pyimgano_deploy.workbench.calibration import CalibrationSplitError
     from pyimgano_deploy.workbench.config import ConfigError, TrainConfig
     from pyimgano_deploy.workbench.rundir import RunDirExistsError
@@ -137,11 +140,11 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
         return
     log = (lambda msg: click.echo(msg, err=True)) if progress else (lambda msg: None)
     try:
-        summary = run_training(cfg, force=force, progress=progress, log=log)
+        summary = run_training(cfg, force=force, progress=progress, log=log, resume=resume)
     except RunDirExistsError as exc:
         _fail(str(exc), EXIT_USAGE, as_json)
         return
-    except (ConfigError, DatasetError, CalibrationSplitError, InputError, ImageReadError) as exc:
+    except (ConfigError, DatasetError, CalibrationSplitError, InputError, ImageReadError, CheckpointError, FloatingPointError) as exc:
         _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED, as_json)
         return
     if as_json:

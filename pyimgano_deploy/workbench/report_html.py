@@ -263,6 +263,15 @@ def _gallery(worst_cases: Sequence[Mapping[str, Any]], threshold: float | None) 
     return "".join(parts)
 
 
+def _loss_plot(history: Sequence[Mapping[str, Any]]) -> str:
+    epochs = [float(h["epoch"]) for h in history]
+    series = [LineSeries(epochs, [float(h["loss"]) for h in history], "training loss", color="#1f77b4")]
+    val = [float("nan") if h.get("validation") is None else float(h["validation"]) for h in history]
+    if any(math.isfinite(v) for v in val):
+        series.append(LineSeries(epochs, val, "calibration mean score", color="#ff7f0e", dash="4 3"))
+    return line_plot(series, title="Training", xlabel="epoch", ylabel="loss", legend_corner="top-right")
+
+
 def write_report_html(
     path: str | Path,
     *,
@@ -273,6 +282,7 @@ def write_report_html(
     scores: Any,
     threshold: float | None,
     worst_cases: Sequence[Mapping[str, Any]],
+    training: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write one self-contained HTML report to ``path`` (parents created) and return its path.
 
@@ -282,6 +292,8 @@ def write_report_html(
     ``threshold``: the image threshold drawn on the histogram (None/NaN: no line, no FP/FN).
     ``worst_cases``: dicts with ``name, score, y_true, image_rgb_u8`` (HxWx3 uint8 RGB) and
     ``anomaly_map`` (HxW float, any size, or None) — see ``select_worst_cases``.
+    ``training``: a trained detector's epoch records (``epoch``, ``loss``, optional
+    ``validation``), drawn as the loss curve.
     """
     y = np.asarray(y_true).ravel().astype(np.int64)
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -313,6 +325,7 @@ def write_report_html(
         vline=thr,
         vline_label="threshold",
     )
+    plots = roc_svg + hist_svg + (_loss_plot(training) if training else "")
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     n_anom = int((y == 1).sum())
     meta = (
@@ -326,7 +339,7 @@ def write_report_html(
         f"<h2>Metrics</h2>{_metrics_table(metrics)}"
         f"<h2>Thresholds and provenance</h2>{_thresholds_table(thresholds)}"
         f"<h2>Confusion matrix at the image threshold</h2>{_confusion_table(y, s, thr)}"
-        f"<h2>Plots</h2><div class='plots'>{roc_svg}{hist_svg}</div>"
+        f"<h2>Plots</h2><div class='plots'>{plots}</div>"
         f"<h2>Worst cases</h2>{_gallery(worst_cases, thr)}"
         "</body></html>\n"
     )

@@ -34,6 +34,7 @@ def write_run_report(
     test: ScoredSplit,
     threshold: float,
     preprocess: Any = None,
+    training: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write ``report.html`` for the test split (worst cases from ``select_worst_cases``).
 
@@ -48,7 +49,7 @@ def write_run_report(
         cases.append({"name": names[i], "score": float(test.scores[i]),
                       "y_true": int(y[i]), "image_rgb_u8": image, "anomaly_map": test.maps[i]})
     return write_report_html(path, title=title, metrics=metrics, thresholds=thresholds, y_true=y, scores=test.scores,
-                             threshold=threshold, worst_cases=cases)
+                             threshold=threshold, worst_cases=cases, training=training)
 
 
 def _center_fraction(image: np.ndarray, preprocess: Any) -> np.ndarray:

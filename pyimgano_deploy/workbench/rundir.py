@@ -38,6 +38,7 @@ MODEL_DIR = "model"
 DETECTOR_JSON = "model/detector.json"
 DETECTOR_STATE = "model/state.safetensors"
 INFER_CONFIG = "artifacts/infer_config.json"
+CHECKPOINT_FILE = "model/checkpoint.safetensors"  # trained detectors, while training (removed when the run finishes)
 MAPS_DIR = "maps"
 REPORT_HTML = "report.html"
 SUMMARY = "summary.json"
@@ -105,6 +106,15 @@ def prepare_out_dir(path: str | Path, *, force: bool) -> Path:
             elif p.exists() or p.is_symlink():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def resume_out_dir(path: str | Path) -> Path:
+    """The run directory of an interrupted trained run, for ``--resume`` (its checkpoint must exist)."""
+    out = Path(path)
+    if not (out / CHECKPOINT_FILE).is_file():
+        raise RunDirExistsError(f"--resume: {out / CHECKPOINT_FILE} does not exist; nothing to resume in --out {out} "
+                                "(a finished run removes its checkpoint; start a new run with --force)")
     return out
 
 

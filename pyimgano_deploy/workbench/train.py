@@ -22,6 +22,7 @@ from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench import rundir
 from pyimgano_deploy.workbench.calibration import Thresholds, calibrate_thresholds, split_calibration
 from pyimgano_deploy.workbench.config import TrainConfig
+from pyimgano_deploy.workbench.config_checks import ConfigError
 from pyimgano_deploy.workbench.evaluate import defects_check, image_metrics, pixel_metrics
 from pyimgano_deploy.workbench.scoring import ScoredSplit, SplitScorer
 
@@ -82,7 +83,28 @@ def _per_image_records(out: Path, splits: dict[str, ScoredSplit], threshold: flo
     return records
 
 
-def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dict[str, Any]:
+def _set_training_hooks(detector: Any, cfg: TrainConfig, out: Path, scorer: SplitScorer, cal_samples: list, *, resume: bool, log: Log) -> None:
+    """Checkpoints after every epoch in ``model/``, ``--resume`` from them, and the calibration
+    split as validation images (scored only) for trained detectors; refuse ``--resume`` otherwise."""
+    from pyimgano_deploy.models.training import TrainingHooks
+    from pyimgano_deploy.models.training.loop import fingerprint_of
+
+    if not hasattr(detector, "training_hooks"):
+        if resume:
+            raise ConfigError(f"--resume: {cfg.model.name} is not a trained detector; there is nothing to resume")
+        return
+    config = cfg.to_dict()
+    config.pop("output", None)  # where the run is written does not change what it computes
+    detector.training_hooks = TrainingHooks(
+        checkpoint=out / rundir.CHECKPOINT_FILE, resume=resume,
+        validation_images=scorer.fit_inputs(cal_samples) if cal_samples else None, validation_format=scorer.fit_input_format,
+        fingerprint=fingerprint_of(__version__, config),
+    )
+    if resume:
+        log(f"[{cfg.name}] resuming from {out / rundir.CHECKPOINT_FILE}")
+
+
+def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume: bool = False) -> dict[str, Any]:
     from pyimgano_deploy.models.registry import create_model
 
     timings: dict[str, float] = {}
@@ -105,6 +127,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
     detector = create_model(cfg.model.name, **cfg.model_kwargs(progress=progress))
     scorer = SplitScorer(detector, tiling, progress=progress)
     fit_inputs = scorer.fit_inputs(fit_samples)
+    _set_training_hooks(detector, cfg, out, scorer, cal_samples, resume=resume, log=log)
     what = f"{len(fit_inputs)} tiles of {len(fit_samples)} images" if tiling else f"{len(fit_samples)} images"
     log(f"[{cfg.name}] fitting {cfg.model.name} on {what} (feature extraction, then the detector head)")
     detector.fit(fit_inputs, input_format=scorer.fit_input_format)
@@ -132,6 +155,8 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
 
     thr_dict = thresholds.to_dict()
     detector.save(out / "model")
+    if rundir.CHECKPOINT_FILE and (out / rundir.CHECKPOINT_FILE).exists():  # a finished run needs no checkpoint
+        (out / rundir.CHECKPOINT_FILE).unlink()
     rundir.write_json(out / rundir.CONFIG, cfg.to_dict())
     rundir.write_json(out / rundir.ENVIRONMENT, rundir.capture_run_environment())
     rundir.write_jsonl(out / rundir.PER_IMAGE, _per_image_records(out, {"calibration": cal, "test": test}, threshold, cfg.output.save_maps))
@@ -142,7 +167,8 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dic
 
         write_run_report(out / rundir.REPORT_HTML, title=f"{cfg.name} — {cfg.model.name} on {ds.category}",
                          metrics=rundir.json_safe(metrics), thresholds=thr_dict, test=test, threshold=threshold,
-                         preprocess=None if tiling else detector.preprocess)
+                         preprocess=None if tiling else detector.preprocess,
+                         training=(detector.fit_summary.get("training") or {}).get("history"))
         lap("report")
     timings["total"] = round(time.perf_counter() - t_start, 4)
 
@@ -210,10 +236,19 @@ def _run_all(cfg: TrainConfig, out: Path, *, progress: bool, log: Log) -> dict[s
             "timings_s": summary["timings_s"]}
 
 
-def run_training(cfg: TrainConfig, *, force: bool = False, progress: bool = True, log: Log | None = None) -> dict[str, Any]:
+def run_training(cfg: TrainConfig, *, force: bool = False, progress: bool = True, log: Log | None = None, resume: bool = False) -> dict[str, Any]:
     """Run ``cfg`` and write its run directory; returns the JSON-ready summary (run dir,
-    metrics, thresholds, timings). Raises RunDirExistsError, ConfigError, DatasetError, …"""
+    metrics, thresholds, timings). ``resume``: continue a trained detector from the checkpoint
+    an interrupted run left in ``model/`` (same config), to the same result as an uninterrupted
+    run. Raises RunDirExistsError, ConfigError, DatasetError, CheckpointError, …"""
     log = log or _stderr
+    if resume:
+        if force:
+            raise ConfigError("--resume and --force contradict each other: --force would delete the checkpoint")
+        if cfg.dataset.kind == "mvtec" and cfg.dataset.category == "all":
+            raise ConfigError("--resume works on a single-category run; resume each category's run directory instead")
+        out = rundir.resume_out_dir(cfg.output.dir)
+        return _run_single(cfg, out, progress=progress, log=log, resume=True)
     out = rundir.prepare_out_dir(cfg.output.dir, force=force)
     if cfg.dataset.kind == "mvtec" and cfg.dataset.category == "all":
         return _run_all(cfg, out, progress=progress, log=log)

@@ -244,7 +244,7 @@ class Detector(ABC):
         det.fit_summary = dict(doc.get("fitted", {}))
         module = det._empty_module(det.fit_summary)
         module.load_state_dict(load_file(str(state_path)), strict=True)
-        det.inference_module = module.eval().to(det.device)
+        det.inference_module = module.requires_grad_(False).eval().to(det.device)
         thresholds = doc.get("thresholds") or {}
         if thresholds.get("image"):
             det.threshold = ThresholdCalibration.from_dict(thresholds["image"])

@@ -94,3 +94,46 @@ class CommonParams:
                 continue
             out[key] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+AMP_MODES = ("off", "fp16", "bf16")
+
+
+@dataclass
+class TrainedParams(CommonParams):
+    """:class:`CommonParams` plus the training loop of trained detectors.
+
+    ``epochs``; ``optimizer`` (adam, adamw, sgd) with ``lr``, ``weight_decay`` and
+    ``momentum`` (sgd); ``schedule``: constant or cosine decay of the learning rate per
+    epoch; ``amp``: autocast on CUDA (off, fp16, bf16; refused on CPU);
+    ``early_stop_patience``: stop when the calibration split's mean score has not improved
+    for this many epochs (None: never; the calibration images are only scored, never fit).
+    """
+
+    epochs: int = 20
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "constant"
+    amp: str = "off"
+    early_stop_patience: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
+        if self.amp != "off" and not str(self.device).startswith("cuda"):
+            raise ValueError(f"amp={self.amp!r} needs device 'cuda' (autocast is for GPUs here); use amp='off' on CPU")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"expected lr > 0, weight_decay >= 0 and 0 <= momentum < 1, got {self.lr}, {self.weight_decay}, {self.momentum}")
+        if self.early_stop_patience is not None and (not isinstance(self.early_stop_patience, int) or self.early_stop_patience < 1):
+            raise ValueError(f"early_stop_patience must be None or an int >= 1, got {self.early_stop_patience!r}")

@@ -1,0 +1,1 @@
+"""The small convolutional autoencoder: ``spec`` (torch-free) and ``model`` (torch)."""

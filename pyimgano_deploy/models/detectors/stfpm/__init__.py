@@ -1,0 +1,1 @@
+"""STFPM: ``spec`` (torch-free) and ``model`` (torch)."""
