@@ -20,7 +20,7 @@ from pyimgano_deploy.models.registry import create_model
 SIZE = 64
 #: ops of a distance/statistics head: outside the submodules that may run in fp16 (the
 #: backbone, the embedding), each must lie in an fp32 scope
-HEAD_OPS = {"ReduceMin", "TopK", "ArgMin", "Sqrt", "Pow", "ReduceL2", "ReduceSum", "ReduceMean"}
+HEAD_OPS = {"ReduceMin", "ReduceMax", "TopK", "ArgMin", "Sqrt", "Pow", "ReduceL2", "ReduceSum", "ReduceMean", "Softmax"}
 #: ops that compute (not shape bookkeeping): each must sit in some module scope, never at the root
 ARITHMETIC = HEAD_OPS | {"MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Pow", "ReduceMax", "ReduceSum", "ReduceMean",
                          "Softmax", "Clip", "Neg", "ArgMax", "Conv", "Erf", "Resize", "AveragePool"}

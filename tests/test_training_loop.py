@@ -145,3 +145,14 @@ def test_resume_without_a_checkpoint_and_resume_of_a_memory_bank_are_refused(tmp
 
     code, _, err = run_cli("train", "--dataset", "synthetic", "--model", "vision_autoencoder", "--out", str(tmp_path / "none"), "--resume")
     assert code == 2 and "nothing to resume" in err
+
+
+def test_the_micro_finetune_autoencoder_recipe_trains_the_autoencoder(tmp_path):
+    from pyimgano_deploy.workbench.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"recipe": "micro-finetune-autoencoder", "dataset": {"kind": "synthetic"},
+                                 "output": {"dir": str(tmp_path / "run")}})
+    assert cfg.model.name == "vision_autoencoder" and cfg.model.kwargs["epochs"] == 40
+    named = TrainConfig.from_dict({"recipe": "micro-finetune-autoencoder", "model": {"name": "vision_stfpm"},
+                                   "dataset": {"kind": "synthetic"}, "output": {"dir": str(tmp_path / "run")}})
+    assert named.model.name == "vision_stfpm"

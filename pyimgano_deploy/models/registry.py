@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 KNOWN_TAGS = frozenset({
     "numpy", "pixel_map", "onnx", "tensorrt", "fp16",
-    "memory_bank", "gaussian", "knn", "vit", "ensemble", "noise_robust", "trained", "student_teacher",
+    "memory_bank", "gaussian", "knn", "vit", "ensemble", "noise_robust", "trained", "student_teacher", "amp",
 })
 DETECTORS_PACKAGE = "pyimgano_deploy.models.detectors"
 

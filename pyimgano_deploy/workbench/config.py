@@ -39,7 +39,7 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelConfig":
+    def from_dict(cls, data: Any, *, device: str = "cpu") -> "ModelConfig":
         from pyimgano_deploy.models.registry import create_model, list_models, model_parameters
 
         d = mapping_of(data, "model")
@@ -59,7 +59,7 @@ class ModelConfig:
         resolved = {k: v for k, v in params.items() if k not in RESERVED_MODEL_KWARGS}
         resolved.update(kwargs)
         try:  # constructing a detector only validates its arguments (no weights are loaded)
-            create_model(name, **resolved, progress=False)
+            create_model(name, **resolved, progress=False, device=device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.kwargs: {exc}") from None
         return cls(name=name, kwargs=resolved)
@@ -235,7 +235,7 @@ class TrainConfig:
         cfg = cls(
             name=as_str(name, "name"),  # type: ignore[arg-type]
             recipe=recipe.name,
-            model=ModelConfig.from_dict(d.get("model") or {}),
+            model=ModelConfig.from_dict(recipe.model_block(d.get("model")), device=device),
             dataset=DatasetConfig.from_dict(d["dataset"], default_seed=seed),  # type: ignore[arg-type]
             calibration=CalibrationConfig.from_dict(d.get("calibration") or {}, default_seed=seed),  # type: ignore[arg-type]
             output=output,

@@ -42,12 +42,13 @@ class Recipe:
     steps: tuple[str, ...]
     tiling: TilingSpec | None = None  # defaults of the tiling block; None = no tiling allowed
     defects_preset: str | None = None  # name of the defects preset filled into infer_config.json
+    model: str = "vision_patchcore"  # the model when the config names none
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def defaults(self) -> dict[str, Any]:
         """The config defaults this recipe sets (beyond the common ones)."""
         return {
-            "model": {"name": "vision_patchcore", "kwargs": "registry defaults (see `pyimgano-deploy models info NAME`)"},
+            "model": {"name": self.model, "kwargs": "registry defaults (see `pyimgano-deploy models info NAME`)"},
             "calibration": {**CALIBRATION_DEFAULTS, "seed": "top-level seed"},
             "output": {"save_maps": False, "report": True},
             "device": "cpu",
@@ -59,6 +60,14 @@ class Recipe:
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary, "steps": list(self.steps), "notes": list(self.notes),
                 "defaults": self.defaults()}
+
+    def model_block(self, model: Any) -> Any:
+        """The config's ``model`` block with this recipe's model filled in when it names none."""
+        if model is None:
+            return {"name": self.model}
+        if isinstance(model, Mapping) and "name" not in model:
+            return {**model, "name": self.model}
+        return model
 
     def resolve_blocks(self, tiling: Any, defects: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Merge user-given ``tiling`` / ``defects`` over this recipe's defaults and validate them."""
@@ -137,6 +146,18 @@ RECIPES: dict[str, Recipe] = {
             tiling=HIGHRES_TILING,
             notes=("tile >= model image_size (tiles are downsampled to the model input, never upsampled)",
                    "fitting keeps all tiles of the fitting images in memory"),
+        ),
+        Recipe(
+            name="micro-finetune-autoencoder",
+            summary="Train a small convolutional autoencoder on the normals (the shared epoch loop, checkpoints, "
+                    "--resume); map = per-pixel reconstruction error.",
+            steps=(COMMON_STEPS[0], COMMON_STEPS[1],
+                   "train vision_autoencoder on the remaining normals for its epochs (seeded, a checkpoint in model/ "
+                   "after every epoch; `train --resume` continues an interrupted run to the same result)",
+                   *COMMON_STEPS[3:]),
+            model="vision_autoencoder",
+            notes=("any trained detector (tag 'trained') may be chosen with --model instead",
+                   "set model.kwargs.early_stop_patience to stop when the calibration split's mean score stops improving"),
         ),
         Recipe(
             name="industrial-adapt-fp40",

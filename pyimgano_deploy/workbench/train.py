@@ -129,7 +129,8 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
     fit_inputs = scorer.fit_inputs(fit_samples)
     _set_training_hooks(detector, cfg, out, scorer, cal_samples, resume=resume, log=log)
     what = f"{len(fit_inputs)} tiles of {len(fit_samples)} images" if tiling else f"{len(fit_samples)} images"
-    log(f"[{cfg.name}] fitting {cfg.model.name} on {what} (feature extraction, then the detector head)")
+    how = "training for its epochs" if hasattr(detector, "training_hooks") else "feature extraction, then the detector head"
+    log(f"[{cfg.name}] fitting {cfg.model.name} on {what} ({how})")
     detector.fit(fit_inputs, input_format=scorer.fit_input_format)
     del fit_inputs
     lap("fit")

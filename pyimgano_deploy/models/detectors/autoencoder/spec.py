@@ -33,7 +33,7 @@ SPEC = DetectorSpec(
     family="autoencoder",
     target="pyimgano_deploy.models.detectors.autoencoder.model:Autoencoder",
     params=AutoencoderParams,
-    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "trained", "fp16"}),
+    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "trained", "amp", "fp16"}),
     summary="small convolutional autoencoder trained on the normals; map = per-pixel reconstruction error (the micro-finetune-autoencoder recipe)",
     paper="(baseline) convolutional autoencoder, reconstruction error",
     head="mean over channels of the squared reconstruction error, blurred; score = its maximum",

@@ -36,7 +36,7 @@ SPEC = DetectorSpec(
     family="stfpm",
     target="pyimgano_deploy.models.detectors.stfpm.model:Stfpm",
     params=StfpmParams,
-    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "trained", "student_teacher", "fp16"}),
+    tags=frozenset({"numpy", "pixel_map", "onnx", "tensorrt", "trained", "amp", "student_teacher", "fp16"}),
     summary="student–teacher feature pyramid matching: a random-init student regresses a pretrained teacher's normalised features",
     paper="Wang et al., Student-Teacher Feature Pyramid Matching for Anomaly Detection (BMVC 2021)",
     head="per stage ½‖t̂ − ŝ‖² of L2-normalised features, upsampled, multiplied over stages, blurred; score = map maximum",

@@ -1,0 +1,1 @@
+"""DRAEM: ``spec`` (torch-free), ``model`` and ``anomalies`` (torch)."""

@@ -1,0 +1,1 @@
+"""Reverse Distillation: ``spec`` (torch-free) and ``model`` (torch)."""
