@@ -24,6 +24,23 @@ def size_pair(value: Any, key: str) -> tuple[int, int]:
     return (int(pair[0]), int(pair[1]))
 
 
+#: The three finest feature stages of each backbone (PaDiM's, STFPM's and Reverse Distillation's default pyramid).
+THREE_FINEST_STAGES: dict[str, tuple[str, ...]] = {
+    "efficientnet_lite0": ("s4", "s8", "s16"),
+    "resnet18": ("layer1", "layer2", "layer3"),
+    "wide_resnet50_2": ("layer1", "layer2", "layer3"),
+}
+
+
+def stages_or_default(stages: Any, backbone: str, table: dict[str, tuple[str, ...]], detector: str) -> tuple[str, ...]:
+    """``stages`` when given, else ``table[backbone]``; ValueError naming the detector otherwise."""
+    if stages is not None:
+        return tuple(stages)
+    if backbone not in table:
+        raise ValueError(f"backbone {backbone!r} has no {detector} default stages; pass stages=[...] (backbones with defaults: {sorted(table)})")
+    return table[backbone]
+
+
 def alias_field(of: str) -> Any:
     """A field that is an old name of ``of``: accepted, folded into ``of``, never saved."""
     return field(default=None, metadata={"alias_of": of})

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import CommonParams, alias_field
+from pyimgano_deploy.models.detectors.params import THREE_FINEST_STAGES, CommonParams, alias_field
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
-
-DEFAULT_STAGES = {"efficientnet_lite0": ("s4", "s8", "s16"), "resnet18": ("layer1", "layer2", "layer3"),
-                  "wide_resnet50_2": ("layer1", "layer2", "layer3")}
 
 
 @dataclass
@@ -23,8 +20,8 @@ class PaDiMParams(CommonParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.stages is None:
-            self.stages = DEFAULT_STAGES.get(self.backbone)
+        if self.stages is None and self.backbone in THREE_FINEST_STAGES:  # other backbones: their own default
+            self.stages = THREE_FINEST_STAGES[self.backbone]
         if self.n_channels < 1:
             raise ValueError(f"n_channels (number of selected feature channels) must be >= 1, got {self.n_channels}")
         if self.eps <= 0:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import TrainedParams
+from pyimgano_deploy.models.detectors.params import THREE_FINEST_STAGES, TrainedParams, stages_or_default
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
-
-DEFAULT_STAGES = {"efficientnet_lite0": ("s4", "s8", "s16"), "resnet18": ("layer1", "layer2", "layer3"),
-                  "wide_resnet50_2": ("layer1", "layer2", "layer3")}
 
 
 @dataclass
@@ -25,9 +22,8 @@ class ReverseDistillationParams(TrainedParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.stages is None:
-            self.stages = DEFAULT_STAGES.get(self.backbone)
-        if self.stages is None or len(self.stages) != 3:
+        self.stages = stages_or_default(self.stages, self.backbone, THREE_FINEST_STAGES, "Reverse Distillation")
+        if len(self.stages) != 3:
             raise ValueError(f"stages: Reverse Distillation takes exactly three encoder stages, finest first, got {self.stages!r}")
         if not isinstance(self.bottleneck_channels, int) or self.bottleneck_channels < 8:
             raise ValueError(f"bottleneck_channels must be an int >= 8, got {self.bottleneck_channels!r}")

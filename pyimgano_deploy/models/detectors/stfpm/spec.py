@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import TrainedParams
+from pyimgano_deploy.models.detectors.params import THREE_FINEST_STAGES, TrainedParams, stages_or_default
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
-
-DEFAULT_STAGES = {"efficientnet_lite0": ("s4", "s8", "s16"), "resnet18": ("layer1", "layer2", "layer3"),
-                  "wide_resnet50_2": ("layer1", "layer2", "layer3")}
 
 
 @dataclass
@@ -25,10 +22,7 @@ class StfpmParams(TrainedParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.stages is None:
-            self.stages = DEFAULT_STAGES.get(self.backbone)
-        if self.stages is None or len(self.stages) < 1:
-            raise ValueError(f"backbone {self.backbone!r} has no STFPM default stages; pass stages=[...]")
+        self.stages = stages_or_default(self.stages, self.backbone, THREE_FINEST_STAGES, "STFPM")
 
 
 SPEC = DetectorSpec(
