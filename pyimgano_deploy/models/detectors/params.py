@@ -41,6 +41,12 @@ def stages_or_default(stages: Any, backbone: str, table: dict[str, tuple[str, ..
     return table[backbone]
 
 
+def require_multiple(size: tuple[int, int], step: int, why: str) -> None:
+    """Refuse a model input ``size`` (H, W) that is not a multiple of ``step`` px, saying ``why``."""
+    if any(int(v) % step for v in size):
+        raise ValueError(f"image_size (or center_crop) must be multiples of {step} px ({why}), got {list(size)}")
+
+
 def alias_field(of: str) -> Any:
     """A field that is an old name of ``of``: accepted, folded into ``of``, never saved."""
     return field(default=None, metadata={"alias_of": of})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import CommonParams
+from pyimgano_deploy.models.detectors.params import CommonParams, require_multiple
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 VIT_PATCH = 14
@@ -32,9 +32,7 @@ class AnomalyDinoParams(CommonParams):
         super().__post_init__()
         if self.stages is None:
             self.stages = ("block12",)
-        size = self.center_crop or self.image_size
-        if any(int(v) % VIT_PATCH for v in size):  # type: ignore[union-attr]
-            raise ValueError(f"image_size (or center_crop) must be multiples of {VIT_PATCH} px for a ViT/14, got {list(size)}")  # type: ignore[arg-type]
+        require_multiple(self.center_crop or self.image_size, VIT_PATCH, "the ViT's 14 px patches")  # type: ignore[arg-type]
         if not 0.0 < self.top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         if not 0.0 < self.coreset_ratio <= 1.0:

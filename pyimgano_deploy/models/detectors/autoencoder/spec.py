@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyimgano_deploy.models.detectors.params import TrainedParams
+from pyimgano_deploy.models.detectors.params import TrainedParams, require_multiple
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 
@@ -22,10 +22,7 @@ class AutoencoderParams(TrainedParams):
         super().__post_init__()
         if not self.widths or not all(isinstance(w, int) and w >= 1 for w in self.widths):
             raise ValueError(f"widths must be a non-empty list of channel counts >= 1, got {self.widths!r}")
-        step = 2 ** len(self.widths)
-        size = self.center_crop or self.image_size
-        if any(int(v) % step for v in size):  # type: ignore[union-attr]
-            raise ValueError(f"image_size (or center_crop) must be multiples of {step} px for {len(self.widths)} stride-2 levels, got {list(size)}")  # type: ignore[arg-type]
+        require_multiple(self.center_crop or self.image_size, 2 ** len(self.widths), f"{len(self.widths)} stride-2 levels")  # type: ignore[arg-type]
 
 
 SPEC = DetectorSpec(

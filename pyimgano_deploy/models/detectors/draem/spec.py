@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import TrainedParams
+from pyimgano_deploy.models.detectors.params import TrainedParams, require_multiple
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 
@@ -36,9 +36,7 @@ class DraemParams(TrainedParams):
                 raise ValueError(f"{key} must be an int >= 2, got {value!r}")
         if not isinstance(self.score_pool, int) or self.score_pool < 1 or self.score_pool % 2 == 0:
             raise ValueError(f"score_pool must be an odd int >= 1, got {self.score_pool!r}")
-        size = self.center_crop or self.image_size
-        if any(int(v) % 16 for v in size):  # type: ignore[union-attr]
-            raise ValueError(f"image_size (or center_crop) must be multiples of 16 px (four 2× poolings), got {list(size)}")  # type: ignore[arg-type]
+        require_multiple(self.center_crop or self.image_size, 16, "four 2× poolings")  # type: ignore[arg-type]
 
 
 SPEC = DetectorSpec(

@@ -27,6 +27,7 @@ from torch import nn
 from pyimgano_deploy.models.backbones import FeatureExtractor
 from pyimgano_deploy.models.detectors.inference_module import MapMaximum, ScopedModule
 from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher
+from pyimgano_deploy.models.detectors.params import require_multiple
 from pyimgano_deploy.models.detectors.reverse_distillation.spec import SPEC, ReverseDistillationParams
 from pyimgano_deploy.models.detectors.trained import TrainedDetector
 
@@ -156,9 +157,7 @@ class ReverseDistillation(TrainedDetector):
     Params = ReverseDistillationParams
 
     def _check_size(self, encoder: FeatureExtractor) -> None:
-        step = 2 * encoder.stage_strides[encoder.stages[-1]]
-        if any(v % step for v in self.input_size):
-            raise ValueError(f"image_size (or center_crop) must be multiples of {step} px for these stages, got {list(self.input_size)}")
+        require_multiple(self.input_size, 2 * encoder.stage_strides[encoder.stages[-1]], "the bottleneck halves the deepest stage")
 
     def _networks(self, pretrained: bool | str) -> tuple[FeatureExtractor, Student]:
         encoder = self._make_extractor(pretrained=pretrained)
