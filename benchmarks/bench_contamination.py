@@ -12,7 +12,6 @@ folder; the data set itself is never copied. Prints one JSON document.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys

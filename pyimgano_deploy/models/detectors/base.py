@@ -145,11 +145,6 @@ class Detector(ABC):
     def _empty_module(self, fitted: dict[str, Any]) -> nn.Module:
         """An inference module with correctly shaped (unfitted) buffers, for :meth:`load`."""
 
-    @torch.no_grad()
-    def _embed(self, extractor: FeatureExtractor, embedding: torch.nn.Module, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(batch).to(self.device)
-        return embedding(extractor(x)).to(torch.float32)
-
     # ------------------------------------------------------------------ scoring
     def _require_fitted(self) -> nn.Module:
         if self.inference_module is None:

@@ -104,6 +104,3 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool) -> Any:
 
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None if enabled else True)
 
-
-def count_inputs(images: object, input_format: str | None) -> int:
-    return len(as_image_list(images, input_format=input_format))

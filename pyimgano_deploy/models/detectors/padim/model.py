@@ -18,6 +18,7 @@ from pyimgano_deploy.models.backbones import FeatureExtractor
 from pyimgano_deploy.models.detectors.base import Detector
 from pyimgano_deploy.models.detectors.batches import BatchSource
 from pyimgano_deploy.models.detectors.inference_module import AnomalyInferenceModule
+from pyimgano_deploy.models.detectors.memory_bank import embedder
 from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, PatchEmbedding
 from pyimgano_deploy.models.detectors.padim.spec import SPEC, PaDiMParams
 
@@ -44,8 +45,9 @@ class PaDiM(Detector):
         t0 = time.perf_counter()
         n = 0
         s1 = s2 = None
+        embed = embedder(extractor, embedding, self.device)
         for batch in batches:
-            emb = self._embed(extractor, embedding, batch).to(torch.float64)
+            emb = embed(batch).to(torch.float64)
             x = emb.flatten(2).permute(2, 0, 1)  # [P, B, d]
             b1 = x.sum(1)
             b2 = torch.einsum("pbi,pbj->pij", x, x)
