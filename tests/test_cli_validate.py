@@ -55,6 +55,11 @@ def test_ok_bundle_exits_0_with_table_and_json(bundle: Path) -> None:
     assert report["parity"]["max_abs_score"] <= 1e-5 and report["parity"]["labels_identical"] is True
 
 
+def test_precision_the_bundle_lacks_exits_5(bundle: Path) -> None:
+    code, out = _validate(str(bundle), "--precision", "fp16")
+    assert code == 5 and "fp16" in out
+
+
 def test_flipped_byte_exits_4(bundle: Path) -> None:
     data = bytearray((bundle / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from pyimgano_deploy.bundles import read_bundle
+from pyimgano_deploy.bundles.parity import GATE_RULE
+from pyimgano_deploy.runtimes.validation import validate_bundle
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 from pyimgano_deploy.exporters.onnx_export import onnx_outputs
 
@@ -32,3 +34,5 @@ def test_fp16_bundle_passes_gate_and_keeps_distances_fp32(model, tmp_path):
     assert head and all(i.data_type == onnx.TensorProto.FLOAT for i in head)
     s16, _ = onnx_outputs(out / "model.fp16.onnx", b.load_golden()["images"])
     assert np.all(np.isfinite(s16))
+    report = validate_bundle(out, engine="onnx", precision="fp16")
+    assert report.ok and report.engine_info["precision"] == "fp16" and report.parity["tolerance"]["rule"] == GATE_RULE

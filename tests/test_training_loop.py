@@ -95,6 +95,12 @@ def test_early_stop_uses_the_validation_images_and_only_stops():
     assert t["stopped_early"] == (t["epochs"] < 30) and t["best_epoch"] is not None
 
 
+def test_min_steps_adds_epochs_for_a_small_fit_set():
+    det = _detector("vision_autoencoder", epochs=2, min_steps=9).fit(_images(6, 6), input_format="rgb_u8_hwc")
+    t = det.fit_summary["training"]  # 6 images at batch 4: 2 steps per epoch, so 5 epochs for 9 steps
+    assert t["epochs"] == t["epochs_planned"] == 5 and len(t["history"]) == 5
+
+
 def test_amp_on_cpu_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="amp='fp16' needs device 'cuda'"):
         _detector("vision_autoencoder", amp="fp16")

@@ -113,6 +113,17 @@ def test_loosened_parity_tolerance_fails_validate(bundle: Path) -> None:
     assert code == 3 and "tolerance.score_abs" in out and "edited" in out
 
 
+def test_bundle_gated_under_rule_1_is_checked_under_the_current_rule(bundle: Path) -> None:
+    def as_rule_1(m: dict) -> None:  # rule 1 recorded no "rule" and max(1, |thr|) numbers
+        m["parity"]["fp32"]["tolerance"].pop("rule")
+        m["parity"]["fp32"]["tolerance"].update(score_abs=1e9)
+    rewrite_manifest(bundle, as_rule_1)
+    code, out, _ = _cli("validate", str(bundle), "--json")
+    golden = next(c for c in json.loads(out)["checks"] if c["name"] == "golden")
+    assert code == 0 and "exported under gate rule 1, checked under rule 2" in golden["detail"]
+    assert json.loads(out)["parity"]["tolerance"]["score_abs"] < 1e9
+
+
 def test_manifest_symlink_to_outside_is_refused(bundle: Path, tmp_path: Path) -> None:
     outside = tmp_path / "elsewhere.json"
     shutil.copy(bundle / "bundle.json", outside)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, MEANINGS
+from pyimgano_deploy.runtimes.selection import PRECISIONS
 
 if TYPE_CHECKING:
     from pyimgano_deploy.runtimes.validation import ValidationReport
@@ -37,10 +38,13 @@ def _print_table(report: ValidationReport) -> None:
 @click.argument("bundle", type=click.Path())
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+              help="Engine file to gate: auto picks as infer does (fp32 on CPU, fp16 on a GPU); name one to check "
+                   "a file this machine would not pick (exit 5 when the bundle has none).")
 @click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Pin the bundle: fail (exit 4) unless its digest is this one (export prints it).")
 @click.option("--public-key", type=click.Path(dir_okay=False), default=None, help="Require bundle.sig to verify with this Ed25519 PEM public key (exit 7).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for archiving; includes the digest).")
-def validate(bundle: str, engine: str, device: str, expect_digest: str | None, public_key: str | None, as_json: bool) -> None:
+def validate(bundle: str, engine: str, device: str, precision: str, expect_digest: str | None, public_key: str | None, as_json: bool) -> None:
     """Validate BUNDLE: schema, files, checksums and digest, signature, thresholds, engine load,
     golden parity (the export's own gate) and the whole pipeline on the golden source files."""
     from pyimgano_deploy.bundles.identity import parse_digest
@@ -51,7 +55,7 @@ def validate(bundle: str, engine: str, device: str, expect_digest: str | None, p
             parse_digest(expect_digest)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--expect-digest") from exc
-    report = validate_bundle(bundle, engine=engine, device=device, expected_digest=expect_digest, public_key=public_key)
+    report = validate_bundle(bundle, engine=engine, device=device, precision=precision, expected_digest=expect_digest, public_key=public_key)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -23,7 +23,7 @@ import numpy as np
 from pyimgano_deploy.bundles import BundleError, ChecksumMismatchError, read_bundle
 from pyimgano_deploy.bundles.exit_codes import EXIT_ENGINE, EXIT_INVALID, EXIT_OK, EXIT_PARITY
 from pyimgano_deploy.bundles.golden import unpack_sources
-from pyimgano_deploy.bundles.parity import ParityReport, compare_outputs
+from pyimgano_deploy.bundles.parity import GATE_RULE, ParityReport, compare_outputs
 from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
 from pyimgano_deploy.inputs import decode_image
@@ -131,9 +131,9 @@ def _check_thresholds(bundle: Bundle) -> str:
     return text
 
 
-def _check_engine(bundle: Bundle, *, engine: str, device: str) -> Runtime:  # exit 5 only for "cannot load here"
+def _check_engine(bundle: Bundle, *, engine: str, device: str, precision: str) -> Runtime:  # exit 5 only for "cannot load here"
     try:
-        return open_runtime(bundle, engine=engine, device=device, batch_size=8)
+        return open_runtime(bundle, engine=engine, device=device, precision=precision, batch_size=8)
     except EngineLoadError as exc:
         raise _Failed(EXIT_ENGINE, str(exc)) from exc
     except BundleError as exc:
@@ -158,11 +158,21 @@ def golden_parity(runtime: Runtime, golden: dict[str, np.ndarray], precision: st
                            threshold=runtime.threshold, precision=precision)
 
 
+def _recorded_rule(record: Any) -> Any:
+    """The gate rule a bundle's parity record was exported under (rule 1 recorded none)."""
+    tol = record.get("tolerance") if isinstance(record, dict) else None
+    return tol.get("rule", 1) if isinstance(tol, dict) else None
+
+
 def _recorded_tolerance_problem(record: Any, report: ParityReport, precision: str) -> str | None:
-    """The manifest's recorded tolerance must be the gate's: a looser one is an edited manifest."""
+    """The manifest's recorded tolerance must be the gate's: a looser one is an edited manifest.
+    A bundle exported under an older gate rule recorded that rule's numbers, so they are not
+    compared; the current rule is applied regardless."""
     tol = record.get("tolerance") if isinstance(record, dict) else None
     if not isinstance(tol, dict):
         return f"manifest has no parity.{precision}.tolerance for the {precision} engine"
+    if _recorded_rule(record) != GATE_RULE:
+        return None
     for key in ("score_abs", "map_abs"):
         if key not in tol:
             continue
@@ -183,7 +193,8 @@ def _load_golden(bundle: Bundle) -> dict[str, np.ndarray]:
 def _check_golden(bundle: Bundle, runtime: Runtime, golden: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
     precision = str(runtime.engine_info.get("precision", "fp32"))
     report = golden_parity(runtime, golden, precision)
-    problem = _recorded_tolerance_problem((bundle.manifest.get("parity") or {}).get(precision), report, precision)
+    record = (bundle.manifest.get("parity") or {}).get(precision)
+    problem = _recorded_tolerance_problem(record, report, precision)
     if problem is not None:
         raise _Failed(EXIT_INVALID, problem)
     measured = {**report.to_manifest(), "passed": report.passed}
@@ -192,6 +203,10 @@ def _check_golden(bundle: Bundle, runtime: Runtime, golden: dict[str, np.ndarray
         f"(gate {report.tolerance['score_abs']:.3g}), max rel {report.max_rel_score:.3g}, max |Δmap| "
         f"{report.max_abs_map:.3g} (gate {report.tolerance['map_abs']:.3g}), labels identical: {report.labels_identical}"
     )
+    if report.boundary:
+        summary += f" (boundary images {list(report.boundary)}, within the score gate of the threshold, not compared)"
+    if _recorded_rule(record) != GATE_RULE:
+        summary += f"; exported under gate rule {_recorded_rule(record)}, checked under rule {GATE_RULE}"
     if not report.passed:
         raise _Failed(EXIT_PARITY, summary + " — outside the parity gate")
     return summary, measured
@@ -228,14 +243,17 @@ def validate_bundle(
     *,
     engine: str = "auto",
     device: str = "auto",
+    precision: str = "auto",
     expected_digest: str | None = None,
     public_key: str | os.PathLike[str] | None = None,
     allow_incomplete: bool = False,
 ) -> ValidationReport:
     """Run every check on the bundle at ``path``; never raises for a bad bundle (the report's
     ``exit_code`` says what failed). ``expected_digest`` pins the bundle (exit 4 on mismatch),
-    ``public_key`` requires a valid signature (exit 7). ``ValueError`` for an unknown
-    ``engine``/``device`` or a malformed ``expected_digest``."""
+    ``public_key`` requires a valid signature (exit 7). ``precision`` picks the engine file the
+    way ``infer`` does ("auto": fp32 on CPU, fp16 on a GPU); name one to gate a file this
+    machine would not pick. ``ValueError`` for an unknown ``engine``/``device``/``precision``
+    or a malformed ``expected_digest``."""
     report = ValidationReport(bundle=str(path))
     state: dict[str, Any] = {}
 
@@ -263,7 +281,7 @@ def validate_bundle(
         return f"Ed25519 signature over {state['bundle'].digest} verifies with {public_key}"
 
     def engine_check() -> str:
-        state["runtime"] = _check_engine(state["bundle"], engine=engine, device=device)
+        state["runtime"] = _check_engine(state["bundle"], engine=engine, device=device, precision=precision)
         report.engine_info = state["runtime"].engine_info
         info = report.engine_info
         return f"{info['file']} opened with {info['engine']} ({info['precision']}, {info['device']})"

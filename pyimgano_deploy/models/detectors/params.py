@@ -128,7 +128,8 @@ AMP_MODES = ("off", "fp16", "bf16")
 class TrainedParams(CommonParams):
     """:class:`CommonParams` plus the training loop of trained detectors.
 
-    ``epochs``; ``optimizer`` (adam, adamw, sgd) with ``lr``, ``weight_decay`` and
+    ``epochs``; ``min_steps``: at least this many optimiser steps, so a small fit set runs
+    more epochs (0: exactly ``epochs``); ``optimizer`` (adam, adamw, sgd) with ``lr``, ``weight_decay`` and
     ``momentum`` (sgd); ``schedule``: constant or cosine decay of the learning rate per
     epoch; ``amp``: autocast on CUDA (off, fp16, bf16; refused on CPU);
     ``early_stop_patience``: stop when the calibration split's mean score has not improved
@@ -136,6 +137,7 @@ class TrainedParams(CommonParams):
     """
 
     epochs: int = 20
+    min_steps: int = 0
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -148,6 +150,8 @@ class TrainedParams(CommonParams):
         super().__post_init__()
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        if not isinstance(self.min_steps, int) or self.min_steps < 0:
+            raise ValueError(f"min_steps must be an int >= 0, got {self.min_steps!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:

@@ -15,7 +15,7 @@ from torch import nn
 from pyimgano_deploy.models.detectors.base import Detector
 from pyimgano_deploy.models.detectors.batches import BatchSource
 from pyimgano_deploy.models.detectors.params import TrainedParams
-from pyimgano_deploy.models.training.loop import TrainingHooks, TrainingTask, fingerprint_of, run_epochs
+from pyimgano_deploy.models.training.loop import TrainingHooks, TrainingTask, fingerprint_of, planned_epochs, run_epochs
 
 
 class TrainedDetector(Detector):
@@ -56,7 +56,7 @@ class TrainedDetector(Detector):
         self.fit_summary = {
             "n_images": int(images.shape[0]),
             "training": {
-                "epochs": len(result.history), "epochs_planned": self.params.epochs, "stopped_early": result.stopped_early,
+                "epochs": len(result.history), "epochs_planned": planned_epochs(self.params, images.shape[0]), "stopped_early": result.stopped_early,
                 "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from_epoch,
                 "epoch_seconds_mean": round(float(np.mean([h.seconds for h in run])), 3) if run else None,
                 "device": str(self.device), "amp": self.params.amp,

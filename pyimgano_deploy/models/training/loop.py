@@ -83,11 +83,24 @@ def make_optimizer(params: TrainedParams, parameters: list[nn.Parameter]) -> tor
     return cls(parameters, lr=params.lr, weight_decay=params.weight_decay)
 
 
-def learning_rate(params: TrainedParams, epoch: int) -> float:
-    """The learning rate of 0-based ``epoch``: constant, or cosine decay to 1 % of ``lr``."""
+def batch_starts(n: int, batch: int) -> list[int]:
+    """First index of each batch of an epoch over ``n`` images (a last batch of one image is
+    dropped: BatchNorm needs two samples)."""
+    return [s for s in range(0, n, batch) if n - s >= 2 or n == 1]
+
+
+def planned_epochs(params: TrainedParams, n_images: int) -> int:
+    """``params.epochs``, raised so the run takes at least ``params.min_steps`` optimiser steps."""
+    steps = len(batch_starts(n_images, min(params.batch_size, n_images)))
+    return max(params.epochs, math.ceil(params.min_steps / max(steps, 1)))
+
+
+def learning_rate(params: TrainedParams, epoch: int, epochs: int | None = None) -> float:
+    """The learning rate of 0-based ``epoch`` of ``epochs`` (default ``params.epochs``):
+    constant, or cosine decay to 1 % of ``lr``."""
     if params.schedule == "constant":
         return params.lr
-    t = epoch / max(1, params.epochs - 1)
+    t = epoch / max(1, (epochs or params.epochs) - 1)
     return params.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
@@ -99,9 +112,10 @@ def _autocast(params: TrainedParams, device: torch.device) -> Any:
 
 def run_epochs(task: TrainingTask, images: np.ndarray, params: TrainedParams, device: torch.device, hooks: TrainingHooks,
                *, progress_bar: Callable[[int, str, str], Any], validate: Callable[[], float] | None = None) -> TrainingResult:
-    """Train ``task.module`` on ``images`` (uint8 ``[N, H, W, 3]``) for ``params.epochs`` epochs;
+    """Train ``task.module`` on ``images`` (uint8 ``[N, H, W, 3]``) for :func:`planned_epochs` epochs;
     ``validate`` (→ mean validation score of the current model) drives the early stop."""
     module = task.module
+    epochs = planned_epochs(params, images.shape[0])
     trainable = [p for p in module.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("the training task has no trainable parameters")
@@ -116,7 +130,7 @@ def run_epochs(task: TrainingTask, images: np.ndarray, params: TrainedParams, de
         result.history = [EpochRecord(**h) for h in history]
         result.resumed_from_epoch = start
         result.best_epoch = extra.get("best_epoch")
-        print(f"resuming after epoch {start} of {params.epochs} from {hooks.checkpoint}", file=sys.stderr, flush=True)
+        print(f"resuming after epoch {start} of {epochs} from {hooks.checkpoint}", file=sys.stderr, flush=True)
     n = images.shape[0]
     batch = min(params.batch_size, n)
     best, since_best = None, 0
@@ -125,20 +139,20 @@ def run_epochs(task: TrainingTask, images: np.ndarray, params: TrainedParams, de
             best, since_best = h.validation, 0
         elif h.validation is not None:
             since_best += 1
-    for epoch in range(start, params.epochs):
+    for epoch in range(start, epochs):
         if validate is not None and params.early_stop_patience is not None and since_best >= params.early_stop_patience:
             result.stopped_early = True
             break
         t0 = time.perf_counter()
-        lr = learning_rate(params, epoch)
+        lr = learning_rate(params, epoch, epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = np.random.default_rng([params.seed, epoch]).permutation(n)
         gen = torch.Generator().manual_seed(params.seed * 100_003 + epoch)
-        starts = [s for s in range(0, n, batch) if n - s >= 2 or n == 1]  # BatchNorm needs 2 samples
+        starts = batch_starts(n, batch)
         total, count = 0.0, 0
         module.train()
-        with progress_bar(len(starts), f"epoch {epoch + 1}/{params.epochs}", "batch") as bar:
+        with progress_bar(len(starts), f"epoch {epoch + 1}/{epochs}", "batch") as bar:
             for s in starts:
                 x = torch.from_numpy(images[order[s : s + batch]]).to(device)
                 optimizer.zero_grad(set_to_none=True)
