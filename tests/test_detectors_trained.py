@@ -91,7 +91,7 @@ def test_ssim_and_focal_loss_behave():
 
 
 def test_draem_score_is_the_maximum_of_the_pooled_map():
-    det = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, min_steps=0, reconstruction_width=4, segmentation_width=4, score_pool=5)
+    det = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, reconstruction_width=4, segmentation_width=4, score_pool=5)
     det.fit(_images(6, 6), input_format="rgb_u8_hwc")
     scores, maps = det.predict_batch(det.preprocess.batch(list(_images(2, 7))))
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(maps).unsqueeze(1), 5, stride=1, padding=2)
@@ -104,12 +104,12 @@ def test_draem_takes_textures_from_a_folder(tmp_path):
 
     for i, img in enumerate(_images(3, 9)):
         cv2.imwrite(str(tmp_path / f"t{i}.png"), img[:, :, ::-1])
-    det = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, min_steps=0, reconstruction_width=4,
+    det = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, reconstruction_width=4,
                        segmentation_width=4, texture_dir=str(tmp_path))
     det.fit(_images(4, 10), input_format="rgb_u8_hwc")
     empty = tmp_path / "empty"
     empty.mkdir()
-    det2 = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, min_steps=0, reconstruction_width=4,
+    det2 = create_model("vision_draem", image_size=SIZE, progress=False, epochs=1, reconstruction_width=4,
                         segmentation_width=4, texture_dir=str(empty))
     with pytest.raises(ValueError, match="found none"):
         det2.fit(_images(4, 10), input_format="rgb_u8_hwc")

@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "recipes": ("pyimgano_deploy.cli.recipes_cmd", "recipes", "List training recipes."),
     "train": ("pyimgano_deploy.cli.train_cmd", "train", "Fit, calibrate and evaluate a detector; write a run directory."),
     "export": ("pyimgano_deploy.cli.export_cmd", "export", "Export a run to a deployment bundle (ONNX, optional TensorRT)."),
+    "export-triton": ("pyimgano_deploy.cli.export_triton_cmd", "export_triton", "Write a Triton model repository (ONNX engine + Python pre/post + ensemble) from a bundle."),
     "build-engine": ("pyimgano_deploy.cli.build_engine_cmd", "build_engine", "Build a TensorRT engine for a bundle on this GPU."),
     "infer": ("pyimgano_deploy.cli.infer_cmd", "infer", "Score images with a bundle (torch-free); write JSONL."),
     "validate": ("pyimgano_deploy.cli.validate_cmd", "validate", "Check a bundle for a release pipeline; exit codes per failure."),

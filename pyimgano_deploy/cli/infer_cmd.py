@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import click
 
-from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
 
@@ -104,6 +104,15 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+@click.option("--save-parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the records as a Parquet table (pyarrow) once the run is complete; the JSONL stays the record of truth.")
+@click.option("--ray-address", default=None, metavar="local|auto|ray://HOST:PORT",
+              help="Score on Ray Data actors (pip install 'pyimgano-deploy[ray]'): 'local' starts Ray on this machine for the run, "
+                   "'auto' joins a running cluster, ray://HOST:PORT connects a Ray client. Inputs and bundle must be readable "
+                   "by the workers (docs/SCALING.md). Same records, order, resume and exit codes as a local run.")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=2, show_default=True, help="Ray actors, each loading the bundle once.")
+@click.option("--ray-cpus-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPUs reserved per actor, and its ONNX Runtime threads.")
 @defects_options
 def infer(
     bundle_path: str,
@@ -127,6 +136,10 @@ def infer(
     max_errors: int,
     fsync: bool,
     as_json: bool,
+    parquet_path: str | None,
+    ray_address: str | None,
+    ray_actors: int,
+    ray_cpus_per_actor: int,
     **defects_kwargs: Any,
 ) -> None:
     """Score images with a bundle and write JSONL records (one per input, flushed as written,
@@ -166,11 +179,16 @@ def infer(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--expect-digest") from exc
     try:
-        runtime = load_bundle(
-            bundle_path, device=device, engine=engine, precision=precision, batch_size=batch_size,
-            intra_op_threads=threads, num_workers=num_workers, streams=streams, micro_batch=micro_batch,
-            expected_digest=expect_digest, public_key=public_key,
-        )
+        if ray_address is not None:
+            runtime = _ray_runtime(bundle_path, ray_address, ray_actors, ray_cpus_per_actor, threads=threads, num_workers=num_workers,
+                                   streams=streams, micro_batch=micro_batch, batch_size=batch_size, engine=engine, precision=precision,
+                                   device=device, expect_digest=expect_digest, public_key=public_key, as_json=as_json)
+        else:
+            runtime = load_bundle(
+                bundle_path, device=device, engine=engine, precision=precision, batch_size=batch_size,
+                intra_op_threads=threads, num_workers=num_workers, streams=streams, micro_batch=micro_batch,
+                expected_digest=expect_digest, public_key=public_key,
+            )
     except BundleError as exc:
         _fail(f"invalid bundle {bundle_path}: {exc}", as_json, exc.exit_code)
     except EngineLoadError as exc:
@@ -180,17 +198,48 @@ def infer(
     with runtime:
         _run(runtime, plan, jsonl, maps_dir=maps_dir, defects_flags=defects_flags, resume=resume, overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
-             max_errors=max_errors, as_json=as_json)
+             max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path))
+
+
+def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: int, *, threads: int | None, num_workers: int,
+                 streams: str, micro_batch: int | None, batch_size: int, engine: str, precision: str, device: str,
+                 expect_digest: str | None, public_key: str | None, as_json: bool) -> Any:
+    """The Ray Data runtime for ``--ray-address`` (options that tune one local session are refused)."""
+    from pyimgano_deploy.scale.extras import MissingExtraError
+
+    local_only = {"--threads": threads is not None, "--num-workers": num_workers != 0, "--streams": streams != "1",
+                  "--micro-batch": micro_batch is not None}
+    given = [name for name, used in local_only.items() if used]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} tune one local session; with --ray-address use --ray-actors and --ray-cpus-per-actor")
+    try:
+        from pyimgano_deploy.scale.ray_data import RayRuntime, check_address
+
+        check_address(address)
+    except MissingExtraError as exc:
+        _fail(str(exc), as_json, EXIT_ENGINE)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ray-address") from exc
+    try:
+        return RayRuntime(bundle_path, address=address, actors=actors, cpus_per_actor=cpus_per_actor, batch_size=batch_size,
+                          engine=engine, precision=precision, device=device, expected_digest=expect_digest, public_key=public_key)
+    except MissingExtraError as exc:
+        _fail(str(exc), as_json, EXIT_ENGINE)
 
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_flags: DefectsFlags, resume: bool,
-         overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool) -> None:
+         overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
+         parquet: Path | None = None) -> None:
     """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
 
     info = runtime.engine_info
     dplan = resolve_defects(defects_flags, runtime.bundle)
-    if not as_json:
+    if not as_json and info.get("ray"):
+        ray_info = info["ray"]
+        click.echo(f"engine: Ray Data at {ray_info['address']}, {ray_info['actors']} actor(s) × {ray_info['cpus_per_actor']} CPU, "
+                   f"batch {runtime.batch_size} (each actor verifies bundle {runtime.bundle.digest})", err=True)
+    elif not as_json:
         sched = info.get("schedule") or {}
         streams_note = f", {runtime.streams} streams × {sched.get('threads')} thread(s)" if runtime.streams > 1 else ""
         if runtime.micro_batch is not None:
@@ -225,8 +274,22 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
+    table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan, todo, jsonl, maps_out, dplan, errors + prev_errors, anomalies + prev_anomalies,
-               max_errors, elapsed, as_json)
+               max_errors, elapsed, as_json, table)
+
+
+def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
+    from pyimgano_deploy.scale.extras import MissingExtraError
+    from pyimgano_deploy.scale.parquet_out import jsonl_to_parquet
+
+    try:
+        return jsonl_to_parquet(jsonl, parquet)
+    except MissingExtraError as exc:
+        _fail(f"{exc}; the JSONL records are complete in {jsonl}", as_json, EXIT_OUTPUT)
+    except OSError as exc:
+        _fail(f"cannot write {parquet}: {exc}; the JSONL records are complete in {jsonl}", as_json, EXIT_OUTPUT)
+    raise AssertionError("unreachable")
 
 
 def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
@@ -264,7 +327,7 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
 
 
 def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path | None, dplan: Any, total_errors: int,
-               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool) -> None:
+               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool, parquet: dict[str, Any] | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -285,7 +348,8 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path 
         "unmatched_inputs": plan.unmatched,
         "jsonl": jsonl.as_posix(),
         "maps_dir": maps_out.as_posix() if maps_out else None,
-        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule")},
+        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray")},
+        "parquet": parquet,
     }
     if dplan is not None:
         summary["defects"] = dplan.summary()
@@ -302,7 +366,8 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"images: {s['images']}  processed: {s['processed']}  resumed (already recorded): {s['resumed_skipped']}",
         f"errors: {s['errors']} (max allowed {s['max_errors']})  anomalies: {s['anomalies']}  "
         f"time: {s['elapsed_s']} s  ({rate})",
-        f"records: {s['jsonl']}" + (f"  maps: {s['maps_dir']}" if s["maps_dir"] else ""),
+        f"records: {s['jsonl']}" + (f"  maps: {s['maps_dir']}" if s["maps_dir"] else "")
+        + (f"  parquet: {s['parquet']['path']} ({s['parquet']['rows']} rows)" if s.get("parquet") else ""),
     ]
     if "defects" in s:
         d = s["defects"]

@@ -16,14 +16,13 @@ class DraemParams(TrainedParams):
     themselves, shuffled and augmented. ``score_pool``: side of the average pooling before
     the image score's maximum (the paper's 21). ``backbone``/``stages``/``pretrained`` are
     unused: both networks train from scratch. Training: Adam; lr 1e-3 for a short CPU
-    schedule (the paper's 1e-4 runs for 700 epochs), 15 epochs but at least 450 optimiser
-    steps (15 epochs of 240 images at batch 8), so a set of 20 images is not left at 45 steps.
-    Sizes must be multiples of 16."""
+    schedule (the paper's 1e-4 runs for 700 epochs). ``min_steps`` stays 0: 450 steps on the 22
+    hazelnut images (150 epochs) made the map worse, not better (docs/DETECTORS.md). Sizes must
+    be multiples of 16."""
 
     pretrained: bool | str = False
     blur_sigma: float = 0.0
     epochs: int = 15
-    min_steps: int = 450
     batch_size: int = 8
     lr: float = 1e-3
     reconstruction_width: int = 16
@@ -52,5 +51,5 @@ SPEC = DetectorSpec(
     paper="Zavrtanik et al., DRÆM – A discriminatively trained reconstruction embedding for surface anomaly detection (ICCV 2021)",
     head="softmax anomaly channel of the discriminative U-Net; score = maximum of its 21 × 21 average-pooled map",
     memory="the two networks' parameters × 4 bytes (≈ 2 × 4 MB at the default widths)",
-    small_kwargs={"epochs": 2, "min_steps": 0, "reconstruction_width": 4, "segmentation_width": 4, "batch_size": 4},
+    small_kwargs={"epochs": 2, "reconstruction_width": 4, "segmentation_width": 4, "batch_size": 4},
 )
