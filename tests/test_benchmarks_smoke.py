@@ -3,6 +3,7 @@ with the documented keys. No timing is asserted here (benchmarks/ scripts report
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +19,8 @@ EXPECTED = {
     "bench_detectors.py": {"models", "dataset", "threads"},
     "bench_contamination.py": {"results", "category", "threads"},
 }
+if importlib.util.find_spec("ray") is not None:  # the ray extra is optional
+    EXPECTED["bench_ray.py"] = {"models", "driver_memory", "threads"}
 COMMON = {"schema_version", "benchmark", "quick", "environment", "config"}
 
 
