@@ -59,3 +59,13 @@ def test_explicit_requests() -> None:
     assert choice.kind == "onnxruntime" and choice.precision == "fp16"
     info = choice.info()
     assert info["engine"] == "onnxruntime" and info["providers"] == GPU_EPS and info["reasons"]
+
+
+ONNX8 = {"file": "model.int8.onnx", "format": "onnx", "precision": "int8"}
+
+
+def test_auto_never_picks_int8_but_a_named_int8_is_chosen() -> None:
+    assert select_engine([ONNX32, ONNX8], device="cpu").entry["file"] == "model.onnx"
+    assert select_engine([ONNX32, ONNX8], device="cpu", precision="int8").entry["file"] == "model.int8.onnx"
+    with pytest.raises(EngineLoadError, match="never picks int8"):
+        select_engine([ONNX8], device="cpu")

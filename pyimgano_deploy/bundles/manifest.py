@@ -25,7 +25,7 @@ from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.2"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes
+SCHEMA_VERSION = "1.3"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -35,7 +35,7 @@ INCOMPLETE_MARKER = ".incomplete"
 LEFTOVER_DIR = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)$")
 
 ENGINE_FORMATS = ("onnx", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 OUTPUT_RANKS = dict(zip(io.OUTPUT_NAMES, (1, 3)))
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -379,9 +379,10 @@ def _check_provenance(ck: _Checker, m: Mapping[str, Any]) -> None:
         fp32 = ck.obj(parity, "fp32", "parity")
         if fp32 is not _MISSING:
             _check_parity_record(ck, fp32, "parity.fp32", ("score_abs", "map_abs"))
-        fp16 = ck.field(parity, "fp16", "parity", "object", nullable=True, optional=True)
-        if isinstance(fp16, dict):
-            _check_parity_record(ck, fp16, "parity.fp16", ("score_rel",))
+        for reduced in ("fp16", "int8"):
+            record = ck.field(parity, reduced, "parity", "object", nullable=True, optional=True)
+            if isinstance(record, dict):
+                _check_parity_record(ck, record, f"parity.{reduced}", ("score_rel",))
     golden = ck.obj(m, "golden", "")
     if golden is not _MISSING:
         ck.rel_path(golden, "file", "golden")

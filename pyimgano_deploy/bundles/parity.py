@@ -13,6 +13,9 @@ Gate rule 2 (``GATE_RULE``), per precision:
   scores are 0.01–0.02 (reconstruction errors) is held to the same relative bound as one
   whose scores are distances near 3. (Rule 1 used max(1, |threshold|), which let fp16 move
   small scores by more than their whole range.)
+- int8: max |Δscore| ≤ 5e-2 × threshold scale and max |Δmap| ≤ 1e-1 × map range. Each
+  quantised activation is rounded to 1/255 of its calibrated range and the rounding compounds
+  through the layers, so the bound is wider than fp16's; labels must still agree.
 - Labels, every precision: identical on every golden image whose eager score is farther than
   ``score_abs`` from the threshold. An image inside that band (a *boundary* image: the golden
   set is drawn from the calibration split that defines the threshold, so one image usually
@@ -34,6 +37,7 @@ GATE_RULE = 2
 TOLERANCES = {
     "fp32": {"score_rel": 1e-4, "map_rel": 1e-3},
     "fp16": {"score_rel": 2e-2, "map_rel": 5e-2},
+    "int8": {"score_rel": 5e-2, "map_rel": 1e-1},
 }
 
 

@@ -13,7 +13,14 @@ import click
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory written by 'train' (runs/NAME).")
 @click.option("--category", default=None, help="Category inside a multi-category run (runs/NAME/categories/C).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="fp16 adds model.fp16.onnx (backbone in half precision, distances in fp32).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 adds model.fp16.onnx (backbone in half precision, distances in fp32); int8 adds model.int8.onnx "
+                   "(ONNX Runtime static QDQ quantisation of the backbone's convolutions, ranges calibrated on the calibration "
+                   "split, head fp32). Either must pass its parity gate (exit 6 otherwise).")
+@click.option("--int8-calibration", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Calibration-split images (tiles for a tiled run) that set the int8 activation ranges.")
+@click.option("--int8-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True,
+              help="How int8 activation ranges are calibrated.")
 @click.option("--opset", type=click.IntRange(17, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
 @click.option("--golden", type=click.IntRange(2, 256), default=8, show_default=True, help="Number of held-out calibration images in the golden self-test set.")
@@ -21,7 +28,7 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (only a bundle: never another folder, the run, or a folder holding it).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, exists=True), default=None, help="Sign the bundle digest with this Ed25519 PEM private key (see 'keygen'); writes bundle.sig.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
+def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, int8_calibration: int, int8_method: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
     """Export a trained run to a self-contained deployment bundle.
 
     Traces the detector's inference module (backbone and scoring head) to ONNX, checks
@@ -44,7 +51,7 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, o
     from pyimgano_deploy.exporters.tensorrt_build import TensorRTUnavailableError
 
     try:
-        opts = ExportOptions(precision=precision, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
+        opts = ExportOptions(precision=precision, int8_calibration=int8_calibration, int8_method=int8_method, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
                              sign_key=sign_key)
         result = export_run(run_dir, out_dir, opts, category=category)
     except SignatureError as exc:

@@ -14,6 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.runtimes.selection import PRECISIONS
 
 _LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
 
@@ -82,7 +83,8 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="Preprocessing threads.")
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
+              help="Engine file: auto is fp32 on CPU and fp16 on a GPU when the bundle has it; int8 only when named.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option(

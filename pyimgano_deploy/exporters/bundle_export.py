@@ -31,7 +31,7 @@ from pyimgano_deploy.bundles.replace import (
     make_work_dir,
     replaceable_bundle_problem,
 )
-from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
+from pyimgano_deploy.exporters.onnx_export import ExportError, OnnxExportInfo, export_module, onnx_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
@@ -55,7 +55,9 @@ MAX_SOURCE_BYTES = 32 << 20
 class ExportOptions:
     """Settings of one export (CLI flags map 1:1)."""
 
-    precision: str = "fp32"  # "fp16" adds model.fp16.onnx next to model.onnx
+    precision: str = "fp32"  # "fp16" adds model.fp16.onnx, "int8" model.int8.onnx, next to model.onnx
+    int8_calibration: int = 64  # calibration-split images (tiles, for a tiled run) that set the int8 ranges
+    int8_method: str = "minmax"
     opset: int = 17
     max_batch: int = 32
     golden: int = 8
@@ -66,8 +68,10 @@ class ExportOptions:
     external_data_threshold: int = 2**31 - 2**24
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"precision must be 'fp32' or 'fp16', got {self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {self.precision!r}")
+        if not 1 <= self.int8_calibration <= 4096:
+            raise ValueError(f"int8_calibration must be in 1..4096 images, got {self.int8_calibration}")
         if self.opset < 17:
             raise ValueError(f"opset must be >= 17, got {self.opset}")
         if not 1 <= self.max_batch <= 4096:
@@ -228,12 +232,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     tmp = make_work_dir(out)
     try:
         engines, parity, compat = [], {}, {}
-        precisions = ["fp32"] + (["fp16"] if options.precision == "fp16" else [])
+        precisions = ["fp32"] + ([options.precision] if options.precision != "fp32" else [])
         for precision in precisions:
-            name = "model.onnx" if precision == "fp32" else "model.fp16.onnx"
+            name = ENGINE_FILES[precision]
             t = time.perf_counter()
-            log(f"exporting {name} ({precision}, opset {options.opset}) ...")
-            info = export_module(detector.inference_module, golden, tmp / name, precision=precision, opset=options.opset, external_data_threshold=options.external_data_threshold)
+            if precision == "int8":
+                info, calibration = _quantize(source, detector, tmp, options, log)
+            else:
+                log(f"exporting {name} ({precision}, opset {options.opset}) ...")
+                info = export_module(detector.inference_module, golden, tmp / name, precision=precision, opset=options.opset, external_data_threshold=options.external_data_threshold)
             timings[f"export_{precision}"] = time.perf_counter() - t
             t = time.perf_counter()
             xs, xm = onnx_outputs(tmp / name, golden)
@@ -246,7 +253,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             compat[name] = {"ok": cr.ok, "problems": list(cr.problems)}
             if not cr.ok:
                 log(f"warning: {name} may not build with TensorRT:\n{cr.format_table()}")
-            engines.append(info.engine_entry(options.max_batch))
+            engines.append(info.engine_entry(options.max_batch) | ({"calibration": calibration} if precision == "int8" else {}))
         save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
         n_golden = (len(golden), len(sources["source_score"]))
         manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat))
@@ -266,6 +273,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
         raise
     timings["total"] = time.perf_counter() - t0
     return ExportResult(bundle_dir=out, manifest=manifest, digest=digest, parity=parity, timings_s=timings, compat=compat)
+
+
+ENGINE_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def _quantize(source: RunSource, detector: Any, tmp: Path, options: ExportOptions, log: Log) -> tuple[OnnxExportInfo, dict[str, Any]]:
+    """model.int8.onnx from the exported model.onnx, calibrated on the calibration split."""
+    from pyimgano_deploy.exporters.int8_quantize import quantize_int8
+
+    n = min(options.int8_calibration, len(source.calibration_inputs))
+    images = golden_batch(source, detector.preprocess, n, options.golden_seed)
+    log(f"quantising model.int8.onnx (QDQ, {options.int8_method} ranges from {len(images)} calibration-split inputs) ...")
+    record = quantize_int8(tmp / ENGINE_FILES["fp32"], tmp / ENGINE_FILES["int8"], images, detector.inference_module.fp32_scopes,
+                           method=options.int8_method)
+    size = (tmp / ENGINE_FILES["int8"]).stat().st_size
+    return OnnxExportInfo(ENGINE_FILES["int8"], None, "int8", options.opset, size), record
 
 
 def _build_tensorrt(bundle_dir: Path, manifest: dict[str, Any], options: ExportOptions, log: Log) -> dict[str, Any]:

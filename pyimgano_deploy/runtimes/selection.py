@@ -3,7 +3,7 @@
 Order for ``engine="auto"``: a TensorRT plan built for this GPU's compute capability and this
 TensorRT version; otherwise ONNX Runtime with the TensorRT, CUDA and CPU execution providers
 that are available, in that order. ``precision="auto"`` means fp32 on CPU and the fp16 file on
-a GPU when the bundle has one. Every decision and every refused engine is recorded in
+a GPU when the bundle has one; it never picks int8, which runs only when asked by name. Every decision and every refused engine is recorded in
 ``EngineChoice.reasons`` (logged by the loader and kept in ``Runtime.engine_info``).
 """
 
@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from pyimgano_deploy.bundles.manifest import PRECISIONS as ENGINE_PRECISIONS
 from pyimgano_deploy.runtimes.errors import EngineLoadError
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("auto", "onnx", "tensorrt")
-PRECISIONS = ("auto", "fp32", "fp16")
+#: "auto" and every engine precision a manifest may declare (int8 only when asked by name)
+PRECISIONS = ("auto", *ENGINE_PRECISIONS)
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 PROVIDER_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -145,7 +147,7 @@ def select_engine(
         elif not plans:
             reasons.append("bundle has no TensorRT engine")
         if probe is not None:
-            wanted = [p for p in plans if precision == "auto" or p.get("precision") == precision]
+            wanted = [p for p in plans if (precision == "auto" and p.get("precision") != "int8") or p.get("precision") == precision]
             # fp16 plans first (auto precision on a GPU prefers fp16), then fp32.
             wanted.sort(key=lambda p: 0 if p.get("precision") == "fp16" else 1)
             if not wanted:
@@ -189,7 +191,11 @@ def select_engine(
             use = "fp16"
             reasons.append("precision auto: fp16 ONNX file on GPU")
         else:
-            use = "fp32" if "fp32" in by_precision else sorted(by_precision)[0]
+            candidates = [p for p in ("fp32", "fp16") if p in by_precision]
+            if not candidates:
+                raise EngineLoadError(f"precision auto never picks int8, and the bundle's ONNX engines are {sorted(by_precision)}: "
+                                      "ask for precision='int8' by name")
+            use = candidates[0]
             reasons.append(f"precision auto: {use} ({'GPU without fp16 file' if on_gpu else 'CPU'})")
     else:
         use = precision
