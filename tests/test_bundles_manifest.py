@@ -97,7 +97,7 @@ def _set(path: str, value):
 _DEL = object()
 
 BAD_CASES = [
-    ("engines[0].precision", "int8", "engines[0].precision: expected one of 'fp32', 'fp16'"),
+    ("engines[0].precision", "int4", "engines[0].precision: expected one of 'fp32', 'fp16', 'int8'"),
     ("engines[0].precision", _DEL, "engines[0].precision"),
     ("engines[0].format", "tflite", "engines[0].format"),
     ("engines[0].opset", "17", "engines[0].opset: expected an integer"),
@@ -149,7 +149,7 @@ def test_bad_field_is_named(key, value, expected):
 
 def test_all_problems_collected_in_one_error():
     m = _manifest()
-    m["engines"][0]["precision"] = "int8"
+    m["engines"][0]["precision"] = "int4"
     m["thresholds"]["image"]["value"] = float("nan")
     del m["golden"]
     with pytest.raises(InvalidBundleError) as info:

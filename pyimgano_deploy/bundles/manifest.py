@@ -2,7 +2,7 @@
 
 ``validate_manifest`` collects every problem it finds and raises one ``InvalidBundleError``
 whose lines each start with the JSON key path at fault (``engines[0].precision: expected
-one of 'fp32', 'fp16', got 'int8'``). Unknown extra keys are accepted, so a newer minor
+one of 'fp32', 'fp16', 'int8', got 'int4'``). Unknown extra keys are accepted, so a newer minor
 schema version still validates; another major version is refused up front.
 """
 
