@@ -21,6 +21,11 @@ import click
               help="Calibration-split images (tiles for a tiled run) that set the int8 activation ranges.")
 @click.option("--int8-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True,
               help="How int8 activation ranges are calibrated.")
+@click.option("--nn-rerank", type=click.IntRange(1, 3840), default=None, metavar="C",
+              help="Memory-bank detectors: a two-stage nearest-neighbour head in the engines. C candidates per query from the "
+                   "bank's leading principal directions, then the exact fp32 distance for those only. Exact whenever the "
+                   "true neighbour is a candidate; the parity gate compares it with the full eager head.")
+@click.option("--nn-rerank-dim", type=click.IntRange(1, 4096), default=64, show_default=True, help="Principal directions used to find the candidates.")
 @click.option("--opset", type=click.IntRange(17, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
 @click.option("--golden", type=click.IntRange(2, 256), default=8, show_default=True, help="Number of held-out calibration images in the golden self-test set.")
@@ -28,7 +33,7 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (only a bundle: never another folder, the run, or a folder holding it).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, exists=True), default=None, help="Sign the bundle digest with this Ed25519 PEM private key (see 'keygen'); writes bundle.sig.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, int8_calibration: int, int8_method: str, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
+def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, int8_calibration: int, int8_method: str, nn_rerank: int | None, nn_rerank_dim: int, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
     """Export a trained run to a self-contained deployment bundle.
 
     Traces the detector's inference module (backbone and scoring head) to ONNX, checks
@@ -51,7 +56,8 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, i
     from pyimgano_deploy.exporters.tensorrt_build import TensorRTUnavailableError
 
     try:
-        opts = ExportOptions(precision=precision, int8_calibration=int8_calibration, int8_method=int8_method, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
+        opts = ExportOptions(precision=precision, int8_calibration=int8_calibration, int8_method=int8_method,
+                             nn_rerank=nn_rerank, nn_rerank_dim=nn_rerank_dim, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
                              sign_key=sign_key)
         result = export_run(run_dir, out_dir, opts, category=category)
     except SignatureError as exc:

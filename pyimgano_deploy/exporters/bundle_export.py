@@ -58,6 +58,8 @@ class ExportOptions:
     precision: str = "fp32"  # "fp16" adds model.fp16.onnx, "int8" model.int8.onnx, next to model.onnx
     int8_calibration: int = 64  # calibration-split images (tiles, for a tiled run) that set the int8 ranges
     int8_method: str = "minmax"
+    nn_rerank: int | None = None  # candidates per query of a re-ranked nearest-neighbour head (None: the full head)
+    nn_rerank_dim: int = 64  # principal directions of the bank used to find the candidates
     opset: int = 17
     max_batch: int = 32
     golden: int = 8
@@ -70,6 +72,10 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {self.precision!r}")
+        if self.nn_rerank is not None and not 1 <= self.nn_rerank <= 3840:
+            raise ValueError(f"nn_rerank must be in 1..3840 candidates (TensorRT's TopK limit), got {self.nn_rerank}")
+        if not 1 <= self.nn_rerank_dim <= 4096:
+            raise ValueError(f"nn_rerank_dim must be in 1..4096, got {self.nn_rerank_dim}")
         if not 1 <= self.int8_calibration <= 4096:
             raise ValueError(f"int8_calibration must be in 1..4096 images, got {self.int8_calibration}")
         if self.opset < 17:
@@ -148,7 +154,8 @@ def _engine_threshold(source: RunSource) -> float | None:
     return None if image is None else float(image["value"])
 
 
-def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dict[str, ParityReport], n_golden: tuple[int, int], compat: dict) -> dict[str, Any]:
+def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dict[str, ParityReport], n_golden: tuple[int, int], compat: dict,
+              nn_head: dict[str, Any]) -> dict[str, Any]:
     h, w = detector.input_size
     cfg = source.infer_config
     thresholds = cfg.get("thresholds") or {}
@@ -158,7 +165,7 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
         "toolkit": {"name": "pyimgano-deploy", "version": __version__},
         "created_at": utc_now_iso(),
         "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary,
-                  "fp32_scopes": list(detector.inference_module.fp32_scopes)},
+                  "fp32_scopes": list(detector.inference_module.fp32_scopes), "nn_head": nn_head},
         "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
                   "preprocess": detector.preprocess.to_dict()},
         "outputs": [
@@ -228,6 +235,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     sources = golden_sources(source, detector, options.golden, options.golden_seed)
     timings["load_and_golden"] = time.perf_counter() - t0
     threshold = _engine_threshold(source)
+    module, nn_head = _engine_module(detector, options)
 
     tmp = make_work_dir(out)
     try:
@@ -237,10 +245,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             name = ENGINE_FILES[precision]
             t = time.perf_counter()
             if precision == "int8":
-                info, calibration = _quantize(source, detector, tmp, options, log)
+                info, calibration = _quantize(source, detector, module, tmp, options, log)
             else:
                 log(f"exporting {name} ({precision}, opset {options.opset}) ...")
-                info = export_module(detector.inference_module, golden, tmp / name, precision=precision, opset=options.opset, external_data_threshold=options.external_data_threshold)
+                info = export_module(module, golden, tmp / name, precision=precision, opset=options.opset, external_data_threshold=options.external_data_threshold)
             timings[f"export_{precision}"] = time.perf_counter() - t
             t = time.perf_counter()
             xs, xm = onnx_outputs(tmp / name, golden)
@@ -256,7 +264,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             engines.append(info.engine_entry(options.max_batch) | ({"calibration": calibration} if precision == "int8" else {}))
         save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
         n_golden = (len(golden), len(sources["source_score"]))
-        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat))
+        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat, nn_head))
         if options.tensorrt:
             manifest = _build_tensorrt(tmp, manifest, options, log)
         t = time.perf_counter()
@@ -278,14 +286,26 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
 ENGINE_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
-def _quantize(source: RunSource, detector: Any, tmp: Path, options: ExportOptions, log: Log) -> tuple[OnnxExportInfo, dict[str, Any]]:
+def _engine_module(detector: Any, options: ExportOptions) -> tuple[Any, dict[str, Any]]:
+    """The module to export and its ``model.nn_head`` record: the detector's own, or a copy with
+    re-ranked nearest-neighbour heads (the eager golden outputs always come from the full head)."""
+    if options.nn_rerank is None:
+        return detector.inference_module, {"kind": "full"}
+    from pyimgano_deploy.models.detectors.reranked_distance import reranked_copy
+
+    module = reranked_copy(detector.inference_module, candidates=options.nn_rerank, projection_dim=options.nn_rerank_dim)
+    return module, {"kind": "reranked", "candidates": options.nn_rerank, "projection_dim": options.nn_rerank_dim,
+                    "candidates_from": "the bank's leading principal directions (fp32)", "exact_distance": "fp32, candidates only"}
+
+
+def _quantize(source: RunSource, detector: Any, module: Any, tmp: Path, options: ExportOptions, log: Log) -> tuple[OnnxExportInfo, dict[str, Any]]:
     """model.int8.onnx from the exported model.onnx, calibrated on the calibration split."""
     from pyimgano_deploy.exporters.int8_quantize import quantize_int8
 
     n = min(options.int8_calibration, len(source.calibration_inputs))
     images = golden_batch(source, detector.preprocess, n, options.golden_seed)
     log(f"quantising model.int8.onnx (QDQ, {options.int8_method} ranges from {len(images)} calibration-split inputs) ...")
-    record = quantize_int8(tmp / ENGINE_FILES["fp32"], tmp / ENGINE_FILES["int8"], images, detector.inference_module.fp32_scopes,
+    record = quantize_int8(tmp / ENGINE_FILES["fp32"], tmp / ENGINE_FILES["int8"], images, module.fp32_scopes,
                            method=options.int8_method)
     size = (tmp / ENGINE_FILES["int8"]).stat().st_size
     return OnnxExportInfo(ENGINE_FILES["int8"], None, "int8", options.opset, size), record

@@ -1,0 +1,106 @@
+"""Re-ranked nearest-neighbour head: cheap candidates, then the exact distance for those only.
+
+Stage 1 projects queries and bank onto the bank's ``r`` leading principal directions and takes
+the ``c`` bank rows nearest in that space (one ``[R, r + 1] × [r + 1, M]`` GEMM and a TopK).
+Stage 2 gathers those ``c`` rows and computes their exact fp32 squared distances. The result
+equals :class:`~.layers.NearestNeighbourDistance` whenever a query's true k nearest rows are
+among its ``c`` candidates; otherwise it is the distance to the nearest candidate, never
+smaller than the true one. Projected distances are a lower bound of the true ones (an
+orthonormal projection), so a row far in the projection is far in fact.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance, augmented_bank
+
+
+def principal_directions(bank: torch.Tensor, r: int) -> torch.Tensor:
+    """The ``r`` leading principal directions of ``bank [M, D]`` as orthonormal columns ``[D, r]``
+    (fp32; eigen-decomposition of the D × D covariance in fp64, sign-fixed so it is deterministic)."""
+    x = bank.to(torch.float64)
+    x = x - x.mean(0, keepdim=True)
+    vals, vecs = torch.linalg.eigh(x.t() @ x)
+    top = vecs[:, torch.argsort(vals, descending=True)[:r]]
+    signs = torch.sign(top[top.abs().argmax(0), torch.arange(top.shape[1])])
+    return (top * signs).to(torch.float32).contiguous()
+
+
+class RerankedNearestNeighbourDistance(nn.Module):
+    """Drop-in for :class:`NearestNeighbourDistance` (``forward``, ``nearest``, ``bank``,
+    ``augment_queries``, ``partial_sq_distances``) with a two-stage search; ``candidates`` ≥ k."""
+
+    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16, projection_dim: int = 64) -> None:
+        super().__init__()
+        m, d = bank.shape
+        if not 1 <= k <= candidates:
+            raise ValueError(f"candidates must be >= k ({k}), got {candidates}")
+        self.k = int(k)
+        self.candidates = int(min(candidates, m))
+        self.projection_dim = int(min(projection_dim, d))
+        bank = bank.to(torch.float32).contiguous()
+        proj = principal_directions(bank, self.projection_dim)
+        self.register_buffer("bank_rows", bank)
+        self.register_buffer("bank_sq", (bank * bank).sum(1))
+        self.register_buffer("projection", proj)
+        self.register_buffer("bank_proj_aug", augmented_bank(bank @ proj))
+
+    @property
+    def bank(self) -> torch.Tensor:
+        return self.bank_rows
+
+    augment_queries = staticmethod(NearestNeighbourDistance.augment_queries)
+
+    def partial_sq_distances(self, q1: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Exact ``‖B‖² − 2·q·Bᵀ`` over bank rows ``start:end`` (few queries only: the image-score
+        re-weighting), from augmented ``q1 [R, D + 1]``."""
+        rows = self.bank_rows[start:end]
+        return self.bank_sq[start:end].unsqueeze(0) - 2.0 * nn.functional.linear(q1[:, :-1], rows)
+
+    def _candidate_sq_distances(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q [R, D]`` fp32 → exact squared distances ``[R, c]`` to the candidates and their indices ``[R, c]``."""
+        qp = self.augment_queries(q @ self.projection)
+        idx = torch.topk(torch.mm(qp, self.bank_proj_aug), self.candidates, dim=1, largest=False).indices
+        rows = self.bank_rows.index_select(0, idx.reshape(-1)).reshape(q.shape[0], self.candidates, -1)
+        cross = torch.bmm(rows, q.unsqueeze(2)).squeeze(2)  # [R, c]
+        d2 = (q * q).sum(1, keepdim=True) - 2.0 * cross + self.bank_sq.index_select(0, idx.reshape(-1)).reshape(idx.shape)
+        return d2, idx
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        d2, _ = self._candidate_sq_distances(q.to(torch.float32))
+        if self.k == 1:
+            return d2.amin(dim=1).clamp(min=0.0).sqrt()
+        return torch.topk(d2, self.k, dim=1, largest=False).values.clamp(min=0.0).sqrt().mean(dim=1)
+
+    def nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d2, idx = self._candidate_sq_distances(q.to(torch.float32))
+        best, which = d2.min(dim=1, keepdim=True)
+        return best.squeeze(1).clamp(min=0.0).sqrt(), idx.gather(1, which).squeeze(1)
+
+
+def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_dim: int) -> int:
+    """Replace, in place, every :class:`NearestNeighbourDistance` inside ``module`` by a re-ranked
+    one over the same bank; returns how many were replaced. (Used on a copy at export: the
+    detector's own full head stays the eager reference of the parity gate.)"""
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, NearestNeighbourDistance):
+                setattr(parent, name, RerankedNearestNeighbourDistance(
+                    child.bank.detach(), k=child.k, candidates=candidates, projection_dim=projection_dim))
+                replaced += 1
+    return replaced
+
+
+def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int) -> nn.Module:
+    """A copy of the inference ``module`` with re-ranked nearest-neighbour heads; ``ValueError``
+    when it has none (the detector is not a memory-bank detector)."""
+    out = copy.deepcopy(module)
+    if rerank_nearest_neighbours(out, candidates=candidates, projection_dim=projection_dim) == 0:
+        raise ValueError(f"{type(module).__name__} has no nearest-neighbour head to re-rank: only memory-bank detectors "
+                         "(PatchCore, SoftPatch, AnomalyDINO) have one")
+    return out
