@@ -68,3 +68,19 @@ def export_bundle(run: Path, out: Path, *, precision: str = "fp16", golden: int 
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 
     return export_run(run, out, ExportOptions(precision=precision, golden=golden, force=True), log=log)
+
+
+def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, **kwargs: Any) -> Path:
+    """``run_training`` of ``name`` with the CLI defaults on an MVTec-layout category (random-init
+    and 64 px in ``quick`` mode); returns the run directory."""
+    from pyimgano_deploy.workbench.config import TrainConfig
+    from pyimgano_deploy.workbench.train import run_training
+
+    model_kwargs = {"pretrained": False, "image_size": 64, **kwargs} if quick else dict(kwargs)
+    run = work / "runs" / f"{category_dir.name}_{name}"
+    cfg = TrainConfig.from_dict({
+        "name": name, "model": {"name": name, "kwargs": model_kwargs},
+        "dataset": {"kind": "mvtec", "root": str(category_dir.parent), "category": category_dir.name},
+        "output": {"dir": str(run), "report": False}, "seed": 0})
+    run_training(cfg, force=True, progress=False, log=log)
+    return run

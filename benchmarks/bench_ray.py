@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
+from _rundir import train_cli_default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,16 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _train_and_export(name: str, category_dir: Path, work: Path, quick: bool) -> Path:
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
-    from pyimgano_deploy.workbench.config import TrainConfig
-    from pyimgano_deploy.workbench.train import run_training
 
-    kwargs = {"pretrained": False, "image_size": 64} if quick else {}
-    cfg = TrainConfig.from_dict({
-        "name": name, "model": {"name": name, "kwargs": kwargs},
-        "dataset": {"kind": "mvtec", "root": str(category_dir.parent), "category": category_dir.name},
-        "output": {"dir": str(work / "runs" / name), "report": False}, "seed": 0})
-    run_training(cfg, force=True, progress=False, log=C.log)
-    return export_run(work / "runs" / name, work / "bundles" / name, ExportOptions(force=True), log=C.log).bundle_dir
+    run = train_cli_default(name, category_dir, work, quick=quick)
+    return export_run(run, work / "bundles" / name, ExportOptions(force=True), log=C.log).bundle_dir
 
 
 def _rate(n: int, seconds: float) -> float:

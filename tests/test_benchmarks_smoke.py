@@ -18,6 +18,7 @@ EXPECTED = {
     "bench_runtime.py": {"gemm", "memory_bandwidth", "headline", "models", "runtime_import", "infer_memory", "threads"},
     "bench_detectors.py": {"models", "dataset", "threads"},
     "bench_contamination.py": {"results", "category", "threads"},
+    "bench_int8.py": {"gemm", "categories", "threads"},
 }
 if importlib.util.find_spec("ray") is not None:  # the ray extra is optional
     EXPECTED["bench_ray.py"] = {"models", "driver_memory", "threads"}
