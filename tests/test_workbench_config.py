@@ -28,7 +28,8 @@ def test_defaults_are_resolved(tmp_path: Path) -> None:
     cfg = TrainConfig.from_dict(_cfg(tmp_path))
     d = cfg.to_dict()
     assert d["schema_version"] == "1.0" and d["name"] == "run" and d["recipe"] == "industrial-adapt"
-    assert d["calibration"] == {"fraction": 0.2, "quantile": 0.99, "pixel_quantile": 0.99, "seed": 0}
+    assert d["calibration"] == {"fraction": 0.2, "quantile": 0.99, "pixel_quantile": 0.99, "seed": 0,
+                                "strategy": "quantile", "margin": 0.1, "target_fpr": 0.01}
     assert d["model"]["name"] == "vision_patchcore"
     assert d["model"]["kwargs"]["image_size"] == 224 and d["model"]["kwargs"]["pretrained"] is True
     assert "device" not in d["model"]["kwargs"] and "progress" not in d["model"]["kwargs"]

@@ -58,7 +58,7 @@ def test_report_contents(tmp_path: Path) -> None:
     thr = 1.0
     metrics = {"image": evaluate_image_level(d["y"], d["s"], thr), "pixel": {"auroc": 0.91, "aupro": None}}
     text = _write(tmp_path, d, metrics, thr)
-    assert text.count("<svg") == 2 and "<polyline" in text and "class='bar'" in text
+    assert text.count("<svg") == 3 and "Precision–recall" in text and "<polyline" in text and "class='bar'" in text
     assert "class='threshold-line'" in text and "AUROC = " in text
     images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
     assert len(images) == 8  # 4 cases x (image + overlay)

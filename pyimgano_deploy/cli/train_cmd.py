@@ -89,6 +89,13 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--calibration-fraction", type=float, default=None, help="Held-out fraction of training normals. [0.2]")
 @click.option("--quantile", type=float, default=None, help="Image threshold quantile of calibration scores. [0.99]")
 @click.option("--pixel-quantile", type=float, default=None, help="Pixel threshold quantile of calibration map pixels. [0.99]")
+@click.option("--threshold-strategy", type=click.Choice(["quantile", "max_margin", "target_fpr"]), default=None,
+              help="How the image threshold is set from the calibration scores: quantile (--quantile), max_margin "
+                   "(max + --threshold-margin × (max − median): above every calibration image), or target_fpr "
+                   "(at most --target-fpr of the calibration images at or above it). Recorded with the threshold. [quantile]")
+@click.option("--threshold-margin", type=click.FloatRange(min=0), default=None, help="Margin of max_margin, in units of (max − median). [0.1]")
+@click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="False-positive rate of target_fpr on the calibration split. [0.01]")
 @click.option("--save-maps/--no-save-maps", default=None, help="Save anomaly maps as maps/*.npy. [off]")
 @click.option("--report/--no-report", default=None, help="Write report.html. [on]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -101,7 +108,8 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 def train(config_path: str | None, model: str | None, model_kwargs: str | None, recipe: str | None, dataset_kind: str | None,
           root: str | None, category: str | None, out: str | None, name: str | None, device: str | None, seed: int | None,
-          calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, save_maps: bool | None,
+          calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, threshold_strategy: str | None,
+          threshold_margin: float | None, target_fpr: float | None, save_maps: bool | None,
           report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, resume: bool, as_json: bool, progress: bool) -> None:
     """Fit a detector on normal images, calibrate its image and pixel thresholds on a held-out
     calibration split, evaluate on the test split and write a run directory.
@@ -127,7 +135,8 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
     overrides = {
         "model.name": model, "recipe": recipe, "dataset.kind": dataset_kind, "dataset.root": root, "dataset.category": category,
         "output.dir": out, "name": name, "device": device, "seed": seed, "calibration.fraction": calibration_fraction,
-        "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile, "output.save_maps": save_maps,
+        "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile, "calibration.strategy": threshold_strategy,
+        "calibration.margin": threshold_margin, "calibration.target_fpr": target_fpr, "output.save_maps": save_maps,
         "output.report": report,
     }
     try:

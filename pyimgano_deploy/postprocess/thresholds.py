@@ -97,6 +97,52 @@ def calibrate_quantile(
     )
 
 
+#: image-threshold strategies of :func:`calibrate_image_threshold`
+STRATEGIES = ("quantile", "max_margin", "target_fpr")
+
+
+def calibrate_image_threshold(
+    values: np.ndarray,
+    *,
+    strategy: str = "quantile",
+    quantile: float = 0.99,
+    margin: float = 0.1,
+    target_fpr: float = 0.01,
+    source_split: str,
+    n_images: int,
+    code_path: str,
+) -> ThresholdCalibration:
+    """The image threshold of the normal ``values`` (one score per image) by ``strategy``:
+
+    * ``quantile``: the ``quantile`` of the values (:func:`calibrate_quantile`);
+    * ``max_margin``: ``max + margin × (max − median)``: above every calibration image, by a
+      margin in the scores' own spread (for lines where a false alarm costs more than a miss);
+    * ``target_fpr``: the smallest threshold with at most ``floor(target_fpr × n)`` calibration
+      images at or above it (``score >= threshold`` is anomalous), so the calibration FPR is at
+      most ``target_fpr``. With fewer than ``1 / target_fpr`` images that is zero false alarms.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"threshold strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
+    if strategy == "quantile":
+        return calibrate_quantile(values, quantile=quantile, source_split=source_split, n_images=n_images, code_path=code_path)
+    base = calibrate_quantile(values, quantile=1.0, source_split=source_split, n_images=n_images, code_path=code_path)
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if strategy == "max_margin":
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        value = float(v[-1] + margin * (v[-1] - np.median(v)))
+        method = f"max + {margin:g} × (max − median) of {source_split} values"
+    else:
+        if not 0.0 < target_fpr < 1.0:
+            raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+        allowed = int(np.floor(target_fpr * v.size))
+        value = float(np.nextafter(v[v.size - 1 - allowed], np.inf))
+        method = (f"target FPR {target_fpr:g} on {source_split} values: at most {allowed} of {v.size} at or above"
+                  + (f" (fewer than {int(np.ceil(1 / target_fpr))} images: no false alarm allowed)" if allowed == 0 else ""))
+    return ThresholdCalibration(value=value, method=method, quantile=None, source_split=source_split, n_images=base.n_images,
+                                n_values=base.n_values, score_summary=base.score_summary, code_path=code_path)
+
+
 def apply_threshold(score: float, threshold: float | None) -> int | None:
     """1 when ``score >= threshold`` (anomalous), 0 otherwise, ``None`` without a threshold."""
     if threshold is None:
@@ -134,12 +180,16 @@ def calibrate_thresholds(
     quantile: float,
     pixel_quantile: float | None,
     source_split: str = "calibration",
+    strategy: str = "quantile",
+    margin: float = 0.1,
+    target_fpr: float = 0.01,
 ) -> Thresholds:
-    """Image threshold = ``quantile`` of the calibration scores; pixel threshold =
-    ``pixel_quantile`` of all calibration-map pixels (skipped when ``pixel_quantile`` or
-    ``maps`` is None). Both carry provenance naming this function."""
+    """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`);
+    pixel threshold = ``pixel_quantile`` of all calibration-map pixels (skipped when
+    ``pixel_quantile`` or ``maps`` is None). Both carry provenance naming this function."""
     s = np.asarray(scores, dtype=np.float64).ravel()
-    image = calibrate_quantile(s, quantile=quantile, source_split=source_split, n_images=int(s.size), code_path=IMAGE_CODE_PATH)
+    image = calibrate_image_threshold(s, strategy=strategy, quantile=quantile, margin=margin, target_fpr=target_fpr,
+                                      source_split=source_split, n_images=int(s.size), code_path=IMAGE_CODE_PATH)
     pixel = None
     if pixel_quantile is not None and maps is not None and len(maps) > 0:
         pixel = calibrate_quantile(

@@ -146,12 +146,24 @@ class CalibrationConfig:
     quantile: float = CALIBRATION_DEFAULTS["quantile"]
     pixel_quantile: float | None = CALIBRATION_DEFAULTS["pixel_quantile"]
     seed: int = 0
+    #: image-threshold strategy (postprocess.thresholds.STRATEGIES) and its parameters
+    strategy: str = "quantile"
+    margin: float = 0.1
+    target_fpr: float = 0.01
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":
+        from pyimgano_deploy.postprocess.thresholds import STRATEGIES
+
         d = mapping_of(data, "calibration")
-        check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed"), "calibration")
+        check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed", "strategy", "margin", "target_fpr"), "calibration")
+        margin = d.get("margin", cls.margin)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+            raise ConfigError(f"calibration.margin: expected a number >= 0, got {margin!r}")
         return cls(
+            strategy=as_choice(d.get("strategy", cls.strategy), "calibration.strategy", STRATEGIES),
+            margin=float(margin),
+            target_fpr=as_fraction(d.get("target_fpr", cls.target_fpr), "calibration.target_fpr", lo_open=True, hi_open=True),  # type: ignore[arg-type]
             fraction=as_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
             quantile=as_fraction(d.get("quantile", cls.quantile), "calibration.quantile", lo_open=True, hi_open=False),  # type: ignore[arg-type]
             pixel_quantile=as_fraction(d.get("pixel_quantile", cls.pixel_quantile), "calibration.pixel_quantile",
@@ -160,7 +172,8 @@ class CalibrationConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fraction": self.fraction, "quantile": self.quantile, "pixel_quantile": self.pixel_quantile, "seed": self.seed}
+        return {"fraction": self.fraction, "quantile": self.quantile, "pixel_quantile": self.pixel_quantile, "seed": self.seed,
+                "strategy": self.strategy, "margin": self.margin, "target_fpr": self.target_fpr}
 
 
 @dataclass

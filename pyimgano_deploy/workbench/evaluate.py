@@ -21,8 +21,25 @@ PIXEL_NOTE = ("maps at model resolution (tiled runs: blended map area-resized to
 
 
 def image_metrics(test: ScoredSplit, threshold: float) -> dict[str, Any]:
+    """Image-level metrics at ``threshold`` plus ``by_defect_type``: per defect type of the
+    anomalous test images, how many there are, how many scored at or above the threshold, and
+    which were missed (their paths), so a report says what the operating point gives up."""
     y = np.asarray([s.label for s in test.samples], dtype=np.int64)
-    return evaluate_image_level(y, test.scores, threshold)
+    out = evaluate_image_level(y, test.scores, threshold)
+    by_type: dict[str, dict[str, Any]] = {}
+    for sample, score in zip(test.samples, test.scores):
+        if sample.label != 1:
+            continue
+        entry = by_type.setdefault(str(sample.defect_type), {"n": 0, "detected": 0, "missed": []})
+        entry["n"] += 1
+        if float(score) >= threshold:
+            entry["detected"] += 1
+        else:
+            entry["missed"].append(sample.path)
+    for entry in by_type.values():
+        entry["recall"] = entry["detected"] / entry["n"]
+    out["by_defect_type"] = dict(sorted(by_type.items()))
+    return out
 
 
 def pixel_metrics(test: ScoredSplit, scorer: SplitScorer) -> dict[str, Any] | None:

@@ -149,6 +149,17 @@ def average_precision(y_true: Any, scores: Any) -> float:
     return float(np.sum(recall_step * precision))
 
 
+def precision_recall_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct score, thresholds decreasing (recall increasing);
+    the same grouping of ties as :func:`average_precision`. Empty arrays with a single class."""
+    y, s = _labels_and_scores(y_true, scores)
+    if _single_class(y):
+        return np.zeros(0), np.zeros(0)
+    _, pos, neg = _grouped_counts(y, s)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    return tp / (tp + fp), tp / tp[-1]
+
+
 def roc_curve(y_true: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve at every distinct score: ``(fpr, tpr, thresholds)``, fpr increasing.
 

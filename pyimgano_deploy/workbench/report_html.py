@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from pyimgano_deploy.workbench.metrics import binary_confusion, image_auroc, roc_curve
+from pyimgano_deploy.workbench.metrics import binary_confusion, f1_at_threshold, image_auroc, precision_recall_curve, roc_curve
 from pyimgano_deploy.workbench.svg_plots import HistGroup, LineSeries, histogram_plot, line_plot
 
 __all__ = ["write_report_html", "select_worst_cases", "overlay_anomaly_map", "png_base64"]
@@ -94,13 +94,31 @@ def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
-    rows = _flatten(metrics)
+    rows = [(k, v) for k, v in _flatten(metrics) if not k.endswith(DEFECT_TYPES_KEY)]
     if not rows:
         return "<p class='na'>no metrics</p>"
     body = "".join(
         f"<tr><th>{_esc(k)}</th><td class='{'num' if _is_num(v) else ''}'>{_fmt(v)}</td></tr>" for k, v in rows
     )
     return f"<table class='metrics'><tr><th>metric</th><th>value</th></tr>{body}</table>"
+
+
+DEFECT_TYPES_KEY = "by_defect_type"
+
+
+def _defect_types_table(metrics: Mapping[str, Any]) -> str:
+    """Per defect type: images, detected at the image threshold, recall, and the missed files."""
+    by_type = (metrics.get("image") or {}).get(DEFECT_TYPES_KEY) if isinstance(metrics.get("image"), Mapping) else None
+    if not by_type:
+        return "<p class='na'>no anomalous test images</p>"
+    rows = []
+    for name, e in by_type.items():
+        missed = [Path(str(m)).name for m in e.get("missed", [])]
+        shown = ", ".join(missed[:8]) + (f" … (+{len(missed) - 8})" if len(missed) > 8 else "")
+        rows.append(f"<tr><th>{_esc(name)}</th><td class='num'>{e['n']}</td><td class='num'>{e['detected']}</td>"
+                    f"<td class='num'>{_fmt(e.get('recall'))}</td><td>{_esc(shown) or '–'}</td></tr>")
+    head = "<tr><th>defect type</th><th>images</th><th>detected</th><th>recall</th><th>missed</th></tr>"
+    return f"<table class='metrics'>{head}{''.join(rows)}</table>"
 
 
 def _threshold_record(value: Any) -> dict[str, Any] | None:
@@ -272,6 +290,20 @@ def _loss_plot(history: Sequence[Mapping[str, Any]]) -> str:
     return line_plot(series, title="Training", xlabel="epoch", ylabel="loss", legend_corner="top-right")
 
 
+def _pr_plot(y: np.ndarray, s: np.ndarray, threshold: float | None) -> str:
+    """Precision–recall curve with the operating point (the threshold's precision and recall) marked."""
+    precision, recall = precision_recall_curve(y, s)
+    series = [LineSeries(recall, precision, "precision–recall", color="#1f77b4")]
+    note = None if precision.size else "n/a: needs normal and anomalous images"
+    if threshold is not None and precision.size:
+        at = f1_at_threshold(y, s, threshold)
+        if math.isfinite(at["precision"]) and math.isfinite(at["recall"]):
+            r, p = at["recall"], at["precision"]
+            series.append(LineSeries([r, r], [0.0, p], f"threshold: P {p:.3f}, R {r:.3f}", color="#d62728", dash="3 3", width=1.5))
+    return line_plot(series, title="Precision–recall (image level)", xlabel="recall", ylabel="precision",
+                     xlim=(0.0, 1.0), ylim=(0.0, 1.0), legend_corner="bottom-left", note=note)
+
+
 def write_report_html(
     path: str | Path,
     *,
@@ -325,7 +357,7 @@ def write_report_html(
         vline=thr,
         vline_label="threshold",
     )
-    plots = roc_svg + hist_svg + (_loss_plot(training) if training else "")
+    plots = roc_svg + _pr_plot(y, s, thr) + hist_svg + (_loss_plot(training) if training else "")
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     n_anom = int((y == 1).sum())
     meta = (
@@ -339,6 +371,7 @@ def write_report_html(
         f"<h2>Metrics</h2>{_metrics_table(metrics)}"
         f"<h2>Thresholds and provenance</h2>{_thresholds_table(thresholds)}"
         f"<h2>Confusion matrix at the image threshold</h2>{_confusion_table(y, s, thr)}"
+        f"<h2>Defect types at the image threshold</h2>{_defect_types_table(metrics)}"
         f"<h2>Plots</h2><div class='plots'>{plots}</div>"
         f"<h2>Worst cases</h2>{_gallery(worst_cases, thr)}"
         "</body></html>\n"

@@ -139,8 +139,9 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         log(f"[{cfg.name}] calibrating {cfg.model.name} on the {len(cal_samples)} calibration images")
         detector.calibrate(scorer.fit_inputs(cal_samples), input_format=scorer.fit_input_format)
     cal = scorer.score(cal_samples, "scoring calibration")
-    thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=cfg.calibration.quantile,
-                                      pixel_quantile=cfg.calibration.pixel_quantile)
+    c = cfg.calibration
+    thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=c.quantile, pixel_quantile=c.pixel_quantile,
+                                      strategy=c.strategy, margin=c.margin, target_fpr=c.target_fpr)
     detector.threshold, detector.pixel_threshold = thresholds.image, thresholds.pixel
     lap("calibrate")
 
