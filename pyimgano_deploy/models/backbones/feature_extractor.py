@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from pyimgano_deploy.models.illumination import ILLUMINATION, STANDARD_MEAN, STANDARD_SPREAD
 from pyimgano_deploy.models.backbones.dinov2 import WEIGHTS_FILE as DINOV2_WEIGHTS_FILE
 from pyimgano_deploy.models.backbones.dinov2 import dinov2_vits14
 from pyimgano_deploy.models.backbones.efficientnet_lite import LITE_MEAN, LITE_STD, efficientnet_lite0
@@ -87,8 +88,12 @@ class FeatureExtractor(nn.Module):
         std: tuple[float, float, float],
         weights_source: str = "random-init",
         pretrained: bool | str = False,
+        illumination: str = "none",
     ) -> None:
         super().__init__()
+        if illumination not in ILLUMINATION:
+            raise ValueError(f"illumination must be one of {list(ILLUMINATION)}, got {illumination!r}")
+        self.illumination = illumination
         stages = tuple(stages)
         known: tuple[str, ...] = tuple(net.stage_names)
         if not stages:
@@ -128,6 +133,13 @@ class FeatureExtractor(nn.Module):
         if not torch.jit.is_tracing() and images.shape[-1] != 3:
             raise ValueError(f"images: expected 3 RGB channels last ([B, H, W, 3]), got shape {tuple(images.shape)}")
         dtype = self.dtype
+        if self.illumination == "standardize":
+            # statistics in fp32 even for an fp16 backbone: a half-precision sum over a whole image overflows
+            x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            spread = x.std(dim=(1, 2, 3), keepdim=True).clamp(min=1.0 / 255.0)
+            x = ((x - mean) / spread * STANDARD_SPREAD + STANDARD_MEAN).to(dtype)
+            return (x - self.mean.to(dtype)) / self.std.to(dtype)
         x = images.permute(0, 3, 1, 2).to(dtype)
         return (x / 255.0 - self.mean.to(dtype)) / self.std.to(dtype)
 
@@ -144,10 +156,11 @@ class FeatureExtractor(nn.Module):
             "weights_source": self.weights_source,
             "stage_channels": dict(self.stage_channels),
             "stage_strides": dict(self.stage_strides),
+            "illumination": self.illumination,
         }
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, stages={self.stages}, weights={self.weights_source!r}"
+        return f"name={self.name!r}, stages={self.stages}, weights={self.weights_source!r}, illumination={self.illumination!r}"
 
 
 def create_feature_extractor(
@@ -156,6 +169,7 @@ def create_feature_extractor(
     stages: Iterable[str] | None = None,
     pretrained: PretrainedArg = False,
     weights: str | os.PathLike[str] | None = None,
+    illumination: str = "none",
 ) -> FeatureExtractor:
     """Build a :class:`FeatureExtractor` for backbone ``name`` (see :func:`list_backbones`).
 
@@ -183,6 +197,7 @@ def create_feature_extractor(
         std=info.std,
         weights_source=describe_source(pretrained, info.pretrained_source),
         pretrained=recorded,
+        illumination=illumination,
     )
 
 
@@ -192,5 +207,6 @@ def feature_extractor_from_spec(spec: Mapping[str, Any]) -> FeatureExtractor:
         if key not in spec:
             raise ValueError(f"backbone spec: missing key {key!r} (expected name, stages, pretrained)")
     return create_feature_extractor(
-        spec["name"], stages=tuple(spec["stages"]), pretrained=spec.get("pretrained", False)
+        spec["name"], stages=tuple(spec["stages"]), pretrained=spec.get("pretrained", False),
+        illumination=spec.get("illumination", "none"),
     )

@@ -103,6 +103,7 @@ class Detector(ABC):
             self.backbone_name,
             stages=self._extractor_stages(),
             pretrained=self.pretrained if pretrained is None else pretrained,
+            illumination=self.params.illumination,
         )
 
     def _grid(self, extractor: FeatureExtractor) -> tuple[int, int]:

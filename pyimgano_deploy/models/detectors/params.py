@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from pyimgano_deploy.models.illumination import ILLUMINATION
+
 #: Fields that say *how* to run, not *what* the fitted model is: not saved as hyperparameters.
 RUNTIME_FIELDS = ("device", "batch_size", "progress")
 
@@ -57,7 +59,10 @@ class CommonParams:
     """Backbone, preprocessing, seed and execution settings of any detector.
 
     ``image_size``/``center_crop``: int or (height, width) px; ``pretrained``: False (random
-    init), True (the backbone's published weights) or a path to a local state-dict file.
+    init), True (the backbone's published weights) or a path to a local state-dict file;
+    ``illumination``: "standardize" rescales each image to a fixed mean and spread of its pixel
+    values before the backbone (in the graph, so fit and runtime match), for parts whose
+    brightness varies; "none" leaves them as they are.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -67,6 +72,7 @@ class CommonParams:
     interpolation: str = "linear"
     center_crop: int | tuple[int, int] | list[int] | None = None
     blur_sigma: float = 4.0
+    illumination: str = "none"
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 16
@@ -87,6 +93,8 @@ class CommonParams:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
         if self.blur_sigma is not None and (not isinstance(self.blur_sigma, (int, float)) or self.blur_sigma < 0):
             raise ValueError(f"blur_sigma must be >= 0, got {self.blur_sigma!r}")
+        if self.illumination not in ILLUMINATION:
+            raise ValueError(f"illumination must be one of {list(ILLUMINATION)}, got {self.illumination!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         device = str(self.device)
