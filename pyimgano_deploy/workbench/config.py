@@ -24,6 +24,7 @@ from pyimgano_deploy.workbench.config_checks import (
     mapping_of,
 )
 from pyimgano_deploy.workbench.recipes import get_recipe
+from pyimgano_deploy.workbench.size_policy import is_size_policy, short_side
 
 DATASET_KINDS = ("mvtec", "folder", "synthetic")
 DEVICES = ("cpu", "cuda")
@@ -58,8 +59,14 @@ class ModelConfig:
             raise ConfigError(f"model.kwargs: unknown argument(s) {unknown} for {name}; allowed: {allowed}")
         resolved = {k: v for k, v in params.items() if k not in RESERVED_MODEL_KWARGS}
         resolved.update(kwargs)
+        check = dict(resolved)
+        if is_size_policy(check.get("image_size")):  # resolved from the fit images when the run starts
+            try:
+                check["image_size"] = short_side(check["image_size"])
+            except ValueError as exc:
+                raise ConfigError(f"model.kwargs: {exc}") from None
         try:  # constructing a detector only validates its arguments (no weights are loaded)
-            create_model(name, **resolved, progress=False, device=device)
+            create_model(name, **check, progress=False, device=device)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model.kwargs: {exc}") from None
         return cls(name=name, kwargs=resolved)

@@ -21,6 +21,7 @@ from pyimgano_deploy.datasets import AnomalyDataset, DatasetError, list_mvtec_ca
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench import rundir
 from pyimgano_deploy.workbench.calibration import Thresholds, calibrate_thresholds, split_calibration
+from pyimgano_deploy.workbench.size_policy import is_size_policy, resolve_image_size
 from pyimgano_deploy.workbench.config import TrainConfig
 from pyimgano_deploy.workbench.config_checks import ConfigError
 from pyimgano_deploy.workbench.evaluate import defects_check, image_metrics, pixel_metrics
@@ -124,7 +125,11 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
     log(f"[{cfg.name}] {ds.category}: {len(fit_samples)} fit / {len(cal_samples)} calibration / {len(ds.test)} test images")
 
     tiling = None if cfg.tiling is None else TilingSpec.from_dict(cfg.tiling)
-    detector = create_model(cfg.model.name, **cfg.model_kwargs(progress=progress))
+    kwargs, size_record = cfg.model_kwargs(progress=progress), None
+    if is_size_policy(kwargs.get("image_size")):
+        kwargs["image_size"], size_record = resolve_image_size(kwargs["image_size"], [s.path for s in fit_samples])
+        log(f"[{cfg.name}] image_size {size_record['policy']}: median aspect {size_record['median_aspect_w_over_h']} → {size_record['image_size']}")
+    detector = create_model(cfg.model.name, **kwargs)
     scorer = SplitScorer(detector, tiling, progress=progress)
     fit_inputs = scorer.fit_inputs(fit_samples)
     _set_training_hooks(detector, cfg, out, scorer, cal_samples, resume=resume, log=log)
@@ -181,7 +186,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         "name": cfg.name,
         "recipe": cfg.recipe,
         "model": {"name": detector.model_name, "family": detector.family, "hyperparameters": detector.hyperparameters(),
-                  "fitted": detector.fit_summary, "input_size": list(detector.input_size)},
+                  "fitted": detector.fit_summary, "input_size": list(detector.input_size), "size_policy": size_record},
         "dataset": {"kind": cfg.dataset.kind, **ds.summary(), "n_fit": len(fit_samples),
                     "n_calibration": len(cal_samples), "n_test": len(ds.test)},
         "splits": {"fit": [s.path for s in fit_samples], "calibration": [s.path for s in cal_samples],

@@ -1,0 +1,52 @@
+"""The keep_aspect input-size policy: resolved from the fit images, validated in the config, recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from cli_helpers import run_cli
+
+from pyimgano_deploy.workbench.config import ConfigError, ModelConfig
+from pyimgano_deploy.workbench.size_policy import resolve_image_size
+
+
+def _images(folder: Path, h: int, w: int, n: int = 3) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"{i}.png"
+        cv2.imwrite(str(p), np.full((h, w, 3), 60 + i, np.uint8))
+        paths.append(str(p))
+    return paths
+
+
+@pytest.mark.parametrize("h, w, expected", [(100, 250, (64, 160)), (250, 100, (160, 64)), (90, 90, (64, 64))])
+def test_keep_aspect_follows_the_median_aspect_in_multiples_of_32(tmp_path: Path, h: int, w: int, expected: tuple) -> None:
+    size, record = resolve_image_size("keep_aspect:64", _images(tmp_path, h, w))
+    assert size == expected and record["image_size"] == list(expected) and record["n_images_measured"] == 3
+
+
+def test_a_bad_policy_is_a_config_error_naming_the_form() -> None:
+    with pytest.raises(ConfigError, match="keep_aspect:S"):
+        ModelConfig.from_dict({"name": "vision_padim", "kwargs": {"image_size": "keep_aspect:50", "pretrained": False}})
+    assert ModelConfig.from_dict({"name": "vision_padim", "kwargs": {"image_size": "keep_aspect"}}).kwargs["image_size"] == "keep_aspect"
+
+
+def test_train_resolves_and_records_the_policy(tmp_path: Path) -> None:
+    root = tmp_path / "folder"
+    _images(root / "train", 64, 192, n=6)
+    _images(root / "test_good", 64, 192, n=2)
+    _images(root / "test_bad", 64, 192, n=2)
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--dataset", "folder", "--set", f'dataset.train_dir="{root / "train"}"',
+                           "--set", f'dataset.test_normal_dir="{root / "test_good"}"', "--set", f'dataset.test_anomalous_dir="{root / "test_bad"}"',
+                           "--out", str(out), "--no-progress", "--no-report", "--model", "vision_padim",
+                           "--model-kwargs", json.dumps({"image_size": "keep_aspect:32", "pretrained": False, "d": 8}))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["input_size"] == [32, 96] and report["model"]["size_policy"]["policy"] == "keep_aspect:32"
+    assert json.loads((out / "config.json").read_text())["model"]["kwargs"]["image_size"] == "keep_aspect:32"
