@@ -19,6 +19,7 @@ EXPECTED = {
     "bench_detectors.py": {"models", "dataset", "threads"},
     "bench_contamination.py": {"results", "category", "threads"},
     "bench_int8.py": {"gemm", "categories", "threads"},
+    "bench_accuracy.py": {"table", "tried", "threads"},
 }
 if importlib.util.find_spec("ray") is not None:  # the ray extra is optional
     EXPECTED["bench_ray.py"] = {"models", "driver_memory", "threads"}

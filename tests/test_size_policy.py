@@ -50,3 +50,15 @@ def test_train_resolves_and_records_the_policy(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["input_size"] == [32, 96] and report["model"]["size_policy"]["policy"] == "keep_aspect:32"
     assert json.loads((out / "config.json").read_text())["model"]["kwargs"]["image_size"] == "keep_aspect:32"
+
+
+def test_the_aspect_recipe_defaults_padim_to_keep_aspect_and_config_kwargs_win(tmp_path: Path) -> None:
+    for extra, expected in (([], "keep_aspect"), (["--model-kwargs", '{"image_size": 96}'], 96)):
+        code, out, err = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), "--recipe", "industrial-adapt-aspect",
+                                 "--dry-run", *extra)
+        cfg = json.loads(out)
+        assert code == 0, err
+        assert (cfg["model"]["name"], cfg["model"]["kwargs"]["image_size"]) == ("vision_padim", expected)
+    code, out, _ = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), "--recipe", "industrial-adapt-aspect",
+                           "--model", "vision_patchcore", "--dry-run")
+    assert code == 0 and json.loads(out)["model"]["kwargs"]["image_size"] == 224  # another model keeps its own defaults

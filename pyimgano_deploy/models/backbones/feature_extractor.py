@@ -134,11 +134,16 @@ class FeatureExtractor(nn.Module):
             raise ValueError(f"images: expected 3 RGB channels last ([B, H, W, 3]), got shape {tuple(images.shape)}")
         dtype = self.dtype
         if self.illumination == "standardize":
-            # statistics in fp32 even for an fp16 backbone: a half-precision sum over a whole image overflows
+            # The statistics in float64, whatever the backbone's dtype: a half-precision sum over an image
+            # overflows, and torch and ONNX Runtime sum 10⁵ pixels in different orders, so a float32 sum's
+            # rounding, amplified by the distance heads, was the export's largest error (9e-3 against 9e-5).
+            # TensorRT has no float64: its compatibility check reports these casts.
             x = images.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            spread = x.std(dim=(1, 2, 3), keepdim=True).clamp(min=1.0 / 255.0)
-            x = ((x - mean) / spread * STANDARD_SPREAD + STANDARD_MEAN).to(dtype)
+            x64 = x.to(torch.float64)
+            mean = x64.mean(dim=(1, 2, 3), keepdim=True)
+            spread = (x64 - mean).square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1.0 / 255.0)
+            x = (x - mean.to(torch.float32)) / spread.to(torch.float32)
+            x = (x * STANDARD_SPREAD + STANDARD_MEAN).to(dtype)
             return (x - self.mean.to(dtype)) / self.std.to(dtype)
         x = images.permute(0, 3, 1, 2).to(dtype)
         return (x / 255.0 - self.mean.to(dtype)) / self.std.to(dtype)

@@ -1,0 +1,113 @@
+"""Accuracy of the default recipe and of the variants tried, on every real set in ``--root``.
+
+For each category with a ``train/`` folder (hazelnut_toy, bsd_ballscrew, …) and each
+configuration in ``TRIED`` (or ``--only``), it trains with ``run_training`` (as ``train``
+does: the recipe, the calibration split, the default threshold), exports the run, and scores
+the test split with the whole ``infer`` path. Per row: backbone, size policy and resolved size,
+bank ratio, illumination, image AUROC, pixel AUROC, AUPRO, recall and precision at the
+threshold, whole-``infer`` images/s. Prints one JSON document, with a ``table`` of rows.
+
+    python benchmarks/bench_accuracy.py --root ../shared/data --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _common as C
+from _rundir import train_cli_default
+
+#: (name, model, kwargs): what was tried; the first row of each model is its current default
+TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("patchcore default", "vision_patchcore", {}),
+    ("patchcore bank 1 %", "vision_patchcore", {"coreset_ratio": 0.01}),
+    ("patchcore keep_aspect, bank 1 %", "vision_patchcore", {"image_size": "keep_aspect", "coreset_ratio": 0.01}),
+    ("patchcore keep_aspect, bank 1 %, standardize", "vision_patchcore",
+     {"image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "standardize"}),
+    ("padim default", "vision_padim", {}),
+    ("padim keep_aspect", "vision_padim", {"image_size": "keep_aspect"}),
+    ("padim keep_aspect:320", "vision_padim", {"image_size": "keep_aspect:320"}),
+    ("padim keep_aspect, standardize", "vision_padim", {"image_size": "keep_aspect", "illumination": "standardize"}),
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=C.REPO_ROOT.parent / "shared" / "data")
+    p.add_argument("--categories", default=None, help="comma-separated (default: every category under --root)")
+    p.add_argument("--only", default=None, help="comma-separated indices into TRIED")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="generated images, random init, small models")
+    return p.parse_args(argv)
+
+
+def _infer_rate(bundle: Path, paths: list[str], threads: int) -> float:
+    from pyimgano_deploy.runtimes import load_bundle
+
+    with load_bundle(bundle, intra_op_threads=threads) as rt:
+        list(rt.infer_iter(paths[:8]))
+        t = time.perf_counter()
+        n = sum(1 for _ in rt.infer_iter(paths))
+    return round(n / (time.perf_counter() - t), 2)
+
+
+def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
+    import json
+
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+
+    if quick:
+        kwargs = {k: (v.replace("keep_aspect", "keep_aspect:64") if k == "image_size" else v) for k, v in kwargs.items()}
+    run = train_cli_default(model, category_dir, work / name.replace(" ", "_").replace(",", "").replace("%", "pc"), quick=quick, **kwargs)
+    report = json.loads((run / "report.json").read_text())
+    bundle = export_run(run, run.parent / "bundle", ExportOptions(force=True), log=C.log).bundle_dir
+    paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
+    image, pixel = report["metrics"]["image"], report["metrics"]["pixel"] or {}
+    hp = report["model"]["hyperparameters"]
+    return {
+        "config": name, "model": model, "backbone": hp.get("backbone"),
+        "size_policy": (report["model"].get("size_policy") or {}).get("policy", "fixed"), "input_size": report["model"]["input_size"],
+        "bank_ratio": hp.get("coreset_ratio"), "illumination": hp.get("illumination", "none"),
+        "image_auroc": image.get("auroc"), "pixel_auroc": pixel.get("auroc"), "aupro": pixel.get("aupro"),
+        "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
+        "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},
+        "infer_images_per_s": _infer_rate(bundle, paths, threads), "fit_s": report["timings_s"].get("fit"),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    threads = C.pin_threads(1 if args.quick else args.threads)
+    C.pin_torch_threads(threads)
+    doc = C.header("bench_accuracy", args, threads)
+    tried = [TRIED[int(i)] for i in args.only.split(",")] if args.only else list(TRIED)
+    table: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as tmp:
+        work = Path(tmp)
+        if args.quick:
+            from pyimgano_deploy.datasets import generate_synthetic_dataset
+
+            dirs = [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
+            tried = [t for t in tried if t[0] in ("patchcore default", "padim keep_aspect")]
+        elif args.categories:
+            dirs = [args.root / c for c in args.categories.split(",")]
+        else:
+            dirs = sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
+        for category_dir in dirs:
+            for name, model, kwargs in tried:
+                C.log(f"{category_dir.name}: {name}")
+                table.append({"category": category_dir.name, **row(name, model, kwargs, category_dir, work / category_dir.name, threads, args.quick)})
+    doc.update({"table": table, "tried": [{"config": n, "model": m, "kwargs": k} for n, m, k in tried], "threads": threads})
+    return doc
+
+
+def main(argv: list[str] | None = None) -> None:
+    C.emit(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
