@@ -276,6 +276,7 @@ def test_spec_is_json_and_rebuilds() -> None:
         "weights_source": "random-init",
         "stage_channels": {"layer1": 64, "layer3": 256},
         "stage_strides": {"layer1": 4, "layer3": 16},
+        "illumination": "none",
     }
     rebuilt = feature_extractor_from_spec(spec)
     assert rebuilt.stages == extractor.stages and rebuilt.stage_channels == extractor.stage_channels
