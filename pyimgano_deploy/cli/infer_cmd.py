@@ -227,6 +227,8 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
                           engine=engine, precision=precision, device=device, expected_digest=expect_digest, public_key=public_key)
     except MissingExtraError as exc:
         _fail(str(exc), as_json, EXIT_ENGINE)
+    except (ConnectionError, TimeoutError) as exc:  # what ray.init raises for an address it cannot reach
+        _fail(f"cannot connect to Ray at {address!r}: {exc}", as_json, EXIT_ENGINE)
 
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_flags: DefectsFlags, resume: bool,
