@@ -17,6 +17,7 @@ from torch import nn
 
 from pyimgano_deploy.models.backbones import FeatureExtractor
 from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, PatchEmbedding
+from pyimgano_deploy.models.detectors.params import IMAGE_SCORES
 
 
 @runtime_checkable
@@ -64,21 +65,37 @@ class MapMaximum(nn.Module):
         return anomaly_map.to(torch.float32).amax(dim=(1, 2))
 
 
+class MapMean(nn.Module):
+    """Anomaly map ``[B, H, W]`` → image score ``[B]``: its mean (fp32)."""
+
+    def forward(self, anomaly_map: torch.Tensor) -> torch.Tensor:
+        return anomaly_map.to(torch.float32).mean(dim=(1, 2))
+
+
+def image_score_head(kind: str) -> nn.Module:
+    """The reduction named by ``kind`` (:data:`~.params.IMAGE_SCORES`)."""
+    heads = dict(zip(IMAGE_SCORES, (MapMaximum, MapMean)))
+    if kind not in heads:
+        raise ValueError(f"image_score must be one of {list(IMAGE_SCORES)}, got {kind!r}")
+    return heads[kind]()
+
+
 class AnomalyInferenceModule(ScopedModule):
-    """extractor → embedding → scorer (fp32 distances) → map finisher → score = max of map.
+    """extractor → embedding → scorer (fp32 distances) → map finisher → score = max (or mean) of map.
 
     ``scorer`` maps an embedding ``[B, D, h, w]`` to patch scores ``[B, h, w]``.
     """
 
     fp32_scopes = ("scorer", "finisher", "score_head")
 
-    def __init__(self, extractor: FeatureExtractor, embedding: PatchEmbedding, scorer: nn.Module, finisher: AnomalyMapFinisher) -> None:
+    def __init__(self, extractor: FeatureExtractor, embedding: PatchEmbedding, scorer: nn.Module, finisher: AnomalyMapFinisher,
+                 *, image_score: str = "max") -> None:
         super().__init__()
         self.extractor = extractor
         self.embedding = embedding
         self.scorer = scorer
         self.finisher = finisher
-        self.score_head = MapMaximum()
+        self.score_head = image_score_head(image_score)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embedding ``[B, D, h, w]`` in fp32 (the scorer's input)."""

@@ -127,6 +127,24 @@ class CommonParams:
         return out
 
 
+#: how a map-scored detector reduces its anomaly map to the image score
+IMAGE_SCORES = ("max", "mean")
+
+
+@dataclass
+class MapScoreParams(CommonParams):
+    """:class:`CommonParams` of a detector whose image score is a reduction of its anomaly map:
+    ``image_score`` "max" (the default, the papers' rule) or "mean" (whole-map evidence, for
+    defects that spread over the part; it dilutes one small defect on a large part)."""
+
+    image_score: str = "max"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {list(IMAGE_SCORES)}, got {self.image_score!r}")
+
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 AMP_MODES = ("off", "fp16", "bf16")

@@ -38,7 +38,8 @@ class PaDiM(Detector):
 
     def _assemble(self, extractor: FeatureExtractor, embedding: PatchEmbedding, mean: torch.Tensor, inv_cov: torch.Tensor) -> AnomalyInferenceModule:
         scorer = MahalanobisDistance(mean, inv_cov, self._grid(extractor))
-        return AnomalyInferenceModule(extractor, embedding, scorer, AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=self._grid(extractor)))
+        return AnomalyInferenceModule(extractor, embedding, scorer, AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=self._grid(extractor)),
+                                      image_score=self.params.image_score)
 
     def _fit_head(self, extractor: FeatureExtractor, batches: BatchSource) -> AnomalyInferenceModule:
         embedding = self._embedding(extractor).to(self.device)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import THREE_FINEST_STAGES, CommonParams, alias_field
+from pyimgano_deploy.models.detectors.params import THREE_FINEST_STAGES, MapScoreParams, alias_field
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 
 @dataclass
-class PaDiMParams(CommonParams):
+class PaDiMParams(MapScoreParams):
     """``n_channels``: feature channels kept (a seeded random subset; the paper's ``d``; ``d``
     is its old name, still accepted so saved runs and configs keep loading); ``eps``:
     covariance regularisation added to the diagonal."""

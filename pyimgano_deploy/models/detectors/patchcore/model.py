@@ -120,7 +120,7 @@ class PatchCore(Detector):
         finisher = AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=grid)
         if self.params.reweight:
             return ReweightedInferenceModule(extractor, embedding, scorer, finisher, bank_neighbors=neighbors)
-        return AnomalyInferenceModule(extractor, embedding, scorer, finisher)
+        return AnomalyInferenceModule(extractor, embedding, scorer, finisher, image_score=self.params.image_score)
 
     def _fit_head(self, extractor: FeatureExtractor, batches: BatchSource) -> AnomalyInferenceModule:
         embedding = self._embedding(extractor).to(self.device)

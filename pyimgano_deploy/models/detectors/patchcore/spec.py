@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import CommonParams
+from pyimgano_deploy.models.detectors.params import MapScoreParams
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 TOPK_LIMIT = 3840  # TensorRT's TopK limit
 
 
 @dataclass
-class PatchCoreParams(CommonParams):
+class PatchCoreParams(MapScoreParams):
     """``projection_dim``: channels after adaptive pooling (None: keep all); ``coreset_ratio``:
     share of patches kept in the bank; ``k``: nearest neighbours averaged per patch;
     ``reweight``: the paper's image-score re-weighting over ``reweight_neighbors`` bank rows;
@@ -33,6 +33,8 @@ class PatchCoreParams(CommonParams):
             raise ValueError(f"k must be in 1..{TOPK_LIMIT} (TensorRT's TopK limit), got {self.k}")
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ValueError(f"projection_dim must be >= 1 or None, got {self.projection_dim}")
+        if self.reweight and self.image_score != "max":
+            raise ValueError(f"reweight re-weights the map maximum (the paper's eq. 7); use image_score='max' with it, got {self.image_score!r}")
         if self.reweight and self.reweight_neighbors < 2:
             raise ValueError(f"reweight_neighbors must be >= 2 when reweight=True, got {self.reweight_neighbors}")
         if self.bank_chunk_size < 256:

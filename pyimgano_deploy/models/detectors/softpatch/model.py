@@ -56,7 +56,7 @@ class SoftPatch(PatchCore):
         grid = self._grid(extractor)
         scorer = SoftWeightedScorer(bank, weights, grid, chunk_size=self.params.bank_chunk_size)
         return AnomalyInferenceModule(extractor, self._embedding(extractor), scorer,
-                                      AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=grid))
+                                      AnomalyMapFinisher(self.input_size, self.blur_sigma, in_size=grid), image_score=self.params.image_score)
 
     def _fit_head(self, extractor: FeatureExtractor, batches: BatchSource) -> AnomalyInferenceModule:
         p = self.params
