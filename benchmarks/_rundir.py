@@ -84,3 +84,15 @@ def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool,
         "output": {"dir": str(run), "report": False}, "seed": 0})
     run_training(cfg, force=True, progress=False, log=log)
     return run
+
+
+def timed_infer(bundle: Path, paths: list[str], threads: int) -> tuple[float, list[Any]]:
+    """Whole ``infer`` path (read, decode, preprocess, engine) over ``paths`` with a warmed session of
+    ``threads`` ONNX Runtime threads: (seconds, the ``RuntimeItem`` of every input)."""
+    from pyimgano_deploy.runtimes import load_bundle
+
+    with load_bundle(bundle, intra_op_threads=threads) as rt:
+        list(rt.infer_iter(paths[:8]))
+        t = time.perf_counter()
+        items = list(rt.infer_iter(paths))
+        return time.perf_counter() - t, items

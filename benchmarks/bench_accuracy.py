@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import train_cli_default
+from _rundir import timed_infer, train_cli_default
 
 #: (name, model, kwargs): what was tried; the first row of each model is its current default
 TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -46,16 +45,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _infer_rate(bundle: Path, paths: list[str], threads: int) -> float:
-    from pyimgano_deploy.runtimes import load_bundle
-
-    with load_bundle(bundle, intra_op_threads=threads) as rt:
-        list(rt.infer_iter(paths[:8]))
-        t = time.perf_counter()
-        n = sum(1 for _ in rt.infer_iter(paths))
-    return round(n / (time.perf_counter() - t), 2)
-
-
 def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
     import json
 
@@ -76,7 +65,7 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
         "image_auroc": image.get("auroc"), "pixel_auroc": pixel.get("auroc"), "aupro": pixel.get("aupro"),
         "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
         "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},
-        "infer_images_per_s": _infer_rate(bundle, paths, threads), "fit_s": report["timings_s"].get("fit"),
+        "infer_images_per_s": round(len(paths) / timed_infer(bundle, paths, threads)[0], 2), "fit_s": report["timings_s"].get("fit"),
     }
 
 

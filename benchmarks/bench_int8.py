@@ -23,12 +23,11 @@ import argparse
 import copy
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import train_cli_default
+from _rundir import timed_infer, train_cli_default
 
 RERANK = ((16, 64), (8, 64))
 
@@ -85,13 +84,9 @@ def engine_rate(path: Path, images: Any, threads: int) -> dict[str, float]:
 
 
 def whole_infer(bundle: Path, paths: list[str], threads: int) -> tuple[float, list[Any]]:
-    from pyimgano_deploy.runtimes import load_bundle
-
-    with load_bundle(bundle, intra_op_threads=threads) as rt:
-        list(rt.infer_iter(paths[:8]))
-        t = time.perf_counter()
-        results = [item.result for item in rt.infer_iter(paths)]
-    return round(len(paths) / (time.perf_counter() - t), 2), results
+    """(images/s, results) of the whole ``infer`` path."""
+    seconds, items = timed_infer(bundle, paths, threads)
+    return round(len(paths) / seconds, 2), [item.result for item in items]
 
 
 def rerank_misses(detector: Any, paths: list[str], candidates: int, dim: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import train_cli_default
+from _rundir import timed_infer, train_cli_default
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -44,16 +44,6 @@ def _train_and_export(name: str, category_dir: Path, work: Path, quick: bool) ->
 
 def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 2)
-
-
-def _local(bundle: Path, paths: list[str], threads: int) -> tuple[float, list[Any]]:
-    from pyimgano_deploy.runtimes import load_bundle
-
-    with load_bundle(bundle, intra_op_threads=threads) as rt:
-        list(rt.infer_iter(paths[:8]))  # warm the session
-        t = time.perf_counter()
-        items = list(rt.infer_iter(paths))
-        return time.perf_counter() - t, items
 
 
 def _ray(bundle: Path, paths: list[str], actors: int, cpus: int) -> dict[str, Any]:
@@ -105,7 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             bundles = {name: _train_and_export(name, category_dir, work, args.quick) for name in args.models.split(",")}
             for name, bundle in bundles.items():
-                local_s, local_items = _local(bundle, paths, threads)
+                local_s, local_items = timed_infer(bundle, paths, threads)
                 entry: dict[str, Any] = {"images": len(paths), "local": {"images_per_s": _rate(len(paths), local_s), "threads": threads}}
                 for actors, cpus in ((1, threads), (threads, 1)):
                     C.log(f"{name}: Ray with {actors} actor(s) x {cpus} CPU")
