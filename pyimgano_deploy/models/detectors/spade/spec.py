@@ -9,7 +9,8 @@ from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 #: Pixel stages and the (deeper) image stage per backbone: the pixel grid is that of the
 #: first pixel stage; the image stage is pooled globally for the image-level kNN.
-DEFAULT_STAGES = {"efficientnet_lite0": (("s8", "s16"), "s32"), "resnet18": (("layer1", "layer2", "layer3"), "layer4"),
+DEFAULT_STAGES = {"efficientnet_lite0": (("s8", "s16"), "s32"), "efficientnet_lite1": (("s8", "s16"), "s32"),
+                  "efficientnet_lite2": (("s8", "s16"), "s32"), "resnet18": (("layer1", "layer2", "layer3"), "layer4"),
                   "wide_resnet50_2": (("layer1", "layer2", "layer3"), "layer4")}
 
 
