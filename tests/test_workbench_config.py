@@ -29,7 +29,7 @@ def test_defaults_are_resolved(tmp_path: Path) -> None:
     d = cfg.to_dict()
     assert d["schema_version"] == "1.0" and d["name"] == "run" and d["recipe"] == "industrial-adapt"
     assert d["calibration"] == {"fraction": 0.2, "quantile": 0.99, "pixel_quantile": 0.99, "seed": 0,
-                                "strategy": "quantile", "margin": 0.1, "target_fpr": 0.01}
+                                "strategy": "quantile", "margin": 0.1, "target_fpr": 0.01, "validation_dir": None}
     assert d["model"]["name"] == "vision_patchcore"
     assert d["model"]["kwargs"]["image_size"] == 224 and d["model"]["kwargs"]["pretrained"] is True
     assert "device" not in d["model"]["kwargs"] and "progress" not in d["model"]["kwargs"]

@@ -89,13 +89,17 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--calibration-fraction", type=float, default=None, help="Held-out fraction of training normals. [0.2]")
 @click.option("--quantile", type=float, default=None, help="Image threshold quantile of calibration scores. [0.99]")
 @click.option("--pixel-quantile", type=float, default=None, help="Pixel threshold quantile of calibration map pixels. [0.99]")
-@click.option("--threshold-strategy", type=click.Choice(["quantile", "max_margin", "target_fpr"]), default=None,
-              help="How the image threshold is set from the calibration scores: quantile (--quantile), max_margin "
-                   "(max + --threshold-margin × (max − median): above every calibration image), or target_fpr "
-                   "(at most --target-fpr of the calibration images at or above it). Recorded with the threshold. [quantile]")
+@click.option("--threshold-strategy", type=click.Choice(["quantile", "max_margin", "target_fpr", "f1_validation"]), default=None,
+              help="How the image threshold is set: from the calibration scores by quantile (--quantile), max_margin "
+                   "(max + --threshold-margin × (max − median): above every calibration image) or target_fpr "
+                   "(at most --target-fpr of the calibration images at or above it); or f1_validation: F1-optimal on "
+                   "the labelled images of --validation-dir. Recorded with the threshold. [quantile]")
 @click.option("--threshold-margin", type=click.FloatRange(min=0), default=None, help="Margin of max_margin, in units of (max − median). [0.1]")
 @click.option("--target-fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
               help="False-positive rate of target_fpr on the calibration split. [0.01]")
+@click.option("--validation-dir", default=None, type=click.Path(file_okay=False),
+              help="Labelled folder for --threshold-strategy f1_validation: good/ holds normal images, every other "
+                   "sub-folder one defect type; none of them may be a training or test image.")
 @click.option("--save-maps/--no-save-maps", default=None, help="Save anomaly maps as maps/*.npy. [off]")
 @click.option("--report/--no-report", default=None, help="Write report.html. [on]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -109,7 +113,7 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 def train(config_path: str | None, model: str | None, model_kwargs: str | None, recipe: str | None, dataset_kind: str | None,
           root: str | None, category: str | None, out: str | None, name: str | None, device: str | None, seed: int | None,
           calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, threshold_strategy: str | None,
-          threshold_margin: float | None, target_fpr: float | None, save_maps: bool | None,
+          threshold_margin: float | None, target_fpr: float | None, validation_dir: str | None, save_maps: bool | None,
           report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, resume: bool, as_json: bool, progress: bool) -> None:
     """Fit a detector on normal images, calibrate its image and pixel thresholds on a held-out
     calibration split, evaluate on the test split and write a run directory.
@@ -136,7 +140,8 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
         "model.name": model, "recipe": recipe, "dataset.kind": dataset_kind, "dataset.root": root, "dataset.category": category,
         "output.dir": out, "name": name, "device": device, "seed": seed, "calibration.fraction": calibration_fraction,
         "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile, "calibration.strategy": threshold_strategy,
-        "calibration.margin": threshold_margin, "calibration.target_fpr": target_fpr, "output.save_maps": save_maps,
+        "calibration.margin": threshold_margin, "calibration.target_fpr": target_fpr,
+        "calibration.validation_dir": validation_dir, "output.save_maps": save_maps,
         "output.report": report,
     }
     try:

@@ -114,16 +114,17 @@ def _load_masks(cat_dir: Path, images_by_type: dict[str, list[Path]], ignored: l
     return masks
 
 
-def _load_test(cat_dir: Path, ignored: list[str]) -> list[Sample]:
-    test_dir = cat_dir / "test"
-    if not test_dir.is_dir():
-        raise DatasetError(f"missing test split: directory {test_dir} does not exist")
+def _scan_labelled(test_dir: Path, ignored: list[str]) -> dict[str, list[Path]]:
+    """Images of each ``<test_dir>/<good|defect>/`` folder, "good" first (files in natural order)."""
     images_by_type: dict[str, list[Path]] = {}
     for defect_dir in _test_dirs(test_dir, ignored):
         scan = scan_dir(defect_dir)
         note_ignored(scan.unsupported + scan.subdirs, defect_dir, ignored)
         images_by_type[defect_dir.name] = scan.images
-    masks = _load_masks(cat_dir, images_by_type, ignored)
+    return images_by_type
+
+
+def _labelled_samples(images_by_type: dict[str, list[Path]], masks: dict[Path, Path]) -> list[Sample]:
     samples: list[Sample] = []
     for defect_type, images in images_by_type.items():
         label = 0 if defect_type == NORMAL_DEFECT_TYPE else 1
@@ -132,10 +133,39 @@ def _load_test(cat_dir: Path, ignored: list[str]) -> list[Sample]:
             samples.append(
                 Sample(path=str(image), label=label, defect_type=defect_type, mask_path=None if mask is None else str(mask))
             )
+    return samples
+
+
+def _load_test(cat_dir: Path, ignored: list[str]) -> list[Sample]:
+    test_dir = cat_dir / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"missing test split: directory {test_dir} does not exist")
+    images_by_type = _scan_labelled(test_dir, ignored)
+    samples = _labelled_samples(images_by_type, _load_masks(cat_dir, images_by_type, ignored))
     if not samples:
         raise DatasetError(
             f"empty test split: no image files in {test_dir}/<good|defect>/ "
             f"(supported extensions: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return samples
+
+
+def load_labelled_dir(directory: str | os.PathLike, *, what: str = "labelled folder") -> list[Sample]:
+    """Samples of a folder laid out like an MVTec ``test/`` split: ``good/`` holds normal images
+    (label 0), every other sub-folder anomalous ones (label 1, defect type = the folder's name).
+
+    Needs at least one normal and one anomalous image; DatasetError naming ``what`` otherwise.
+    Masks are not read.
+    """
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{what}: {path} is not a directory (expected {path}/good/ and {path}/<defect>/ sub-folders)")
+    samples = _labelled_samples(_scan_labelled(path.absolute(), []), {})
+    n_normal = sum(1 for s in samples if s.label == 0)
+    if n_normal == 0 or n_normal == len(samples):
+        raise DatasetError(
+            f"{what}: {path} has {n_normal} normal image(s) in good/ and {len(samples) - n_normal} anomalous image(s) "
+            "in other sub-folders; at least one of each is needed"
         )
     return samples
 

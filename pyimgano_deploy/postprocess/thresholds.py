@@ -97,8 +97,13 @@ def calibrate_quantile(
     )
 
 
-#: image-threshold strategies of :func:`calibrate_image_threshold`
+#: image-threshold strategies of :func:`calibrate_image_threshold` (normal calibration scores only)
 STRATEGIES = ("quantile", "max_margin", "target_fpr")
+#: the strategy that needs labelled validation images (:func:`calibrate_f1_threshold`)
+F1_STRATEGY = "f1_validation"
+ALL_STRATEGIES = STRATEGIES + (F1_STRATEGY,)
+#: splits a run's image threshold may come from: held-out normals, or labelled validation images (never fit images)
+THRESHOLD_SOURCE_SPLITS = ("calibration", "validation")
 
 
 def calibrate_image_threshold(
@@ -143,6 +148,47 @@ def calibrate_image_threshold(
                                 n_values=base.n_values, score_summary=base.score_summary, code_path=code_path)
 
 
+def calibrate_f1_threshold(
+    scores: np.ndarray, labels: np.ndarray, *, source_split: str, code_path: str
+) -> ThresholdCalibration:
+    """The image threshold that maximises F1 on labelled ``scores`` (label 1 = anomalous).
+
+    Over every cut between distinct scores, F1 = 2·TP / (2·TP + FP + FN) of ``score >= t``; ties
+    in F1 go to the highest threshold (fewest false alarms). The threshold is the midpoint
+    between the lowest flagged score and the highest unflagged one, so it does not sit on a
+    validation image. Needs at least one image of each label.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels).ravel()
+    if s.size != y.size:
+        raise ValueError(f"{source_split}: {s.size} scores for {y.size} labels")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{source_split} scores contain NaN or inf")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{source_split} labels must be 0 (normal) or 1 (anomalous), got {sorted(set(y.tolist()))}")
+    y = y.astype(np.int64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        raise ValueError(f"{source_split}: an F1-optimal threshold needs normal and anomalous images, "
+                         f"got {y.size - n_pos} normal and {n_pos} anomalous")
+    order = np.argsort(-s, kind="stable")
+    ranked, ranked_y = s[order], y[order]
+    tp = np.cumsum(ranked_y)
+    fp = np.cumsum(1 - ranked_y)
+    cut = np.r_[ranked[:-1] != ranked[1:], True]  # flagging the first i+1 images is a threshold only here
+    f1 = np.where(cut, 2.0 * tp / (tp + fp + n_pos), -1.0)
+    best = int(np.argmax(f1))  # first maximum: the highest such threshold
+    value = float(ranked[best])
+    if best + 1 < ranked.size:
+        mid = 0.5 * (ranked[best] + ranked[best + 1])
+        value = float(mid) if ranked[best + 1] < mid <= ranked[best] else value
+    precision, recall = tp[best] / (tp[best] + fp[best]), tp[best] / n_pos
+    method = (f"F1-optimal on {source_split} ({y.size - n_pos} normal, {n_pos} anomalous): F1 {f1[best]:.4f}, "
+              f"precision {precision:.4f}, recall {recall:.4f} at this threshold")
+    return ThresholdCalibration(value=value, method=method, quantile=None, source_split=source_split, n_images=int(s.size),
+                                n_values=int(s.size), score_summary=summarize_values(s), code_path=code_path)
+
+
 def apply_threshold(score: float, threshold: float | None) -> int | None:
     """1 when ``score >= threshold`` (anomalous), 0 otherwise, ``None`` without a threshold."""
     if threshold is None:
@@ -183,13 +229,22 @@ def calibrate_thresholds(
     strategy: str = "quantile",
     margin: float = 0.1,
     target_fpr: float = 0.01,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    validation_split: str = "validation",
 ) -> Thresholds:
-    """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`);
-    pixel threshold = ``pixel_quantile`` of all calibration-map pixels (skipped when
-    ``pixel_quantile`` or ``maps`` is None). Both carry provenance naming this function."""
+    """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`),
+    or, for ``f1_validation``, F1-optimal on ``validation`` = (scores, labels) of labelled
+    images (:func:`calibrate_f1_threshold`); pixel threshold = ``pixel_quantile`` of all
+    calibration-map pixels (skipped when ``pixel_quantile`` or ``maps`` is None). Both carry
+    provenance naming this function."""
     s = np.asarray(scores, dtype=np.float64).ravel()
-    image = calibrate_image_threshold(s, strategy=strategy, quantile=quantile, margin=margin, target_fpr=target_fpr,
-                                      source_split=source_split, n_images=int(s.size), code_path=IMAGE_CODE_PATH)
+    if strategy == F1_STRATEGY:
+        if validation is None:
+            raise ValueError(f"threshold strategy {F1_STRATEGY!r} needs labelled validation scores")
+        image = calibrate_f1_threshold(validation[0], validation[1], source_split=validation_split, code_path=IMAGE_CODE_PATH)
+    else:
+        image = calibrate_image_threshold(s, strategy=strategy, quantile=quantile, margin=margin, target_fpr=target_fpr,
+                                          source_split=source_split, n_images=int(s.size), code_path=IMAGE_CODE_PATH)
     pixel = None
     if pixel_quantile is not None and maps is not None and len(maps) > 0:
         pixel = calibrate_quantile(

@@ -153,22 +153,35 @@ class CalibrationConfig:
     quantile: float = CALIBRATION_DEFAULTS["quantile"]
     pixel_quantile: float | None = CALIBRATION_DEFAULTS["pixel_quantile"]
     seed: int = 0
-    #: image-threshold strategy (postprocess.thresholds.STRATEGIES) and its parameters
+    #: image-threshold strategy (postprocess.thresholds.ALL_STRATEGIES) and its parameters
     strategy: str = "quantile"
     margin: float = 0.1
     target_fpr: float = 0.01
+    #: labelled folder (good/ + defect sub-folders) of the f1_validation strategy
+    validation_dir: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":
-        from pyimgano_deploy.postprocess.thresholds import STRATEGIES
+        from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES, F1_STRATEGY
 
         d = mapping_of(data, "calibration")
-        check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed", "strategy", "margin", "target_fpr"), "calibration")
+        check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed", "strategy", "margin", "target_fpr",
+                       "validation_dir"), "calibration")
         margin = d.get("margin", cls.margin)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
             raise ConfigError(f"calibration.margin: expected a number >= 0, got {margin!r}")
+        strategy = as_choice(d.get("strategy", cls.strategy), "calibration.strategy", ALL_STRATEGIES)
+        validation_dir = d.get("validation_dir")
+        if validation_dir is not None and (not isinstance(validation_dir, str) or not validation_dir):
+            raise ConfigError(f"calibration.validation_dir: expected a folder path (str) or null, got {validation_dir!r}")
+        if (strategy == F1_STRATEGY) != (validation_dir is not None):
+            raise ConfigError(
+                f"calibration.validation_dir: required by calibration.strategy {F1_STRATEGY!r} and used only by it "
+                f"(a labelled folder: good/ plus one sub-folder per defect type); got strategy {strategy!r} "
+                f"and validation_dir {validation_dir!r}")
         return cls(
-            strategy=as_choice(d.get("strategy", cls.strategy), "calibration.strategy", STRATEGIES),
+            strategy=strategy,
+            validation_dir=validation_dir,
             margin=float(margin),
             target_fpr=as_fraction(d.get("target_fpr", cls.target_fpr), "calibration.target_fpr", lo_open=True, hi_open=True),  # type: ignore[arg-type]
             fraction=as_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
@@ -180,7 +193,8 @@ class CalibrationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "quantile": self.quantile, "pixel_quantile": self.pixel_quantile, "seed": self.seed,
-                "strategy": self.strategy, "margin": self.margin, "target_fpr": self.target_fpr}
+                "strategy": self.strategy, "margin": self.margin, "target_fpr": self.target_fpr,
+                "validation_dir": self.validation_dir}
 
 
 @dataclass
@@ -263,6 +277,9 @@ class TrainConfig:
             seed=seed,  # type: ignore[arg-type]
         )
         cfg.tiling, cfg.defects = recipe.resolve_blocks(d.get("tiling"), d.get("defects"))
+        if cfg.calibration.validation_dir is not None and cfg.dataset.category == "all":
+            raise ConfigError("calibration.validation_dir: one labelled folder cannot set the thresholds of every "
+                              "category of dataset.category 'all'; train the categories one at a time")
         recipe.check(cfg)
         return cfg
 

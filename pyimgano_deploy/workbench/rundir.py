@@ -56,7 +56,9 @@ PER_IMAGE_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema_version": str, "index": int, "input": str, "split": str, "y_true": int, "defect_type": str,
     "score": (int, float), "label": int, "threshold": (int, float), "map": (str, type(None)),
 }
-SPLITS = ("calibration", "test")
+#: labelled images that set an F1-optimal threshold (calibration.strategy f1_validation)
+VALIDATION_SPLIT = "validation"
+SPLITS = ("calibration", VALIDATION_SPLIT, "test")
 
 
 class RunDirExistsError(FileExistsError):
@@ -179,7 +181,7 @@ def _check_types(data: dict[str, Any], spec: dict[str, Any], where: str, problem
 
 
 def _check_threshold(rec: Any, where: str, problems: list[str], *, nullable: bool) -> float | None:
-    from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration
+    from pyimgano_deploy.postprocess.thresholds import THRESHOLD_SOURCE_SPLITS, ThresholdCalibration
 
     if rec is None:
         if not nullable:
@@ -190,8 +192,9 @@ def _check_threshold(rec: Any, where: str, problems: list[str], *, nullable: boo
     except (TypeError, ValueError) as exc:
         problems.append(f"{where}: {exc}")
         return None
-    if cal.source_split != "calibration" or cal.n_images < 1 or not cal.code_path or not cal.score_summary:
-        problems.append(f"{where}: provenance incomplete (source_split 'calibration', n_images >= 1, code_path, score_summary)")
+    if cal.source_split not in THRESHOLD_SOURCE_SPLITS or cal.n_images < 1 or not cal.code_path or not cal.score_summary:
+        problems.append(f"{where}: provenance incomplete (source_split one of {list(THRESHOLD_SOURCE_SPLITS)}, "
+                        "n_images >= 1, code_path, score_summary)")
     return cal.value
 
 
@@ -271,8 +274,9 @@ def _check_per_image(root: Path, report: dict[str, Any] | None, problems: list[s
             problems.append(f"{where}: map file {rec['map']} is missing")
         seen[rec["split"]].append(rec["input"])
     splits = (report or {}).get("splits") or {}
-    if report is not None and sorted(seen["calibration"]) != sorted(splits.get("calibration") or []):
-        problems.append(f"{PER_IMAGE}: calibration records differ from {REPORT} splits.calibration")
+    for split in ("calibration", VALIDATION_SPLIT):
+        if report is not None and sorted(seen[split]) != sorted(splits.get(split) or []):
+            problems.append(f"{PER_IMAGE}: {split} records differ from {REPORT} splits.{split}")
     n_test = (((report or {}).get("dataset") or {}).get("n_test"))
     if n_test is not None and len(seen["test"]) != n_test:
         problems.append(f"{PER_IMAGE}: {len(seen['test'])} test records, {REPORT} dataset.n_test is {n_test}")

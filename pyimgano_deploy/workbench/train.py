@@ -17,7 +17,15 @@ import numpy as np
 
 from pyimgano_deploy._version import __version__
 from pyimgano_deploy.bundles.manifest import utc_now_iso
-from pyimgano_deploy.datasets import AnomalyDataset, DatasetError, list_mvtec_categories, load_folder, load_mvtec
+from pyimgano_deploy.datasets import (
+    AnomalyDataset,
+    DatasetError,
+    Sample,
+    list_mvtec_categories,
+    load_folder,
+    load_labelled_dir,
+    load_mvtec,
+)
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench import rundir
 from pyimgano_deploy.workbench.calibration import Thresholds, calibrate_thresholds, split_calibration
@@ -33,7 +41,6 @@ SUMMARY_METRICS = (("image", "auroc"), ("image", "ap"), ("image", "f1"), ("pixel
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
 
 
 
@@ -61,6 +68,19 @@ def _pixel_threshold_for_defects(defects: dict[str, Any], thresholds: Thresholds
     if config.pixel_threshold_source == "bundle" and thresholds.pixel is None:
         return None
     return pixel_threshold_for_config(config, stored=thresholds.pixel, normal_maps=cal.maps, source_split="calibration")[0]
+
+
+def load_validation(directory: str, ds: AnomalyDataset) -> list[Sample]:
+    """The labelled images of ``calibration.validation_dir``; DatasetError when one of them is also a
+    training or test image (a threshold tuned on test images would inflate the test figures)."""
+    samples = load_labelled_dir(directory, what="calibration.validation_dir")
+    used = {str(Path(s.path).resolve()): split for split, group in (("train", ds.train), ("test", ds.test)) for s in group}
+    shared = [(s.path, used[str(Path(s.path).resolve())]) for s in samples if str(Path(s.path).resolve()) in used]
+    if shared:
+        listed = ", ".join(f"{p} ({split})" for p, split in shared[:5]) + (" …" if len(shared) > 5 else "")
+        raise DatasetError(f"calibration.validation_dir {directory}: {len(shared)} image(s) are also in the data set's "
+                           f"train or test split: {listed}; the validation folder must hold other images")
+    return samples
 
 
 def _per_image_records(out: Path, splits: dict[str, ScoredSplit], threshold: float, save_maps: bool) -> list[dict[str, Any]]:
@@ -145,8 +165,16 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         detector.calibrate(scorer.fit_inputs(cal_samples), input_format=scorer.fit_input_format)
     cal = scorer.score(cal_samples, "scoring calibration")
     c = cfg.calibration
+    scored = {"calibration": cal}
+    validation = None
+    if c.validation_dir is not None:
+        val_samples = load_validation(c.validation_dir, ds)
+        log(f"[{cfg.name}] {len(val_samples)} labelled validation images from {c.validation_dir} set the image threshold")
+        scored[rundir.VALIDATION_SPLIT] = scorer.score(val_samples, "scoring validation")
+        validation = (scored[rundir.VALIDATION_SPLIT].scores, np.array([s.label for s in val_samples]))
     thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=c.quantile, pixel_quantile=c.pixel_quantile,
-                                      strategy=c.strategy, margin=c.margin, target_fpr=c.target_fpr)
+                                      strategy=c.strategy, margin=c.margin, target_fpr=c.target_fpr,
+                                      validation=validation, validation_split=rundir.VALIDATION_SPLIT)
     detector.threshold, detector.pixel_threshold = thresholds.image, thresholds.pixel
     lap("calibrate")
 
@@ -157,7 +185,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
     if cfg.defects is not None:
         pixel_thr = _pixel_threshold_for_defects(cfg.defects, thresholds, cal)
         if pixel_thr is not None:
-            check = defects_check(cfg.defects, pixel_thr, {"calibration": cal, "test": test}, scorer)
+            check = defects_check(cfg.defects, pixel_thr, {**scored, "test": test}, scorer)
     lap("evaluate")
 
     thr_dict = thresholds.to_dict()
@@ -166,7 +194,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         (out / rundir.CHECKPOINT_FILE).unlink()
     rundir.write_json(out / rundir.CONFIG, cfg.to_dict())
     rundir.write_json(out / rundir.ENVIRONMENT, rundir.capture_run_environment())
-    rundir.write_jsonl(out / rundir.PER_IMAGE, _per_image_records(out, {"calibration": cal, "test": test}, threshold, cfg.output.save_maps))
+    rundir.write_jsonl(out / rundir.PER_IMAGE, _per_image_records(out, {**scored, "test": test}, threshold, cfg.output.save_maps))
     rundir.write_json(out / rundir.INFER_CONFIG, rundir.build_infer_config(detector, thr_dict, cfg.tiling, cfg.defects))
     lap("write")
     if cfg.output.report:
@@ -190,6 +218,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         "dataset": {"kind": cfg.dataset.kind, **ds.summary(), "n_fit": len(fit_samples),
                     "n_calibration": len(cal_samples), "n_test": len(ds.test)},
         "splits": {"fit": [s.path for s in fit_samples], "calibration": [s.path for s in cal_samples],
+                   **({rundir.VALIDATION_SPLIT: [s.path for s in scored[rundir.VALIDATION_SPLIT].samples]} if validation else {}),
                    "calibration_fraction": cfg.calibration.fraction, "calibration_seed": cfg.calibration.seed},
         "metrics": metrics,
         "thresholds": thr_dict,
