@@ -1,18 +1,21 @@
-"""int8 engines and the re-ranked nearest-neighbour head against fp32, side by side in one process.
+"""int8 engines and the re-ranked nearest-neighbour heads against fp32, side by side in one process.
 
 For each real category (``--categories``; generated images in ``--quick`` mode) it trains the
-CLI-default PatchCore and PaDiM, then reports:
+PatchCore with its registry defaults (224 x 224, Lite0, 10 % bank) and PaDiM, then reports:
 
-- ``int8_gate``: ``export --precision int8`` (static QDQ, calibration split): passed, or the
-  gate's numbers when it refuses (a refused int8 engine is never shipped);
-- ``engine_img_s``: the fp32 graph, its int8 quantisation (measured even when the gate refuses
-  it) and the re-ranked PatchCore graphs, at batch 1 and 8 on golden images (engine only);
-- ``whole_infer``: ``infer``-path images/s over the test split for the fp32 and re-ranked
-  PatchCore bundles, image AUROC of each, and the share of identical labels;
-- ``rerank_misses``: per patch query, how often the true nearest bank row is not among the
-  ``c`` candidates, and the image-score error on the images where any query missed;
-- ``gemm``: the fp32 GEMM rate (ONNX Runtime MatMul) and the VNNI int8 rate (MatMulInteger,
-  uint8 × int8 → int32) of this CPU.
+- ``int8_gate``: ``export --precision int8`` (auto scope: int8 nearest-neighbour candidates for
+  PatchCore, static QDQ backbone for PaDiM): passed, or the gate's numbers when it refuses;
+- ``engine_img_s``: the fp32 and int8 graphs (the int8 one measured even when the gate refuses
+  it, and never shipped then) and the PCA re-ranked PatchCore graph, batch 1 and 8, engine only;
+- ``whole_infer``: PatchCore's ``infer``-path images/s over the test split, fp32 and int8
+  engines of one bundle interleaved for three rounds (median), image AUROC of each, the share of
+  identical labels; and the PCA re-ranked bundle;
+- ``int8_head_misses`` / ``pca_rerank_misses``: per patch query, how often the two-stage head
+  misses the true nearest bank row, and the image-score error on the images with a miss;
+- ``operator_share``: per engine, each stage's time and work against its own limit
+  (``benchmarks/operator_share.py``);
+- ``gemm`` / ``bandwidth``: this CPU's fp32 GEMM rate (ONNX Runtime MatMul), VNNI int8 rate
+  (MatMulInteger, uint8 × int8 → int32) and read bandwidth: the limits of that table.
 
     python benchmarks/bench_int8.py --root ../shared/data --categories bsd_ballscrew,hazelnut_toy --threads 2
 """
@@ -27,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import timed_infer, train_cli_default
+from _rundir import PATCHCORE_REGISTRY_KWARGS, timed_infer, train_cli_default
 
-RERANK = ((16, 64), (8, 64))
+RERANK = (16, 64)  # the PCA re-rank measured for comparison: candidates, principal directions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -83,45 +86,55 @@ def engine_rate(path: Path, images: Any, threads: int) -> dict[str, float]:
     return out
 
 
-def whole_infer(bundle: Path, paths: list[str], threads: int) -> tuple[float, list[Any]]:
-    """(images/s, results) of the whole ``infer`` path."""
-    seconds, items = timed_infer(bundle, paths, threads)
+def whole_infer(bundle: Path, paths: list[str], threads: int, precision: str = "auto") -> tuple[float, list[Any]]:
+    """(images/s, results) of the whole ``infer`` path on the ``precision`` engine."""
+    seconds, items = timed_infer(bundle, paths, threads, precision)
     return round(len(paths) / seconds, 2), [item.result for item in items]
 
 
-def rerank_misses(detector: Any, paths: list[str], candidates: int, dim: int) -> dict[str, Any]:
-    """Eager: share of patch queries whose true nearest row is not a candidate; image-score error."""
+def side_by_side(bundle: Path, paths: list[str], threads: int, precisions: tuple[str, ...], rounds: int) -> dict[str, Any]:
+    """Whole ``infer`` of each engine, interleaved for ``rounds`` rounds (so drift in this shared
+    machine's speed hits both alike): every rate, the median, and each engine's last results."""
+    rates: dict[str, list[float]] = {p: [] for p in precisions}
+    results: dict[str, list[Any]] = {}
+    for _ in range(rounds):
+        for precision in precisions:
+            rate, results[precision] = whole_infer(bundle, paths, threads, precision)
+            rates[precision].append(rate)
+    return {"rates": rates, "median": {p: sorted(r)[len(r) // 2] for p, r in rates.items()}, "results": results}
+
+
+def head_misses(detector: Any, paths: list[str], head: Any) -> dict[str, Any]:
+    """Eager: share of patch queries whose true nearest bank row the two-stage ``head`` misses
+    (its distance above the full head's), and the image-score error on images with a miss."""
     import numpy as np
     import torch
 
     from pyimgano_deploy.inputs import read_image
-    from pyimgano_deploy.models.detectors.reranked_distance import RerankedNearestNeighbourDistance
 
     module = detector.inference_module
     full = module.scorer.distance
-    rr = RerankedNearestNeighbourDistance(full.bank, k=full.k, candidates=candidates, projection_dim=dim)
+    swapped = copy.deepcopy(module)
+    swapped.scorer.distance = head
     missed = total = 0
     errors = []
     with torch.no_grad():
         for i in range(0, len(paths), 8):
             batch = torch.from_numpy(detector.preprocess.batch([read_image(p) for p in paths[i : i + 8]]))
             emb = module.embed(batch)
-            q = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
-            _, true_idx = full.nearest(q)
-            _, cand = rr._candidate_sq_distances(q.float())
-            miss = ~(cand == true_idx.unsqueeze(1)).any(dim=1)
+            q = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]).float()
+            d_true, _ = full.nearest(q)
+            d_head, _ = head.nearest(q)
+            miss = d_head > d_true * (1 + 1e-5) + 1e-6
             missed += int(miss.sum())
             total += int(miss.numel())
             per_image = miss.reshape(emb.shape[0], -1).any(dim=1)
             if per_image.any():
-                swapped = copy.deepcopy(module)
-                swapped.scorer.distance = rr
                 s_full, _ = module(batch)
-                s_rr, _ = swapped(batch)
-                rel = ((s_rr - s_full).abs() / s_full.abs().clamp(min=1e-12))[per_image]
-                errors += rel.tolist()
-    return {"candidates": candidates, "projection_dim": dim, "queries": total, "missed_share": missed / max(total, 1),
-            "images_with_a_miss": len(errors), "max_rel_image_score_error": max(errors) if errors else 0.0,
+                s_head, _ = swapped(batch)
+                errors += ((s_head - s_full).abs() / s_full.abs().clamp(min=1e-12))[per_image].tolist()
+    return {"queries": total, "missed_share": missed / max(total, 1), "images_with_a_miss": len(errors),
+            "max_rel_image_score_error": max(errors) if errors else 0.0,
             "mean_rel_image_score_error": float(np.mean(errors)) if errors else 0.0}
 
 
@@ -132,45 +145,70 @@ def _auroc(results: list[Any], paths: list[str]) -> float | None:
     return round(float(roc_auc_score(y, [r.score for r in results])), 4) if 0 < sum(y) < len(y) else None
 
 
-def category(category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
-    from pyimgano_deploy.bundles import read_bundle
+def _gate(run: Path, out: Path) -> tuple[dict[str, Any], Path | None]:
+    """``export --precision int8`` (auto scope): the gate's verdict and the bundle when it passed."""
     from pyimgano_deploy.bundles.parity import ParityError
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+
+    try:
+        result = export_run(run, out, ExportOptions(precision="int8", force=True), log=C.log)
+    except ParityError as exc:
+        return {"passed": False, "summary": str(exc).strip().splitlines()[-1]}, None
+    engine = next(e for e in result.manifest["engines"] if e["precision"] == "int8")
+    return {"passed": True, "scope": engine["calibration"]["scope"], **result.parity["int8"].to_manifest()}, result.bundle_dir
+
+
+def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: dict[str, float]) -> dict[str, Any]:
+    from operator_share import operator_share
+
+    from pyimgano_deploy.bundles import read_bundle
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run, golden_batch
     from pyimgano_deploy.exporters.int8_quantize import quantize_int8
     from pyimgano_deploy.exporters.run_source import resolve_run
+    from pyimgano_deploy.models.detectors.int8_candidates import Int8RerankedNearestNeighbourDistance
+    from pyimgano_deploy.models.detectors.reranked_distance import RerankedNearestNeighbourDistance
 
     paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
     doc: dict[str, Any] = {"test_images": len(paths)}
     for name in ("vision_patchcore", "vision_padim"):
-        run = train_cli_default(name, category_dir, work, quick=quick)
+        kwargs = PATCHCORE_REGISTRY_KWARGS if name == "vision_patchcore" else {}
+        run = train_cli_default(name, category_dir, work, quick=quick, **kwargs)
         out = work / "bundles" / f"{category_dir.name}_{name}"
-        base = export_run(run, out / "fp32", ExportOptions(force=True), log=C.log).bundle_dir
         entry: dict[str, Any] = {}
-        try:
-            result = export_run(run, out / "int8", ExportOptions(precision="int8", force=True), log=C.log)
-            entry["int8_gate"] = {"passed": True, **result.parity["int8"].to_manifest()}
-        except ParityError as exc:
-            last = str(exc).strip().splitlines()[-1]
-            entry["int8_gate"] = {"passed": False, "summary": last}
+        entry["int8_gate"], gated = _gate(run, out / "int8")
+        base = gated or export_run(run, out / "fp32", ExportOptions(force=True), log=C.log).bundle_dir
         source = resolve_run(run)
         detector = source.load_detector()
         golden = read_bundle(base).load_golden()["images"]
-        calib = golden_batch(source, detector.preprocess, min(64, len(source.calibration_inputs)), 0)
-        quantize_int8(base / "model.onnx", work / "q.onnx", calib, detector.inference_module.fp32_scopes)
-        rates = {"fp32": engine_rate(base / "model.onnx", golden, threads), "int8_ungated": engine_rate(work / "q.onnx", golden, threads)}
+        int8_file = base / "model.int8.onnx"
+        if gated is None:  # measure the refused engine all the same (never shipped)
+            calib = golden_batch(source, detector.preprocess, min(64, len(source.calibration_inputs)), 0)
+            int8_file = work / "q.onnx"
+            quantize_int8(base / "model.onnx", int8_file, calib, detector.inference_module.fp32_scopes)
+        rates = {"fp32": engine_rate(base / "model.onnx", golden, threads), "int8" if gated else "int8_ungated": engine_rate(int8_file, golden, threads)}
+        batch = golden[: min(8, len(golden))]
+        entry["operator_share"] = {"fp32": operator_share(base / "model.onnx", batch, threads=threads, limits=limits),
+                                   "int8": operator_share(int8_file, batch, threads=threads, limits=limits)}
         if name == "vision_patchcore":
-            fp32_rate, fp32_results = whole_infer(base, paths, threads)
-            entry["whole_infer"] = {"fp32": {"images_per_s": fp32_rate, "image_auroc": _auroc(fp32_results, paths)}}
-            entry["rerank_misses"] = []
-            for c, r in RERANK:
-                rr = export_run(run, out / f"rr{c}", ExportOptions(nn_rerank=c, nn_rerank_dim=r, force=True), log=C.log).bundle_dir
-                rates[f"rerank_c{c}_r{r}"] = engine_rate(rr / "model.onnx", golden, threads)
-                rate, results = whole_infer(rr, paths, threads)
-                entry["whole_infer"][f"rerank_c{c}_r{r}"] = {
-                    "images_per_s": rate, "vs_fp32": round(rate / fp32_rate, 3), "image_auroc": _auroc(results, paths),
+            bank = detector.inference_module.scorer.distance.bank
+            entry["bank"] = list(bank.shape)
+            precisions = ("fp32", "int8") if gated else ("fp32",)
+            timed = side_by_side(base, paths, threads, precisions, rounds=1 if quick else 3)
+            fp32_results = timed["results"]["fp32"]
+            entry["whole_infer"] = {"rounds": timed["rates"]}
+            for precision in precisions:
+                results = timed["results"][precision]
+                entry["whole_infer"][precision] = {
+                    "images_per_s": timed["median"][precision], "vs_fp32": round(timed["median"][precision] / timed["median"]["fp32"], 3),
+                    "image_auroc": _auroc(results, paths),
                     "labels_identical_share": sum(a.label == b.label for a, b in zip(results, fp32_results)) / len(paths)}
-                entry["rerank_misses"].append(rerank_misses(detector, paths, c, r))
-            entry["bank"] = list(detector.inference_module.scorer.distance.bank.shape)
+            entry["int8_head_misses"] = head_misses(detector, paths, Int8RerankedNearestNeighbourDistance(bank, candidates=8))
+            c, r = RERANK
+            rr = export_run(run, out / f"rr{c}", ExportOptions(nn_rerank=c, nn_rerank_dim=r, force=True), log=C.log).bundle_dir
+            rates[f"pca_rerank_c{c}_r{r}"] = engine_rate(rr / "model.onnx", golden, threads)
+            rate, results = whole_infer(rr, paths, threads)
+            entry["whole_infer"][f"pca_rerank_c{c}_r{r}"] = {"images_per_s": rate, "image_auroc": _auroc(results, paths)}
+            entry["pca_rerank_misses"] = head_misses(detector, paths, RerankedNearestNeighbourDistance(bank, candidates=c, projection_dim=r))
         entry["engine_img_s"] = rates
         doc[name] = entry
     return doc
@@ -180,7 +218,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = C.pin_threads(1 if args.quick else args.threads)
     C.pin_torch_threads(threads)
     doc = C.header("bench_int8", args, threads)
+    from roofline import memory_bandwidth
+
     doc["gemm"] = int8_gemm(512 if args.quick else 2048, threads)
+    doc["bandwidth"] = memory_bandwidth(threads, n_bytes=(32 if args.quick else 256) << 20, min_time_s=0.2 if args.quick else 1.0)
+    limits = {"fp32_gflops": doc["gemm"]["fp32_matmul_gflops"], "int8_gops": doc["gemm"]["int8_matmulinteger_gops"],
+              "bandwidth_gbs": doc["bandwidth"]["best_gbs"]}
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_int8_") as tmp:
         work = Path(tmp)
@@ -192,7 +235,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dirs = [args.root / c for c in args.categories.split(",")]
         for category_dir in dirs:
             C.log(f"category {category_dir.name}")
-            results[category_dir.name] = category(category_dir, work, threads, args.quick)
+            results[category_dir.name] = category(category_dir, work, threads, args.quick, limits)
     doc.update({"categories": results, "threads": threads})
     return doc
 

@@ -31,7 +31,8 @@ from pyimgano_deploy.bundles.replace import (
     make_work_dir,
     replaceable_bundle_problem,
 )
-from pyimgano_deploy.exporters.onnx_export import ExportError, OnnxExportInfo, export_module, onnx_outputs
+from pyimgano_deploy.exporters.int8_engine import INT8_FILE, build_int8_engine, resolve_int8_scope
+from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
@@ -58,6 +59,8 @@ class ExportOptions:
     precision: str = "fp32"  # "fp16" adds model.fp16.onnx, "int8" model.int8.onnx, next to model.onnx
     int8_calibration: int = 64  # calibration-split images (tiles, for a tiled run) that set the int8 ranges
     int8_method: str = "minmax"
+    int8_scope: str = "auto"  # exporters.int8_engine.INT8_SCOPES: nn_head for memory-bank detectors, else backbone
+    int8_candidates: int = 8  # rows re-ranked exactly per query by the int8 nearest-neighbour head
     nn_rerank: int | None = None  # candidates per query of a re-ranked nearest-neighbour head (None: the full head)
     nn_rerank_dim: int = 64  # principal directions of the bank used to find the candidates
     opset: int = 17
@@ -76,6 +79,12 @@ class ExportOptions:
             raise ValueError(f"nn_rerank must be in 1..3840 candidates (TensorRT's TopK limit), got {self.nn_rerank}")
         if not 1 <= self.nn_rerank_dim <= 4096:
             raise ValueError(f"nn_rerank_dim must be in 1..4096, got {self.nn_rerank_dim}")
+        from pyimgano_deploy.exporters.int8_engine import INT8_SCOPES
+
+        if self.int8_scope not in INT8_SCOPES:
+            raise ValueError(f"int8_scope must be one of {list(INT8_SCOPES)}, got {self.int8_scope!r}")
+        if not 1 <= self.int8_candidates <= 3840:
+            raise ValueError(f"int8_candidates must be in 1..3840, got {self.int8_candidates}")
         if not 1 <= self.int8_calibration <= 4096:
             raise ValueError(f"int8_calibration must be in 1..4096 images, got {self.int8_calibration}")
         if self.opset < 17:
@@ -236,6 +245,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     timings["load_and_golden"] = time.perf_counter() - t0
     threshold = _engine_threshold(source)
     module, nn_head = _engine_module(detector, options)
+    int8_scope = resolve_int8_scope(options.int8_scope, detector.inference_module) if options.precision == "int8" else None
 
     tmp = make_work_dir(out)
     try:
@@ -245,7 +255,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             name = ENGINE_FILES[precision]
             t = time.perf_counter()
             if precision == "int8":
-                info, calibration = _quantize(source, detector, module, tmp, options, log)
+                info, calibration = build_int8_engine(
+                    detector.inference_module if int8_scope == "nn_head" else module, golden, tmp, scope=int8_scope,
+                    candidates=options.int8_candidates, opset=options.opset, method=options.int8_method, log=log,
+                    calibration=lambda: golden_batch(source, detector.preprocess, min(options.int8_calibration, len(source.calibration_inputs)), options.golden_seed))
             else:
                 log(f"exporting {name} ({precision}, opset {options.opset}) ...")
                 info = export_module(module, golden, tmp / name, precision=precision, opset=options.opset, external_data_threshold=options.external_data_threshold)
@@ -259,7 +272,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             parity[precision] = report
             cr = check_tensorrt_compatibility(tmp / name, max_batch=options.max_batch)
             compat[name] = {"ok": cr.ok, "problems": list(cr.problems)}
-            if not cr.ok:
+            if not cr.ok and precision != "int8":  # TensorRT builds from model.onnx; the int8 file is ONNX Runtime's
                 log(f"warning: {name} may not build with TensorRT:\n{cr.format_table()}")
             engines.append(info.engine_entry(options.max_batch) | ({"calibration": calibration} if precision == "int8" else {}))
         save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
@@ -283,7 +296,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     return ExportResult(bundle_dir=out, manifest=manifest, digest=digest, parity=parity, timings_s=timings, compat=compat)
 
 
-ENGINE_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+ENGINE_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": INT8_FILE}
 
 
 def _engine_module(detector: Any, options: ExportOptions) -> tuple[Any, dict[str, Any]]:
@@ -296,19 +309,6 @@ def _engine_module(detector: Any, options: ExportOptions) -> tuple[Any, dict[str
     module = reranked_copy(detector.inference_module, candidates=options.nn_rerank, projection_dim=options.nn_rerank_dim)
     return module, {"kind": "reranked", "candidates": options.nn_rerank, "projection_dim": options.nn_rerank_dim,
                     "candidates_from": "the bank's leading principal directions (fp32)", "exact_distance": "fp32, candidates only"}
-
-
-def _quantize(source: RunSource, detector: Any, module: Any, tmp: Path, options: ExportOptions, log: Log) -> tuple[OnnxExportInfo, dict[str, Any]]:
-    """model.int8.onnx from the exported model.onnx, calibrated on the calibration split."""
-    from pyimgano_deploy.exporters.int8_quantize import quantize_int8
-
-    n = min(options.int8_calibration, len(source.calibration_inputs))
-    images = golden_batch(source, detector.preprocess, n, options.golden_seed)
-    log(f"quantising model.int8.onnx (QDQ, {options.int8_method} ranges from {len(images)} calibration-split inputs) ...")
-    record = quantize_int8(tmp / ENGINE_FILES["fp32"], tmp / ENGINE_FILES["int8"], images, module.fp32_scopes,
-                           method=options.int8_method)
-    size = (tmp / ENGINE_FILES["int8"]).stat().st_size
-    return OnnxExportInfo(ENGINE_FILES["int8"], None, "int8", options.opset, size), record
 
 
 def _build_tensorrt(bundle_dir: Path, manifest: dict[str, Any], options: ExportOptions, log: Log) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Re-ranked nearest-neighbour head: cheap candidates, then the exact distance for those only.
 
-Stage 1 projects queries and bank onto the bank's ``r`` leading principal directions and takes
-the ``c`` bank rows nearest in that space (one ``[R, r + 1] × [r + 1, M]`` GEMM and a TopK).
-Stage 2 gathers those ``c`` rows and computes their exact fp32 squared distances. The result
+Stage 1 finds ``c`` candidate rows per query. Here (:class:`RerankedNearestNeighbourDistance`) it
+projects queries and bank onto the bank's ``r`` leading principal directions and takes the ``c``
+rows nearest in that space (one ``[R, r + 1] × [r + 1, M]`` GEMM and a TopK); the int8 engine's
+head takes them from int8 distances (:mod:`.int8_candidates`). Stage 2
+(:class:`TwoStageNearestNeighbourDistance`) gathers those ``c`` rows and computes their exact fp32 squared distances. The result
 equals :class:`~.layers.NearestNeighbourDistance` whenever a query's true k nearest rows are
 among its ``c`` candidates; otherwise it is the distance to the nearest candidate, never
 smaller than the true one. Projected distances are a lower bound of the true ones (an
@@ -30,24 +32,21 @@ def principal_directions(bank: torch.Tensor, r: int) -> torch.Tensor:
     return (top * signs).to(torch.float32).contiguous()
 
 
-class RerankedNearestNeighbourDistance(nn.Module):
+class TwoStageNearestNeighbourDistance(nn.Module):
     """Drop-in for :class:`NearestNeighbourDistance` (``forward``, ``nearest``, ``bank``,
-    ``augment_queries``, ``partial_sq_distances``) with a two-stage search; ``candidates`` ≥ k."""
+    ``augment_queries``, ``partial_sq_distances``) with a two-stage search: subclasses give
+    :meth:`candidates` (indices ``[R, c]``), this class re-ranks them exactly; ``candidates`` ≥ k."""
 
-    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16, projection_dim: int = 64) -> None:
+    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16) -> None:
         super().__init__()
-        m, d = bank.shape
+        m = bank.shape[0]
         if not 1 <= k <= candidates:
             raise ValueError(f"candidates must be >= k ({k}), got {candidates}")
         self.k = int(k)
-        self.candidates = int(min(candidates, m))
-        self.projection_dim = int(min(projection_dim, d))
+        self.n_candidates = int(min(candidates, m))
         bank = bank.to(torch.float32).contiguous()
-        proj = principal_directions(bank, self.projection_dim)
         self.register_buffer("bank_rows", bank)
         self.register_buffer("bank_sq", (bank * bank).sum(1))
-        self.register_buffer("projection", proj)
-        self.register_buffer("bank_proj_aug", augmented_bank(bank @ proj))
 
     @property
     def bank(self) -> torch.Tensor:
@@ -61,11 +60,14 @@ class RerankedNearestNeighbourDistance(nn.Module):
         rows = self.bank_rows[start:end]
         return self.bank_sq[start:end].unsqueeze(0) - 2.0 * nn.functional.linear(q1[:, :-1], rows)
 
+    def candidates(self, q: torch.Tensor) -> torch.Tensor:
+        """Stage 1: ``q [R, D]`` fp32 → indices ``[R, c]`` of candidate bank rows."""
+        raise NotImplementedError
+
     def _candidate_sq_distances(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``q [R, D]`` fp32 → exact squared distances ``[R, c]`` to the candidates and their indices ``[R, c]``."""
-        qp = self.augment_queries(q @ self.projection)
-        idx = torch.topk(torch.mm(qp, self.bank_proj_aug), self.candidates, dim=1, largest=False).indices
-        rows = self.bank_rows.index_select(0, idx.reshape(-1)).reshape(q.shape[0], self.candidates, -1)
+        """Stage 2: exact squared distances ``[R, c]`` to the candidates, and their indices ``[R, c]``."""
+        idx = self.candidates(q)
+        rows = self.bank_rows.index_select(0, idx.reshape(-1)).reshape(q.shape[0], idx.shape[1], -1)
         cross = torch.bmm(rows, q.unsqueeze(2)).squeeze(2)  # [R, c]
         d2 = (q * q).sum(1, keepdim=True) - 2.0 * cross + self.bank_sq.index_select(0, idx.reshape(-1)).reshape(idx.shape)
         return d2, idx
@@ -82,25 +84,55 @@ class RerankedNearestNeighbourDistance(nn.Module):
         return best.squeeze(1).clamp(min=0.0).sqrt(), idx.gather(1, which).squeeze(1)
 
 
-def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_dim: int) -> int:
+class RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
+    """Candidates = the bank rows nearest in the bank's ``projection_dim`` leading principal directions."""
+
+    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16, projection_dim: int = 64) -> None:
+        super().__init__(bank, k=k, candidates=candidates)
+        self.projection_dim = int(min(projection_dim, bank.shape[1]))
+        proj = principal_directions(self.bank_rows, self.projection_dim)
+        self.register_buffer("projection", proj)
+        self.register_buffer("bank_proj_aug", augmented_bank(self.bank_rows @ proj))
+
+    def candidates(self, q: torch.Tensor) -> torch.Tensor:
+        qp = self.augment_queries(q @ self.projection)
+        return torch.topk(torch.mm(qp, self.bank_proj_aug), self.n_candidates, dim=1, largest=False).indices
+
+
+#: where the re-ranked head's candidates come from: the bank's principal directions (fp32, any
+#: engine) or int8 distances to the whole bank (ONNX Runtime's int8 kernels: the int8 engine)
+CANDIDATE_SOURCES = ("pca", "int8")
+
+
+def _make_head(bank: torch.Tensor, k: int, candidates: int, projection_dim: int, source: str) -> nn.Module:
+    if source == "int8":
+        from pyimgano_deploy.models.detectors.int8_candidates import Int8RerankedNearestNeighbourDistance
+
+        return Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates)
+    return RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates, projection_dim=projection_dim)
+
+
+def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_dim: int = 64, source: str = "pca") -> int:
     """Replace, in place, every :class:`NearestNeighbourDistance` inside ``module`` by a re-ranked
-    one over the same bank; returns how many were replaced. (Used on a copy at export: the
-    detector's own full head stays the eager reference of the parity gate.)"""
+    one over the same bank, with candidates from ``source`` (:data:`CANDIDATE_SOURCES`); returns
+    how many were replaced. (Used on a copy at export: the detector's own full head stays the
+    eager reference of the parity gate.)"""
+    if source not in CANDIDATE_SOURCES:
+        raise ValueError(f"candidate source must be one of {list(CANDIDATE_SOURCES)}, got {source!r}")
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, NearestNeighbourDistance):
-                setattr(parent, name, RerankedNearestNeighbourDistance(
-                    child.bank.detach(), k=child.k, candidates=candidates, projection_dim=projection_dim))
+                setattr(parent, name, _make_head(child.bank.detach(), child.k, candidates, projection_dim, source))
                 replaced += 1
     return replaced
 
 
-def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int) -> nn.Module:
+def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int = 64, source: str = "pca") -> nn.Module:
     """A copy of the inference ``module`` with re-ranked nearest-neighbour heads; ``ValueError``
     when it has none (the detector is not a memory-bank detector)."""
     out = copy.deepcopy(module)
-    if rerank_nearest_neighbours(out, candidates=candidates, projection_dim=projection_dim) == 0:
+    if rerank_nearest_neighbours(out, candidates=candidates, projection_dim=projection_dim, source=source) == 0:
         raise ValueError(f"{type(module).__name__} has no nearest-neighbour head to re-rank: only memory-bank detectors "
                          "(PatchCore, SoftPatch, AnomalyDINO) have one")
     return out

@@ -1,0 +1,119 @@
+"""The int8 engine of memory-bank detectors: nearest-neighbour candidates from int8 distances,
+re-ranked in fp32 (`export --precision int8`, scope nn_head), against the full head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from cli_helpers import jsonl_records, run_cli
+from onnx import TensorProto, helper
+from run_factory import make_run_dir
+
+from pyimgano_deploy.bundles.parity import ParityError
+from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+from pyimgano_deploy.models.detectors import int8_candidates
+from pyimgano_deploy.models.detectors.int8_candidates import Int8RerankedNearestNeighbourDistance, dynamic_quantize
+from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
+
+G = torch.Generator().manual_seed(0)
+
+
+def test_dynamic_quantize_is_onnx_dynamic_quantize_linear() -> None:
+    x = (torch.randn(64, 40, generator=G) * 3 + 1).to(torch.float32)
+    graph = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in
+                               (("y", TensorProto.UINT8), ("s", TensorProto.FLOAT), ("z", TensorProto.UINT8))])
+    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    y, s, z = sess.run(None, {"x": x.numpy()})
+    values, scale, zero = dynamic_quantize(x)
+    assert np.array_equal(values.numpy(), y) and float(scale) == pytest.approx(float(s), rel=1e-7) and int(zero) == int(z)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_candidates_covering_the_bank_give_the_full_head(k: int) -> None:
+    bank = torch.randn(100, 24, generator=G)  # 4 groups of 32, the last one padded
+    q = torch.randn(40, 24, generator=G)
+    full = NearestNeighbourDistance(bank, k=k)
+    head = Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=100)
+    torch.testing.assert_close(head(q), full(q), rtol=1e-5, atol=1e-5)
+    assert torch.equal(head.nearest(q)[1], full.nearest(q)[1])
+
+
+def test_few_candidates_are_exact_when_they_hold_the_neighbour_and_never_below_it() -> None:
+    # Far queries and a single candidate, so that int8 rounding misses some neighbours.
+    bank = torch.randn(2000, 64, generator=G)
+    q = bank[torch.randint(0, 2000, (300,), generator=G)] + 3.0 * torch.randn(300, 64, generator=G)
+    full = NearestNeighbourDistance(bank)
+    head = Int8RerankedNearestNeighbourDistance(bank, candidates=1)
+    d_true, i_true = full.nearest(q)
+    found = (head.candidates(q) == i_true.unsqueeze(1)).any(dim=1)
+    got = head(q)
+    assert found.float().mean() > 0.9 and not found.all()  # both cases are covered
+    torch.testing.assert_close(got[found], d_true[found], rtol=1e-5, atol=1e-5)
+    assert bool((got[~found] >= d_true[~found] - 1e-5).all())
+
+
+@pytest.fixture(scope="module")
+def patchcore_run(hazelnut_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PatchCore with the pretrained Lite0 at 224 px, trained through the CLI on the real images."""
+    out = tmp_path_factory.mktemp("i8nn") / "run"
+    code, _, err = run_cli("train", "--dataset", "mvtec", "--root", str(hazelnut_root), "--model", "vision_patchcore",
+                           "--out", str(out), "--no-progress", "--no-report")
+    assert code == 0, err
+    return out
+
+
+def test_int8_nn_head_passes_the_gate_and_runs_in_ort_int8_kernels(patchcore_run: Path, hazelnut_root: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    code, out, err = run_cli("export", "--run", str(patchcore_run), "--out", str(bundle), "--precision", "int8", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["engines"] == ["model.onnx", "model.int8.onnx"]
+    parity = summary["parity"]["int8"]
+    assert parity["labels_identical"] and parity["max_abs_score"] <= 1e-3  # exact re-rank: far inside the int8 bound
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    record = next(e for e in manifest["engines"] if e["precision"] == "int8")["calibration"]
+    assert (record["scope"], record["candidates"], record["backbone"]) == ("nn_head", 8, "fp32")
+    ops = {n.op_type for n in onnx.load(str(bundle / "model.int8.onnx")).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
+    # What makes it fast: ONNX Runtime fuses the chain into one int8 kernel with the bias.
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(bundle / "model.int8.onnx"), opts, providers=["CPUExecutionProvider"])
+    assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+    code, _, err = run_cli("validate", str(bundle), "--precision", "int8")
+    assert code == 0, err
+    for precision in ("fp32", "int8"):
+        code, _, err = run_cli("infer", "--bundle", str(bundle), "--input", str(hazelnut_root / "test"),
+                               "--save-jsonl", str(tmp_path / f"{precision}.jsonl"), "--precision", precision)
+        assert code == 0, err
+    fp32, int8 = jsonl_records(tmp_path / "fp32.jsonl"), jsonl_records(tmp_path / "int8.jsonl")
+    np.testing.assert_allclose([r["score"] for r in int8], [r["score"] for r in fp32], rtol=1e-4)
+    assert [r["label"] for r in int8] == [r["label"] for r in fp32]
+
+
+def test_broken_int8_candidates_fail_the_gate_and_write_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = make_run_dir(tmp_path, "vision_patchcore", size=48, coreset_ratio=0.5)
+
+    def first_rows_only(self, q):  # type: ignore[no-untyped-def]
+        return torch.arange(self.n_candidates).expand(q.shape[0], -1)
+
+    monkeypatch.setattr(int8_candidates.Int8RerankedNearestNeighbourDistance, "candidates", first_rows_only)
+    with pytest.raises(ParityError, match="int8"):
+        export_run(run, tmp_path / "b", ExportOptions(precision="int8"), log=lambda m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_nn_head_scope_is_refused_without_a_memory_bank(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path, "vision_padim", size=48, d=8)
+    code, _, err = run_cli("export", "--run", str(run), "--out", str(tmp_path / "b"), "--precision", "int8", "--int8-scope", "nn_head")
+    assert code == 1 and "no nearest-neighbour head" in err and "--int8-scope backbone" in err and not (tmp_path / "b").exists()
