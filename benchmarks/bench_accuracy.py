@@ -2,10 +2,13 @@
 
 For each category with a ``train/`` folder (hazelnut_toy, bsd_ballscrew, …) and each
 configuration in ``TRIED`` (or ``--only``), it trains with ``run_training`` (as ``train``
-does: the recipe, the calibration split, the default threshold), exports the run, and scores
-the test split with the whole ``infer`` path. Per row: backbone, size policy and resolved size,
-bank ratio, illumination, image AUROC, pixel AUROC, AUPRO, recall and precision at the
-threshold, whole-``infer`` images/s. Prints one JSON document, with a ``table`` of rows.
+does: the ``industrial-adapt-fp40`` recipe, i.e. the default recipe plus the fp40 defects check,
+the calibration split, the default threshold), exports the run, and scores the test split with
+the whole ``infer`` path. Per row: backbone, size policy and resolved size, bank ratio,
+illumination, image AUROC, pixel AUROC, AUPRO, recall and precision at the threshold, the fp40
+defects figures on the test split (defective images with a region, false regions per normal
+image, region recall and precision), whole-``infer`` images/s. Prints one JSON document, with
+a ``table`` of rows.
 
     python benchmarks/bench_accuracy.py --root ../shared/data --threads 2
 """
@@ -21,18 +24,31 @@ from typing import Any
 import _common as C
 from _rundir import timed_infer, train_cli_default
 
-#: (name, model, kwargs): what was tried; the first row of each model is its current default
+REGISTRY = {"image_size": 224, "backbone": "efficientnet_lite0"}  # the squashed Lite0 input of the registry defaults
+#: (name, model, kwargs): what was tried, each trained under the fp40 recipe (industrial-adapt plus
+#: the fp40 defects check). PatchCore rows spell out every default the recipe would otherwise set.
 TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("patchcore default", "vision_patchcore", {}),
-    ("patchcore bank 1 %", "vision_patchcore", {"coreset_ratio": 0.01}),
-    ("patchcore keep_aspect, bank 1 %", "vision_patchcore", {"image_size": "keep_aspect", "coreset_ratio": 0.01}),
+    ("industrial-adapt (default recipe)", "vision_patchcore", {}),
+    ("patchcore registry defaults (bank 10 %)", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.1}),
+    ("patchcore bank 1 %", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.01}),
+    ("patchcore keep_aspect, bank 1 %", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01}),
     ("patchcore keep_aspect, bank 1 %, standardize", "vision_patchcore",
-     {"image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "standardize"}),
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "standardize"}),
+    ("patchcore keep_aspect, bank 1 %, mean score", "vision_patchcore",
+     {"image_size": "keep_aspect", "coreset_ratio": 0.01, "backbone": "efficientnet_lite1", "image_score": "mean"}),
     ("padim default", "vision_padim", {}),
     ("padim keep_aspect", "vision_padim", {"image_size": "keep_aspect"}),
     ("padim keep_aspect:320", "vision_padim", {"image_size": "keep_aspect:320"}),
     ("padim keep_aspect, standardize", "vision_padim", {"image_size": "keep_aspect", "illumination": "standardize"}),
+    ("padim keep_aspect, mean score", "vision_padim", {"image_size": "keep_aspect", "image_score": "mean"}),
+    ("industrial-adapt-aspect: padim keep_aspect, lite1", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
+    ("padim keep_aspect, lite2", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite2"}),
+    ("padim keep_aspect, lite1, mean score", "vision_padim",
+     {"image_size": "keep_aspect", "backbone": "efficientnet_lite1", "image_score": "mean"}),
+    ("padim keep_aspect, lite2, mean score", "vision_padim",
+     {"image_size": "keep_aspect", "backbone": "efficientnet_lite2", "image_score": "mean"}),
 )
+RECIPE = "industrial-adapt-fp40"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,12 +68,20 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
 
     if quick:
         kwargs = {k: (v.replace("keep_aspect", "keep_aspect:64") if k == "image_size" else v) for k, v in kwargs.items()}
-    run = train_cli_default(model, category_dir, work / name.replace(" ", "_").replace(",", "").replace("%", "pc"), quick=quick, **kwargs)
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name)
+    run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=RECIPE, **kwargs)
     report = json.loads((run / "report.json").read_text())
     bundle = export_run(run, run.parent / "bundle", ExportOptions(force=True), log=C.log).bundle_dir
     paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
     image, pixel = report["metrics"]["image"], report["metrics"]["pixel"] or {}
     hp = report["model"]["hyperparameters"]
+    check = report.get("defects_check") or {}
+    test_check = check.get("test") or {}
+    normal, anomalous = test_check.get("normal") or {}, test_check.get("anomalous") or {}
+    fp40 = {"defective_images_with_a_region": anomalous.get("fraction_with_regions"),
+            "false_regions_per_normal_image": (normal["n_regions"] / normal["n_images"]) if normal.get("n_images") else None,
+            "region_recall": (test_check.get("regions") or {}).get("recall"),
+            "region_precision": (test_check.get("regions") or {}).get("precision")}
     return {
         "config": name, "model": model, "backbone": hp.get("backbone"),
         "size_policy": (report["model"].get("size_policy") or {}).get("policy", "fixed"), "input_size": report["model"]["input_size"],
@@ -65,6 +89,7 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
         "image_auroc": image.get("auroc"), "pixel_auroc": pixel.get("auroc"), "aupro": pixel.get("aupro"),
         "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
         "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},
+        "fp40": fp40,
         "infer_images_per_s": round(len(paths) / timed_infer(bundle, paths, threads)[0], 2), "fit_s": report["timings_s"].get("fit"),
     }
 
@@ -81,7 +106,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from pyimgano_deploy.datasets import generate_synthetic_dataset
 
             dirs = [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
-            tried = [t for t in tried if t[0] in ("patchcore default", "padim keep_aspect")]
+            tried = [t for t in tried if t[0] in ("industrial-adapt (default recipe)", "padim keep_aspect")]
         elif args.categories:
             dirs = [args.root / c for c in args.categories.split(",")]
         else:

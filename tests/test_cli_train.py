@@ -277,7 +277,8 @@ def test_hazelnut_pretrained_lite0(hazelnut_root: Path, tmp_path: Path) -> None:
     summary = _json_out(_train("--dataset", "mvtec", "--root", str(hazelnut_root), "--out", str(run), "--no-progress", "--json"))
     elapsed = time.perf_counter() - t0
     assert validate_run_dir(run) == []
-    assert _read(run, "config.json")["model"]["kwargs"]["image_size"] == 224
+    assert _read(run, "config.json")["model"]["kwargs"]["image_size"] == "keep_aspect"  # the default recipe's size policy
+    assert _read(run, "report.json")["model"]["input_size"] == [224, 224]  # square images: 224 x 224
     assert summary["metrics"]["image"]["auroc"] >= 0.95, summary["metrics"]
     assert elapsed < 60, f"took {elapsed:.1f} s"
 

@@ -62,3 +62,35 @@ def test_train_with_target_fpr_records_it_and_reports_the_operating_point(tmp_pa
 def test_a_bad_strategy_in_the_config_names_the_key(tmp_path: Path) -> None:
     code, _, err = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), "--set", 'calibration.strategy="best"', "--dry-run")
     assert code != 0 and "calibration.strategy" in err
+
+
+def test_image_max_pixel_threshold_is_a_quantile_of_the_map_maxima() -> None:
+    from pyimgano_deploy.postprocess.thresholds import calibrate_thresholds
+
+    rng = np.random.default_rng(0)
+    maps = [rng.random((16, 16)).astype(np.float32) * (1 + i) for i in range(20)]
+    maxima = np.array([m.max() for m in maps])
+    t = calibrate_thresholds(SCORES, maps, quantile=0.99, pixel_quantile=0.95, pixel_strategy="image_max")
+    assert t.pixel is not None and t.pixel.value == pytest.approx(np.quantile(maxima, 0.95))
+    assert "per-image maxima" in t.pixel.method and t.pixel.n_values == 20
+    assert np.mean([m.max() >= t.pixel.value for m in maps]) <= 0.05 + 1e-9  # few normal maps reach it
+    default = calibrate_thresholds(SCORES, maps, quantile=0.99, pixel_quantile=0.95)
+    assert default.pixel is not None and default.pixel.value < t.pixel.value  # all pixels: a lower threshold
+    with pytest.raises(ValueError, match="pixel threshold strategy"):
+        calibrate_thresholds(SCORES, maps, quantile=0.99, pixel_quantile=0.95, pixel_strategy="peaks")
+
+
+def test_fp40_recipe_calibrates_the_pixel_threshold_on_map_maxima(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--dataset", "synthetic", "--out", str(out), "--set", "dataset.size=48", "--no-progress",
+                           "--recipe", "industrial-adapt-fp40", "--no-report",
+                           "--model-kwargs", json.dumps({"pretrained": False, "image_size": 48, "coreset_ratio": 0.3}))
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["thresholds"]["pixel"]["method"] == "quantile q=0.95 of the calibration maps' per-image maxima"
+    config = json.loads((out / "config.json").read_text())["calibration"]
+    assert (config["pixel_strategy"], config["pixel_quantile"]) == ("image_max", 0.95)
+    code, out_json, _ = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r2"), "--recipe", "industrial-adapt-fp40",
+                                "--pixel-strategy", "pixels", "--pixel-quantile", "0.99", "--dry-run")
+    resolved = json.loads(out_json)["calibration"]
+    assert code == 0 and (resolved["pixel_strategy"], resolved["pixel_quantile"]) == ("pixels", 0.99)  # the config wins

@@ -29,9 +29,12 @@ def test_defaults_are_resolved(tmp_path: Path) -> None:
     d = cfg.to_dict()
     assert d["schema_version"] == "1.0" and d["name"] == "run" and d["recipe"] == "industrial-adapt"
     assert d["calibration"] == {"fraction": 0.2, "quantile": 0.99, "pixel_quantile": 0.99, "seed": 0,
-                                "strategy": "quantile", "margin": 0.1, "target_fpr": 0.01, "validation_dir": None}
+                                "strategy": "quantile", "margin": 0.1, "target_fpr": 0.01, "validation_dir": None,
+                                "pixel_strategy": "pixels"}
     assert d["model"]["name"] == "vision_patchcore"
-    assert d["model"]["kwargs"]["image_size"] == 224 and d["model"]["kwargs"]["pretrained"] is True
+    kwargs = d["model"]["kwargs"]
+    assert kwargs["pretrained"] is True and kwargs["backbone"] == "efficientnet_lite0"
+    assert (kwargs["image_size"], kwargs["coreset_ratio"]) == ("keep_aspect", 0.01)  # the default recipe's PatchCore
     assert "device" not in d["model"]["kwargs"] and "progress" not in d["model"]["kwargs"]
     assert d["dataset"] == {"kind": "synthetic", "root": None, "category": "surface", "seed": 0, "n_train": 40, "n_test": 20, "size": 128}
     assert d["tiling"] is None and d["defects"] is None

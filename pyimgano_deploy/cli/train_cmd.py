@@ -88,7 +88,11 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed (model, calibration split, synthetic data). [0]")
 @click.option("--calibration-fraction", type=float, default=None, help="Held-out fraction of training normals. [0.2]")
 @click.option("--quantile", type=float, default=None, help="Image threshold quantile of calibration scores. [0.99]")
-@click.option("--pixel-quantile", type=float, default=None, help="Pixel threshold quantile of calibration map pixels. [0.99]")
+@click.option("--pixel-quantile", type=float, default=None, help="Pixel threshold quantile (see --pixel-strategy). [0.99; 0.95 in industrial-adapt-fp40]")
+@click.option("--pixel-strategy", type=click.Choice(["pixels", "image_max"]), default=None,
+              help="Pixel threshold = the --pixel-quantile of all calibration-map pixels (pixels), or of each calibration "
+                   "map's maximum (image_max: about 1 − q of normal images then have any pixel above it). "
+                   "[pixels; image_max in industrial-adapt-fp40]")
 @click.option("--threshold-strategy", type=click.Choice(["quantile", "max_margin", "target_fpr", "f1_validation"]), default=None,
               help="How the image threshold is set: from the calibration scores by quantile (--quantile), max_margin "
                    "(max + --threshold-margin × (max − median): above every calibration image) or target_fpr "
@@ -112,7 +116,7 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 def train(config_path: str | None, model: str | None, model_kwargs: str | None, recipe: str | None, dataset_kind: str | None,
           root: str | None, category: str | None, out: str | None, name: str | None, device: str | None, seed: int | None,
-          calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, threshold_strategy: str | None,
+          calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, pixel_strategy: str | None, threshold_strategy: str | None,
           threshold_margin: float | None, target_fpr: float | None, validation_dir: str | None, save_maps: bool | None,
           report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, resume: bool, as_json: bool, progress: bool) -> None:
     """Fit a detector on normal images, calibrate its image and pixel thresholds on a held-out
@@ -139,7 +143,8 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
     overrides = {
         "model.name": model, "recipe": recipe, "dataset.kind": dataset_kind, "dataset.root": root, "dataset.category": category,
         "output.dir": out, "name": name, "device": device, "seed": seed, "calibration.fraction": calibration_fraction,
-        "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile, "calibration.strategy": threshold_strategy,
+        "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile,
+        "calibration.pixel_strategy": pixel_strategy, "calibration.strategy": threshold_strategy,
         "calibration.margin": threshold_margin, "calibration.target_fpr": target_fpr,
         "calibration.validation_dir": validation_dir, "output.save_maps": save_maps,
         "output.report": report,

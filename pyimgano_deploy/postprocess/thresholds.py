@@ -6,7 +6,7 @@ many images, and a summary of the values it came from, so an auditor can reprodu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -104,6 +104,9 @@ F1_STRATEGY = "f1_validation"
 ALL_STRATEGIES = STRATEGIES + (F1_STRATEGY,)
 #: splits a run's image threshold may come from: held-out normals, or labelled validation images (never fit images)
 THRESHOLD_SOURCE_SPLITS = ("calibration", "validation")
+#: pixel-threshold strategies: the quantile of all calibration-map pixels, or of each calibration
+#: image's map maximum (then about 1 − q of normal images have any pixel above it: false-positive control)
+PIXEL_STRATEGIES = ("pixels", "image_max")
 
 
 def calibrate_image_threshold(
@@ -231,12 +234,14 @@ def calibrate_thresholds(
     target_fpr: float = 0.01,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     validation_split: str = "validation",
+    pixel_strategy: str = "pixels",
 ) -> Thresholds:
     """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`),
     or, for ``f1_validation``, F1-optimal on ``validation`` = (scores, labels) of labelled
     images (:func:`calibrate_f1_threshold`); pixel threshold = ``pixel_quantile`` of all
-    calibration-map pixels (skipped when ``pixel_quantile`` or ``maps`` is None). Both carry
-    provenance naming this function."""
+    calibration-map pixels, or with ``pixel_strategy="image_max"`` of each calibration map's
+    maximum (skipped when ``pixel_quantile`` or ``maps`` is None). Both carry provenance naming
+    this function."""
     s = np.asarray(scores, dtype=np.float64).ravel()
     if strategy == F1_STRATEGY:
         if validation is None:
@@ -245,9 +250,16 @@ def calibrate_thresholds(
     else:
         image = calibrate_image_threshold(s, strategy=strategy, quantile=quantile, margin=margin, target_fpr=target_fpr,
                                           source_split=source_split, n_images=int(s.size), code_path=IMAGE_CODE_PATH)
+    if pixel_strategy not in PIXEL_STRATEGIES:
+        raise ValueError(f"pixel threshold strategy must be one of {list(PIXEL_STRATEGIES)}, got {pixel_strategy!r}")
     pixel = None
     if pixel_quantile is not None and maps is not None and len(maps) > 0:
-        pixel = calibrate_quantile(
-            _pixel_sample(maps), quantile=pixel_quantile, source_split=source_split, n_images=len(maps), code_path=PIXEL_CODE_PATH
-        )
+        if pixel_strategy == "image_max":
+            maxima = np.array([float(np.max(m)) for m in maps])
+            pixel = calibrate_quantile(maxima, quantile=pixel_quantile, source_split=source_split, n_images=len(maps),
+                                       code_path=PIXEL_CODE_PATH)
+            pixel = replace(pixel, method=f"quantile q={pixel_quantile:g} of the {source_split} maps' per-image maxima")
+        else:
+            pixel = calibrate_quantile(_pixel_sample(maps), quantile=pixel_quantile, source_split=source_split,
+                                       n_images=len(maps), code_path=PIXEL_CODE_PATH)
     return Thresholds(image=image, pixel=pixel)

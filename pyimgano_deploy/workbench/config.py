@@ -159,14 +159,16 @@ class CalibrationConfig:
     target_fpr: float = 0.01
     #: labelled folder (good/ + defect sub-folders) of the f1_validation strategy
     validation_dir: str | None = None
+    #: pixel threshold from all calibration pixels or from each calibration map's maximum (PIXEL_STRATEGIES)
+    pixel_strategy: str = "pixels"
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":
-        from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES, F1_STRATEGY
+        from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES, F1_STRATEGY, PIXEL_STRATEGIES
 
         d = mapping_of(data, "calibration")
         check_keys(d, ("fraction", "quantile", "pixel_quantile", "seed", "strategy", "margin", "target_fpr",
-                       "validation_dir"), "calibration")
+                       "validation_dir", "pixel_strategy"), "calibration")
         margin = d.get("margin", cls.margin)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
             raise ConfigError(f"calibration.margin: expected a number >= 0, got {margin!r}")
@@ -182,6 +184,7 @@ class CalibrationConfig:
         return cls(
             strategy=strategy,
             validation_dir=validation_dir,
+            pixel_strategy=as_choice(d.get("pixel_strategy", cls.pixel_strategy), "calibration.pixel_strategy", PIXEL_STRATEGIES),
             margin=float(margin),
             target_fpr=as_fraction(d.get("target_fpr", cls.target_fpr), "calibration.target_fpr", lo_open=True, hi_open=True),  # type: ignore[arg-type]
             fraction=as_fraction(d.get("fraction", cls.fraction), "calibration.fraction", lo_open=True, hi_open=True),  # type: ignore[arg-type]
@@ -194,7 +197,7 @@ class CalibrationConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"fraction": self.fraction, "quantile": self.quantile, "pixel_quantile": self.pixel_quantile, "seed": self.seed,
                 "strategy": self.strategy, "margin": self.margin, "target_fpr": self.target_fpr,
-                "validation_dir": self.validation_dir}
+                "validation_dir": self.validation_dir, "pixel_strategy": self.pixel_strategy}
 
 
 @dataclass
@@ -271,7 +274,7 @@ class TrainConfig:
             recipe=recipe.name,
             model=ModelConfig.from_dict(recipe.model_block(d.get("model")), device=device),
             dataset=DatasetConfig.from_dict(d["dataset"], default_seed=seed),  # type: ignore[arg-type]
-            calibration=CalibrationConfig.from_dict(d.get("calibration") or {}, default_seed=seed),  # type: ignore[arg-type]
+            calibration=CalibrationConfig.from_dict(recipe.calibration_block(d.get("calibration")), default_seed=seed),  # type: ignore[arg-type]
             output=output,
             device=device,
             seed=seed,  # type: ignore[arg-type]

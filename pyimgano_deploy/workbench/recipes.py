@@ -24,6 +24,19 @@ COMMON_STEPS = (
     "artifacts/infer_config.json, optional maps/, report.html",
 )
 
+#: The default recipe's PatchCore (chosen on principle, measured in docs/RECIPES.md): the training
+#: images' aspect ratio instead of a squashed square (identical for square parts), the stronger
+#: EfficientNet-Lite1 features, and a 1 % coreset (the PatchCore paper's finding that 1 % loses
+#: almost nothing against 10 %; the nearest-neighbour head is most of the runtime).
+ADAPT_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "coreset_ratio": 0.01}
+#: PaDiM for parts held in a fixture (per-position statistics), same size policy and backbone.
+ALIGNED_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}
+
+#: False-positive control: the pixel threshold is the 0.95 quantile of the calibration maps' maxima,
+#: so about 5 % of normal images have any pixel above it (the 0.99 quantile of all pixels puts
+#: some pixels of most normal images above it: a region on most of them).
+FP40_CALIBRATION: Mapping[str, Any] = {"pixel_strategy": "image_max", "pixel_quantile": 0.95}
+
 HIGHRES_TILING = TilingSpec(tile=512, stride=384, blend="hann", score_reduction="topk_mean", topk=100)
 
 
@@ -45,13 +58,15 @@ class Recipe:
     model: str = "vision_patchcore"  # the model when the config names none
     #: defaults for the recipe's own model (model.kwargs given in the config win); not applied to another model
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: defaults of the calibration block (keys given in the config win)
+    calibration: Mapping[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def defaults(self) -> dict[str, Any]:
         """The config defaults this recipe sets (beyond the common ones)."""
         return {
             "model": {"name": self.model, "kwargs": dict(self.model_kwargs) or "registry defaults (see `pyimgano-deploy models info NAME`)"},
-            "calibration": {**CALIBRATION_DEFAULTS, "seed": "top-level seed"},
+            "calibration": {**CALIBRATION_DEFAULTS, "seed": "top-level seed", **self.calibration},
             "output": {"save_maps": False, "report": True},
             "device": "cpu",
             "seed": 0,
@@ -76,6 +91,14 @@ class Recipe:
             if given is None or isinstance(given, Mapping):  # anything else is ModelConfig's error to report
                 block["kwargs"] = {**self.model_kwargs, **(given or {})}
         return block
+
+    def calibration_block(self, calibration: Any) -> Any:
+        """The config's ``calibration`` block over this recipe's calibration defaults."""
+        if calibration is None:
+            calibration = {}
+        if not isinstance(calibration, Mapping):
+            return calibration  # CalibrationConfig reports the type error
+        return {**self.calibration, **calibration}
 
     def resolve_blocks(self, tiling: Any, defects: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Merge user-given ``tiling`` / ``defects`` over this recipe's defaults and validate them."""
@@ -133,8 +156,15 @@ RECIPES: dict[str, Recipe] = {
     for r in (
         Recipe(
             name="industrial-adapt",
-            summary="Fit on normals, calibrate thresholds on a held-out normal split, evaluate, write a run directory.",
+            summary="PatchCore (EfficientNet-Lite1, the training images' aspect ratio, 1 % memory bank): fit on normals, "
+                    "calibrate thresholds on a held-out normal split, evaluate, write a run directory.",
             steps=COMMON_STEPS,
+            model_kwargs=ADAPT_MODEL_KWARGS,
+            notes=("image_size keep_aspect: short side 224 px, long side from the fit images' median aspect (multiples "
+                   "of 32); square parts get 224 x 224",
+                   "bsd_ballscrew (1130 x 460 -> 224 x 544): image AUROC 0.910, pixel AUROC 0.992, AUPRO 0.798 against "
+                   "0.912 / 0.984 / 0.698 for the squashed 224 x 224, 10 % bank PatchCore",
+                   "parts held in a fixture: industrial-adapt-aspect (PaDiM) localises better"),
         ),
         Recipe(
             name="industrial-adapt-highres",
@@ -157,18 +187,18 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="industrial-adapt-aspect",
-            summary="industrial-adapt with PaDiM at the training images' aspect ratio (short side 224 px, long side "
-                    "from their median aspect): not squashed, so small defects on elongated parts keep their pixels.",
+            summary="industrial-adapt with PaDiM for aligned parts (held in a fixture): per-position Gaussians of "
+                    "EfficientNet-Lite1 features at the training images' aspect ratio.",
             steps=(COMMON_STEPS[0], COMMON_STEPS[1],
                    "measure the median aspect ratio of the fit images and set image_size to 224 x (224 x aspect, in "
                    "multiples of 32 px); create PaDiM with it and fit it on the fit images",
                    *COMMON_STEPS[3:]),
             model="vision_padim",
-            model_kwargs={"image_size": "keep_aspect"},
-            notes=("bsd_ballscrew (1130 x 460 -> 224 x 544): image AUROC 0.931, pixel AUROC 0.994, AUPRO 0.856, "
-                   "whole infer 52 img/s on 2 cores, against 0.918 / 0.988 / 0.749 for PaDiM at 224 x 224",
-                   "square parts get 224 x 224, as in industrial-adapt",
-                   "keep_aspect:320 buys AUPRO 0.912 at 28 img/s"),
+            model_kwargs=ALIGNED_MODEL_KWARGS,
+            notes=("bsd_ballscrew (1130 x 460 -> 224 x 544): image AUROC 0.941, pixel AUROC 0.995, AUPRO 0.873 "
+                   "against 0.918 / 0.988 / 0.749 for PaDiM with Lite0 at 224 x 224",
+                   "per-position statistics: parts must sit where the training parts sat; use industrial-adapt otherwise",
+                   "memory: positions x 100 x 100 x 4 bytes (224 x 544: 305 MB)"),
         ),
         Recipe(
             name="micro-finetune-autoencoder",
@@ -184,14 +214,22 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe(
             name="industrial-adapt-fp40",
-            summary="industrial-adapt plus the fp40 defects defaults (false-positive control) in infer_config.json.",
-            steps=COMMON_STEPS[:-1] + (
+            summary="industrial-adapt plus the fp40 defects defaults (false-positive control) in infer_config.json; "
+                    "pixel threshold from the calibration maps' maxima.",
+            steps=COMMON_STEPS[:3] + (
+                "calibrate the image threshold (quantile of calibration scores) and the pixel threshold: the 0.95 "
+                "quantile of the calibration maps' per-image maxima (calibration.pixel_strategy image_max), with provenance",
+                COMMON_STEPS[4],
+            ) + (
                 "run the fp40 defects pipeline on the calibration and test maps and report how many images "
                 "get at least one region (false-positive check on normals)",
                 COMMON_STEPS[-1] + "; infer_config.json carries the defects block (DefectsConfig preset fp40)",
             ),
             defects_preset="fp40",
+            model_kwargs=ADAPT_MODEL_KWARGS,
+            calibration=FP40_CALIBRATION,
             notes=("needs a pixel threshold: calibration.pixel_quantile must not be null",
+                   "calibration.pixel_strategy pixels and pixel_quantile 0.99 restore the pixel threshold of industrial-adapt",
                    "needs a model with a pixel map (tag pixel_map)",
                    "defects keys given in the config override the preset's values"),
         ),

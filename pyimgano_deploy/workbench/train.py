@@ -174,7 +174,8 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         validation = (scored[rundir.VALIDATION_SPLIT].scores, np.array([s.label for s in val_samples]))
     thresholds = calibrate_thresholds(cal.scores, cal.maps, quantile=c.quantile, pixel_quantile=c.pixel_quantile,
                                       strategy=c.strategy, margin=c.margin, target_fpr=c.target_fpr,
-                                      validation=validation, validation_split=rundir.VALIDATION_SPLIT)
+                                      validation=validation, validation_split=rundir.VALIDATION_SPLIT,
+                                      pixel_strategy=c.pixel_strategy)
     detector.threshold, detector.pixel_threshold = thresholds.image, thresholds.pixel
     lap("calibrate")
 
