@@ -34,7 +34,7 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("patchcore keep_aspect, bank 1 %", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01}),
     ("patchcore keep_aspect, bank 1 %, standardize", "vision_patchcore",
      {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "standardize"}),
-    ("patchcore keep_aspect, bank 1 %, mean score", "vision_patchcore",
+    ("patchcore keep_aspect, bank 1 %, lite1, mean score", "vision_patchcore",
      {"image_size": "keep_aspect", "coreset_ratio": 0.01, "backbone": "efficientnet_lite1", "image_score": "mean"}),
     ("padim default", "vision_padim", {}),
     ("padim keep_aspect", "vision_padim", {"image_size": "keep_aspect"}),
