@@ -117,3 +117,12 @@ def test_nn_head_scope_is_refused_without_a_memory_bank(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path, "vision_padim", size=48, d=8)
     code, _, err = run_cli("export", "--run", str(run), "--out", str(tmp_path / "b"), "--precision", "int8", "--int8-scope", "nn_head")
     assert code == 1 and "no nearest-neighbour head" in err and "--int8-scope backbone" in err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("model", ["vision_softpatch", "vision_anomalydino"])
+def test_every_memory_bank_detector_gets_the_int8_nn_head(model: str, tmp_path: Path) -> None:
+    kwargs = {"size": 56} if model == "vision_anomalydino" else {"size": 48}
+    run = make_run_dir(tmp_path, model, **kwargs)
+    result = export_run(run, tmp_path / "b", ExportOptions(precision="int8"), log=lambda m: None)
+    engine = next(e for e in result.manifest["engines"] if e["precision"] == "int8")
+    assert engine["calibration"]["scope"] == "nn_head" and result.parity["int8"].labels_identical
