@@ -202,7 +202,8 @@ def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: 
                     "images_per_s": timed["median"][precision], "vs_fp32": round(timed["median"][precision] / timed["median"]["fp32"], 3),
                     "image_auroc": _auroc(results, paths),
                     "labels_identical_share": sum(a.label == b.label for a, b in zip(results, fp32_results)) / len(paths)}
-            entry["int8_head_misses"] = head_misses(detector, paths, Int8RerankedNearestNeighbourDistance(bank, candidates=8))
+            c8 = ExportOptions().int8_candidates  # what export --precision int8 ships
+            entry["int8_head_misses"] = {"candidates": c8, **head_misses(detector, paths, Int8RerankedNearestNeighbourDistance(bank, candidates=c8))}
             c, r = RERANK
             rr = export_run(run, out / f"rr{c}", ExportOptions(nn_rerank=c, nn_rerank_dim=r, force=True), log=C.log).bundle_dir
             rates[f"pca_rerank_c{c}_r{r}"] = engine_rate(rr / "model.onnx", golden, threads)

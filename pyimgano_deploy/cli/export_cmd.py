@@ -23,7 +23,7 @@ import click
                    "batch), then re-rank them in exact fp32. backbone: static QDQ quantisation of the backbone's "
                    "convolutions, ranges calibrated on the calibration split, head fp32. auto: nn_head for PatchCore, "
                    "SoftPatch and AnomalyDINO, backbone otherwise.")
-@click.option("--int8-candidates", type=click.IntRange(1, 3840), default=8, show_default=True,
+@click.option("--int8-candidates", type=click.IntRange(1, 3840), default=4, show_default=True,
               help="nn_head scope: candidate rows per query re-ranked in fp32.")
 @click.option("--int8-calibration", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="backbone scope: calibration-split images (tiles for a tiled run) that set the int8 activation ranges.")

@@ -60,7 +60,7 @@ class ExportOptions:
     int8_calibration: int = 64  # calibration-split images (tiles, for a tiled run) that set the int8 ranges
     int8_method: str = "minmax"
     int8_scope: str = "auto"  # exporters.int8_engine.INT8_SCOPES: nn_head for memory-bank detectors, else backbone
-    int8_candidates: int = 8  # rows re-ranked exactly per query by the int8 nearest-neighbour head
+    int8_candidates: int = 4  # rows re-ranked exactly per query by the int8 nearest-neighbour head
     nn_rerank: int | None = None  # candidates per query of a re-ranked nearest-neighbour head (None: the full head)
     nn_rerank_dim: int = 64  # principal directions of the bank used to find the candidates
     opset: int = 17

@@ -74,7 +74,7 @@ class Int8RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
     """Two-stage head whose candidates come from int8 distances to the whole bank (see the module
     docstring); ``candidates`` rows are re-ranked exactly."""
 
-    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 8) -> None:
+    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 4) -> None:
         super().__init__(bank, k=k, candidates=candidates)
         m = bank.shape[0]
         padded = -(-m // GROUP) * GROUP
