@@ -41,7 +41,8 @@ class TwoStageNearestNeighbourDistance(nn.Module):
         super().__init__()
         m = bank.shape[0]
         if not 1 <= k <= candidates:
-            raise ValueError(f"candidates must be >= k ({k}), got {candidates}")
+            raise ValueError(f"candidates must be >= k ({k}, the neighbours the head averages), got {candidates}: "
+                             "raise --nn-rerank or --int8-candidates")
         self.k = int(k)
         self.n_candidates = int(min(candidates, m))
         bank = bank.to(torch.float32).contiguous()
