@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES, PIXEL_STRATEGIES
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -89,11 +90,11 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--calibration-fraction", type=float, default=None, help="Held-out fraction of training normals. [0.2]")
 @click.option("--quantile", type=float, default=None, help="Image threshold quantile of calibration scores. [0.99]")
 @click.option("--pixel-quantile", type=float, default=None, help="Pixel threshold quantile (see --pixel-strategy). [0.99; 0.95 in industrial-adapt-fp40]")
-@click.option("--pixel-strategy", type=click.Choice(["pixels", "image_max"]), default=None,
+@click.option("--pixel-strategy", type=click.Choice(list(PIXEL_STRATEGIES)), default=None,
               help="Pixel threshold = the --pixel-quantile of all calibration-map pixels (pixels), or of each calibration "
                    "map's maximum (image_max: about 1 − q of normal images then have any pixel above it). "
                    "[pixels; image_max in industrial-adapt-fp40]")
-@click.option("--threshold-strategy", type=click.Choice(["quantile", "max_margin", "target_fpr", "f1_validation"]), default=None,
+@click.option("--threshold-strategy", type=click.Choice(list(ALL_STRATEGIES)), default=None,
               help="How the image threshold is set: from the calibration scores by quantile (--quantile), max_margin "
                    "(max + --threshold-margin × (max − median): above every calibration image) or target_fpr "
                    "(at most --target-fpr of the calibration images at or above it); or f1_validation: F1-optimal on "

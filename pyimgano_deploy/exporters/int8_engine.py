@@ -35,9 +35,8 @@ def has_nn_head(module: Any) -> bool:
 
 def resolve_int8_scope(scope: str, module: Any) -> str:
     """``auto`` → ``nn_head`` for memory-bank detectors, ``backbone`` otherwise; ``nn_head`` is
-    refused (ValueError) for a detector without a nearest-neighbour head."""
-    if scope not in INT8_SCOPES:
-        raise ValueError(f"int8 scope must be one of {list(INT8_SCOPES)}, got {scope!r}")
+    refused (ValueError) for a detector without a nearest-neighbour head. ``scope`` is one of
+    :data:`INT8_SCOPES` (``ExportOptions`` checks it)."""
     if scope == "auto":
         return "nn_head" if has_nn_head(module) else "backbone"
     if scope == "nn_head" and not has_nn_head(module):

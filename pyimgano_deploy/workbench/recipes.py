@@ -29,7 +29,7 @@ COMMON_STEPS = (
 #: coreset (the PatchCore paper's finding that 1 % loses almost nothing against 10 %; the
 #: nearest-neighbour head is most of the runtime). Lite1 did not help PatchCore, so Lite0 stays.
 ADAPT_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "coreset_ratio": 0.01}
-#: PaDiM for parts held in a fixture (per-position statistics), same size policy and backbone.
+#: PaDiM for parts held in a fixture (per-position statistics): the same size policy, with Lite1 (it helped PaDiM).
 ALIGNED_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}
 
 #: False-positive control: the pixel threshold is the 0.95 quantile of the calibration maps' maxima,

@@ -4,10 +4,10 @@ Stage 1 finds ``c`` candidate rows per query. Here (:class:`RerankedNearestNeigh
 projects queries and bank onto the bank's ``r`` leading principal directions and takes the ``c``
 rows nearest in that space (one ``[R, r + 1] × [r + 1, M]`` GEMM and a TopK); the int8 engine's
 head takes them from int8 distances (:mod:`.int8_candidates`). Stage 2
-(:class:`TwoStageNearestNeighbourDistance`) gathers those ``c`` rows and computes their exact fp32 squared distances. The result
-equals :class:`~.layers.NearestNeighbourDistance` whenever a query's true k nearest rows are
-among its ``c`` candidates; otherwise it is the distance to the nearest candidate, never
-smaller than the true one. Projected distances are a lower bound of the true ones (an
+(:class:`TwoStageNearestNeighbourDistance`) gathers those ``c`` rows and computes their exact
+fp32 squared distances. The result equals :class:`~.layers.NearestNeighbourDistance` whenever a
+query's true k nearest rows are among its ``c`` candidates; otherwise it is the distance to the
+nearest candidate, never smaller than the true one. Projected distances are a lower bound of the true ones (an
 orthonormal projection), so a row far in the projection is far in fact.
 """
 
