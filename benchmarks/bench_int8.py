@@ -8,7 +8,7 @@ PatchCore with its registry defaults (224 x 224, Lite0, 10 % bank) and PaDiM, th
 - ``engine_img_s``: the fp32 and int8 graphs (the int8 one measured even when the gate refuses
   it, and never shipped then) and the PCA re-ranked PatchCore graph, batch 1 and 8, engine only;
 - ``whole_infer``: PatchCore's ``infer``-path images/s over the test split, fp32 and int8
-  engines of one bundle interleaved for three rounds (median), image AUROC of each, the share of
+  engines of one bundle interleaved for five rounds (median), image AUROC of each, the share of
   identical labels; and the PCA re-ranked bundle;
 - ``int8_head_misses`` / ``pca_rerank_misses``: per patch query, how often the two-stage head
   misses the true nearest bank row, and the image-score error on the images with a miss;
@@ -193,7 +193,7 @@ def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: 
             bank = detector.inference_module.scorer.distance.bank
             entry["bank"] = list(bank.shape)
             precisions = ("fp32", "int8") if gated else ("fp32",)
-            timed = side_by_side(base, paths, threads, precisions, rounds=1 if quick else 3)
+            timed = side_by_side(base, paths, threads, precisions, rounds=1 if quick else 5)
             fp32_results = timed["results"]["fp32"]
             entry["whole_infer"] = {"rounds": timed["rates"]}
             for precision in precisions:
@@ -202,8 +202,9 @@ def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: 
                     "images_per_s": timed["median"][precision], "vs_fp32": round(timed["median"][precision] / timed["median"]["fp32"], 3),
                     "image_auroc": _auroc(results, paths),
                     "labels_identical_share": sum(a.label == b.label for a, b in zip(results, fp32_results)) / len(paths)}
-            c8 = ExportOptions().int8_candidates  # what export --precision int8 ships
-            entry["int8_head_misses"] = {"candidates": c8, **head_misses(detector, paths, Int8RerankedNearestNeighbourDistance(bank, candidates=c8))}
+            shipped = ExportOptions()  # the head export --precision int8 ships
+            head = Int8RerankedNearestNeighbourDistance(bank, candidates=shipped.int8_candidates, projection_dim=shipped.int8_projection)
+            entry["int8_head_misses"] = {**head.record(), **head_misses(detector, paths, head)}
             c, r = RERANK
             rr = export_run(run, out / f"rr{c}", ExportOptions(nn_rerank=c, nn_rerank_dim=r, force=True), log=C.log).bundle_dir
             rates[f"pca_rerank_c{c}_r{r}"] = engine_rate(rr / "model.onnx", golden, threads)

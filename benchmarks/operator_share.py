@@ -10,7 +10,9 @@ and set against the limit that bounds it:
   VNNI int8 GEMM rate (``DynamicQuantizeMatMul``, the int8 head);
 - ``nn reduce`` (ReduceMin / TopK over the distances) and ``nn re-rank`` (gathers and the exact
   distances of the candidates): bytes read against the memory bandwidth;
-- ``map and score`` (everything else: embedding, map finisher, score): bytes against the bandwidth.
+- ``map and score`` (everything else: embedding, map finisher, score): bytes against the bandwidth;
+- ``nn loop overhead``: what a ``Loop`` (the int8 head's chunks of queries) costs beyond the
+  kernels of its body, which the exporter names under it and which count in their own stages.
 
     from operator_share import operator_share
     operator_share("bundle/model.int8.onnx", images, threads=2, limits={"fp32_gflops": …, "int8_gops": …, "bandwidth_gbs": …})
@@ -89,9 +91,17 @@ def operator_share(model: str | Path, images: Any, *, threads: int, limits: dict
     # Only the last `runs` calls: the first profiled call still allocates.
     kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     kernels = kernels[len(kernels) // (runs + 1):]
+    loops = {e["name"][: -len("_kernel_time")] for e in kernels if e["args"].get("op_name") == "Loop"}
+    loop_us = sum(e["dur"] for e in kernels if e["args"].get("op_name") == "Loop")
+    inner_us = sum(e["dur"] for e in kernels if any(e["name"].startswith(loop + "/") for loop in loops))
     per_stage: dict[str, dict[str, Any]] = defaultdict(lambda: {"us": 0.0, "work": 0.0, "limit": None, "ops": defaultdict(float)})
+    if loops:  # a Loop's time includes its body's kernels, which count in their own stages
+        per_stage["nn loop overhead"].update(us=max(loop_us - inner_us, 0.0), limit="bandwidth_gbs")
+        per_stage["nn loop overhead"]["ops"]["Loop"] = max(loop_us - inner_us, 0.0)
     for e in kernels:
         args = e["args"]
+        if args.get("op_name") == "Loop":
+            continue
         stage, limit, work = _stage(e["name"][: -len("_kernel_time")], args.get("op_name", ""),
                                     _shapes(args.get("input_type_shape", [])), _shapes(args.get("output_type_shape", [])))
         s = per_stage[stage]

@@ -18,7 +18,12 @@ from run_factory import make_run_dir
 from pyimgano_deploy.bundles.parity import ParityError
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 from pyimgano_deploy.models.detectors import int8_candidates
-from pyimgano_deploy.models.detectors.int8_candidates import Int8RerankedNearestNeighbourDistance, dynamic_quantize
+from pyimgano_deploy.models.detectors.int8_candidates import (
+    PROJECTION_STEP,
+    Int8RerankedNearestNeighbourDistance,
+    auto_projection_dim,
+    dynamic_quantize,
+)
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
 
 G = torch.Generator().manual_seed(0)
@@ -37,12 +42,23 @@ def test_dynamic_quantize_is_onnx_dynamic_quantize_linear() -> None:
     assert np.array_equal(values.numpy(), y) and float(scale) == pytest.approx(float(s), rel=1e-7) and int(zero) == int(z)
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_candidates_covering_the_bank_give_the_full_head(k: int) -> None:
+def _all_ops(graph: onnx.GraphProto) -> set[str]:
+    """Op types of ``graph`` and of its subgraphs (the candidate Loop's body)."""
+    ops = {n.op_type for n in graph.node}
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                ops |= _all_ops(a.g)
+    return ops
+
+
+@pytest.mark.parametrize("k, chunk_rows, projection_dim", [(1, 128, None), (3, 128, None), (1, 7, 24), (1, 7, 8)])
+def test_candidates_covering_the_bank_give_the_full_head(k: int, chunk_rows: int, projection_dim: int | None) -> None:
+    # chunk_rows 7: several chunks of queries and a short last one; projection 8 of 24 dims.
     bank = torch.randn(100, 24, generator=G)  # 4 groups of 32, the last one padded
     q = torch.randn(40, 24, generator=G)
     full = NearestNeighbourDistance(bank, k=k)
-    head = Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=100)
+    head = Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=100, chunk_rows=chunk_rows, projection_dim=projection_dim)
     torch.testing.assert_close(head(q), full(q), rtol=1e-5, atol=1e-5)
     assert torch.equal(head.nearest(q)[1], full.nearest(q)[1])
 
@@ -52,13 +68,38 @@ def test_few_candidates_are_exact_when_they_hold_the_neighbour_and_never_below_i
     bank = torch.randn(2000, 64, generator=G)
     q = bank[torch.randint(0, 2000, (300,), generator=G)] + 3.0 * torch.randn(300, 64, generator=G)
     full = NearestNeighbourDistance(bank)
-    head = Int8RerankedNearestNeighbourDistance(bank, candidates=1)
+    head = Int8RerankedNearestNeighbourDistance(bank, candidates=1, chunk_rows=64)
     d_true, i_true = full.nearest(q)
     found = (head.candidates(q) == i_true.unsqueeze(1)).any(dim=1)
     got = head(q)
     assert found.float().mean() > 0.9 and not found.all()  # both cases are covered
     torch.testing.assert_close(got[found], d_true[found], rtol=1e-5, atol=1e-5)
     assert bool((got[~found] >= d_true[~found] - 1e-5).all())
+
+
+def test_auto_projection_keeps_the_stated_variance_in_steps_of_16() -> None:
+    # 20 strong directions of 64: the rule keeps them and rounds up to the next multiple of 16.
+    strong = torch.randn(3000, 20, generator=G) * 10.0
+    bank = torch.cat([strong, 0.01 * torch.randn(3000, 44, generator=G)], 1) @ torch.linalg.qr(torch.randn(64, 64, generator=G))[0]
+    head = Int8RerankedNearestNeighbourDistance(bank, candidates=4)
+    assert auto_projection_dim(bank) == head.projection_dim == 32 and head.projection_dim % PROJECTION_STEP == 0
+    assert head.variance_kept >= 0.98 and head.record()["projection_dim"] == 32
+    # Isotropic features: no direction can be dropped, so there is no projection.
+    iso = Int8RerankedNearestNeighbourDistance(torch.randn(3000, 24, generator=G), candidates=4)
+    assert iso.projection_dim == 24 and not iso.projected
+
+
+def test_chunked_candidates_export_as_a_loop_that_matches_eager(tmp_path: Path) -> None:
+    bank = torch.randn(300, 40, generator=G)
+    head = Int8RerankedNearestNeighbourDistance(bank, candidates=3, chunk_rows=16, projection_dim=16).eval()
+    q = bank[torch.randint(0, 300, (100,), generator=G)] + 0.5 * torch.randn(100, 40, generator=G)
+    path = tmp_path / "head.onnx"
+    torch.onnx.export(head, (q,), str(path), dynamo=False, opset_version=17, input_names=["q"], output_names=["d"],
+                      dynamic_axes={"q": {0: "rows"}})
+    assert "Loop" in _all_ops(onnx.load(str(path)).graph)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for rows in (100, 16, 5):  # several chunks, exactly one, one short one
+        np.testing.assert_allclose(sess.run(None, {"q": q[:rows].numpy()})[0], head(q[:rows]).detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +122,15 @@ def test_int8_nn_head_passes_the_gate_and_runs_in_ort_int8_kernels(patchcore_run
     assert parity["labels_identical"] and parity["max_abs_score"] <= 1e-3  # exact re-rank: far inside the int8 bound
     manifest = json.loads((bundle / "bundle.json").read_text())
     record = next(e for e in manifest["engines"] if e["precision"] == "int8")["calibration"]
-    assert (record["scope"], record["candidates"], record["backbone"]) == ("nn_head", 4, "fp32")
-    ops = {n.op_type for n in onnx.load(str(bundle / "model.int8.onnx")).graph.node}
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
+    assert (record["scope"], record["candidates"], record["backbone"]) == ("nn_head", 8, "fp32")
+    assert 1 <= record["projection_dim"] <= 152 and record["variance_kept"] >= 0.98 and record["chunk_rows"] == 128
+    ops = _all_ops(onnx.load(str(bundle / "model.int8.onnx")).graph)
+    assert {"Loop", "DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
     # What makes it fast: ONNX Runtime fuses the chain into one int8 kernel with the bias.
     opts = ort.SessionOptions()
     opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(bundle / "model.int8.onnx"), opts, providers=["CPUExecutionProvider"])
-    assert "DynamicQuantizeMatMul" in {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    assert "DynamicQuantizeMatMul" in _all_ops(onnx.load(str(tmp_path / "optimized.onnx")).graph)
 
     code, _, err = run_cli("validate", str(bundle), "--precision", "int8")
     assert code == 0, err

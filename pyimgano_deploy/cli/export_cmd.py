@@ -8,6 +8,17 @@ from pathlib import Path
 
 import click
 
+from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_SCOPES
+
+
+def _projection(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """``auto`` → None (the variance rule), else a dimension count >= 1."""
+    if value == "auto":
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"expected 'auto' or a whole number of dimensions >= 1, got {value!r}")
+
 
 @click.command("export")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory written by 'train' (runs/NAME).")
@@ -17,14 +28,18 @@ import click
               help="fp16 adds model.fp16.onnx (backbone in half precision, distances in fp32); int8 adds model.int8.onnx "
                    "(see --int8-scope). Either must pass its parity gate (exit 6 otherwise); 'infer' runs int8 only when "
                    "asked (--precision int8).")
-@click.option("--int8-scope", type=click.Choice(["auto", "backbone", "nn_head"]), default="auto", show_default=True,
+@click.option("--int8-scope", type=click.Choice(INT8_SCOPES), default="auto", show_default=True,
               help="What runs in int8. nn_head: memory-bank detectors keep an fp32 backbone and find nearest-neighbour "
                    "candidates with int8 distances to the whole bank (ONNX Runtime's int8 kernels, queries quantised per "
-                   "batch), then re-rank them in exact fp32. backbone: static QDQ quantisation of the backbone's "
+                   "chunk of rows, in the bank's leading principal directions), then re-rank them in exact fp32. backbone: static QDQ quantisation of the backbone's "
                    "convolutions, ranges calibrated on the calibration split, head fp32. auto: nn_head for PatchCore, "
                    "SoftPatch and AnomalyDINO, backbone otherwise.")
-@click.option("--int8-candidates", type=click.IntRange(1, 3840), default=4, show_default=True,
+@click.option("--int8-candidates", type=click.IntRange(1, 3840), default=INT8_CANDIDATES, show_default=True,
               help="nn_head scope: candidate rows per query re-ranked in fp32.")
+@click.option("--int8-projection", "int8_projection", default="auto", show_default=True, callback=_projection, metavar="auto|N",
+              help="nn_head scope: dimensions of the int8 candidate distances. auto: the fewest principal directions of "
+                   "the bank keeping 98 % of its variance (a multiple of 16); N at or above the feature dimension: none. "
+                   "Only candidates are chosen there; their distances are exact.")
 @click.option("--int8-calibration", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="backbone scope: calibration-split images (tiles for a tiled run) that set the int8 activation ranges.")
 @click.option("--int8-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax", show_default=True,
@@ -41,7 +56,7 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (only a bundle: never another folder, the run, or a folder holding it).")
 @click.option("--sign-key", type=click.Path(dir_okay=False, exists=True), default=None, help="Sign the bundle digest with this Ed25519 PEM private key (see 'keygen'); writes bundle.sig.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, int8_scope: str, int8_candidates: int, int8_calibration: int, int8_method: str, nn_rerank: int | None, nn_rerank_dim: int, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
+def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, int8_scope: str, int8_candidates: int, int8_projection: int | None, int8_calibration: int, int8_method: str, nn_rerank: int | None, nn_rerank_dim: int, opset: int, max_batch: int, golden: int, tensorrt: bool, force: bool, sign_key: str | None, as_json: bool) -> None:
     """Export a trained run to a self-contained deployment bundle.
 
     Traces the detector's inference module (backbone and scoring head) to ONNX, checks
@@ -65,7 +80,7 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, i
 
     try:
         opts = ExportOptions(precision=precision, int8_scope=int8_scope, int8_candidates=int8_candidates,
-                             int8_calibration=int8_calibration, int8_method=int8_method,
+                             int8_projection=int8_projection, int8_calibration=int8_calibration, int8_method=int8_method,
                              nn_rerank=nn_rerank, nn_rerank_dim=nn_rerank_dim, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
                              sign_key=sign_key)
         result = export_run(run_dir, out_dir, opts, category=category)

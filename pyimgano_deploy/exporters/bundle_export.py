@@ -31,7 +31,7 @@ from pyimgano_deploy.bundles.replace import (
     make_work_dir,
     replaceable_bundle_problem,
 )
-from pyimgano_deploy.exporters.int8_engine import INT8_FILE, build_int8_engine, resolve_int8_scope
+from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_FILE, build_int8_engine, resolve_int8_scope
 from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
@@ -60,7 +60,8 @@ class ExportOptions:
     int8_calibration: int = 64  # calibration-split images (tiles, for a tiled run) that set the int8 ranges
     int8_method: str = "minmax"
     int8_scope: str = "auto"  # exporters.int8_engine.INT8_SCOPES: nn_head for memory-bank detectors, else backbone
-    int8_candidates: int = 4  # rows re-ranked exactly per query by the int8 nearest-neighbour head
+    int8_candidates: int = INT8_CANDIDATES  # rows re-ranked exactly per query by the int8 nearest-neighbour head
+    int8_projection: int | None = None  # dimensions of its int8 distances (None: keep 98 % of the bank's variance)
     nn_rerank: int | None = None  # candidates per query of a re-ranked nearest-neighbour head (None: the full head)
     nn_rerank_dim: int = 64  # principal directions of the bank used to find the candidates
     opset: int = 17
@@ -85,6 +86,8 @@ class ExportOptions:
             raise ValueError(f"int8_scope must be one of {list(INT8_SCOPES)}, got {self.int8_scope!r}")
         if not 1 <= self.int8_candidates <= 3840:
             raise ValueError(f"int8_candidates must be in 1..3840, got {self.int8_candidates}")
+        if self.int8_projection is not None and not 1 <= self.int8_projection <= 4096:
+            raise ValueError(f"int8_projection must be in 1..4096 dimensions (or None: auto), got {self.int8_projection}")
         if not 1 <= self.int8_calibration <= 4096:
             raise ValueError(f"int8_calibration must be in 1..4096 images, got {self.int8_calibration}")
         if self.opset < 17:
@@ -257,7 +260,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             if precision == "int8":
                 info, calibration = build_int8_engine(
                     detector.inference_module if int8_scope == "nn_head" else module, golden, tmp, scope=int8_scope,
-                    candidates=options.int8_candidates, opset=options.opset, method=options.int8_method, log=log,
+                    candidates=options.int8_candidates, projection_dim=options.int8_projection, opset=options.opset, method=options.int8_method, log=log,
                     calibration=lambda: golden_batch(source, detector.preprocess, min(options.int8_calibration, len(source.calibration_inputs)), options.golden_seed))
             else:
                 log(f"exporting {name} ({precision}, opset {options.opset}) ...")

@@ -25,6 +25,18 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return out
 
 
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names that nodes inside ``graph``'s subgraphs (a ``Loop`` body, an ``If`` branch) read,
+    at any depth: values of the outer scope they capture must keep their names."""
+    names: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                names.update(i for n in sub.node for i in n.input)
+                names |= subgraph_reads(sub)
+    return names
+
+
 def _spatial_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
@@ -90,6 +102,7 @@ def fold_conv_output_slices(model: onnx.ModelProto) -> int:
     consts = _constants(graph)
     shapes = _spatial_shapes(model)
     weights = {init.name: tuple(init.dims) for init in graph.initializer}
+    captured = subgraph_reads(graph)
     removed = 0
     for conv in [n for n in graph.node if n.op_type == "Conv"]:
         in_shape = shapes.get(conv.input[0])
@@ -97,7 +110,7 @@ def fold_conv_output_slices(model: onnx.ModelProto) -> int:
             continue
         while True:
             users = [n for n in graph.node if conv.output[0] in n.input]
-            if len(users) != 1 or users[0].op_type != "Slice" or users[0].input[0] != conv.output[0]:
+            if len(users) != 1 or users[0].op_type != "Slice" or users[0].input[0] != conv.output[0] or conv.output[0] in captured:
                 break
             spec = _slice_spec(users[0], consts)
             pads = None if spec is None else _new_pads(conv, in_shape[2:], spec, weights[conv.input[1]])  # type: ignore[arg-type]
@@ -117,7 +130,7 @@ def fold_conv_output_slices(model: onnx.ModelProto) -> int:
 
 
 def _drop_unused_constants(graph: onnx.GraphProto) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output} | subgraph_reads(graph)
     for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
         graph.node.remove(node)
 
@@ -128,7 +141,9 @@ def scope_unnamed_nodes(model: onnx.ModelProto) -> int:
     The exporter leaves a few fused nodes without the ``/module/...`` name prefix (an
     ``addmm`` becomes ``Gemm_431``). fp32 pinning goes by scope, so such a node would escape
     it: it takes the scope of the node that produces its first scoped input, else of the
-    first scoped node that consumes its output. Names stay unique.
+    first scoped node that consumes its output. The nodes of a subgraph (a ``Loop`` body) are
+    named under their container (``/scorer/distance/Loop_3/MatMulInteger_5``), so profiles and
+    pinning see them in the module they run for. Names stay unique.
     """
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -164,6 +179,22 @@ def scope_unnamed_nodes(model: onnx.ModelProto) -> int:
         taken.add(new)
         node.name = new
         renamed += 1
+    for node in graph.node:
+        if node.name.startswith("/"):
+            renamed += _name_subgraph_nodes(node, node.name + "/")
+    return renamed
+
+
+def _name_subgraph_nodes(container: onnx.NodeProto, prefix: str) -> int:
+    """Prefix every node inside ``container``'s subgraphs, at any depth, with ``prefix``."""
+    renamed = 0
+    for a in container.attribute:
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for node in sub.node:
+                if not node.name.startswith(prefix):
+                    node.name = prefix + (node.name or node.op_type)
+                    renamed += 1
+                renamed += _name_subgraph_nodes(node, node.name + "/")
     return renamed
 
 
@@ -181,6 +212,8 @@ def scope_constants(model: onnx.ModelProto) -> int:
         scope = node.name.rsplit("/", 1)[0] if node.name.startswith("/") and node.name.count("/") >= 2 else ""
         for name in node.input:
             users.setdefault(name, set()).add(scope)
+    for name in subgraph_reads(graph):
+        users.setdefault(name, set()).add("")  # read by a subgraph too: left alone
     renames: dict[str, str] = {}
     taken = {i.name for i in graph.initializer}
     for init in graph.initializer:

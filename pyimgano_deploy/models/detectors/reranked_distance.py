@@ -3,7 +3,7 @@
 Stage 1 finds ``c`` candidate rows per query. Here (:class:`RerankedNearestNeighbourDistance`) it
 projects queries and bank onto the bank's ``r`` leading principal directions and takes the ``c``
 rows nearest in that space (one ``[R, r + 1] × [r + 1, M]`` GEMM and a TopK); the int8 engine's
-head takes them from int8 distances (:mod:`.int8_candidates`). Stage 2
+head takes them from int8 distances in such a projection (:mod:`.int8_candidates`). Stage 2
 (:class:`TwoStageNearestNeighbourDistance`) gathers those ``c`` rows and computes their exact
 fp32 squared distances. The result equals :class:`~.layers.NearestNeighbourDistance` whenever a
 query's true k nearest rows are among its ``c`` candidates; otherwise it is the distance to the
@@ -105,19 +105,25 @@ class RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
 CANDIDATE_SOURCES = ("pca", "int8")
 
 
-def _make_head(bank: torch.Tensor, k: int, candidates: int, projection_dim: int, source: str) -> nn.Module:
+#: principal directions of the PCA candidates when none are given
+PCA_PROJECTION_DIM = 64
+
+
+def _make_head(bank: torch.Tensor, k: int, candidates: int, projection_dim: int | None, source: str) -> nn.Module:
     if source == "int8":
         from pyimgano_deploy.models.detectors.int8_candidates import Int8RerankedNearestNeighbourDistance
 
-        return Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates)
-    return RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates, projection_dim=projection_dim)
+        return Int8RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates, projection_dim=projection_dim)
+    dim = PCA_PROJECTION_DIM if projection_dim is None else projection_dim
+    return RerankedNearestNeighbourDistance(bank, k=k, candidates=candidates, projection_dim=dim)
 
 
-def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_dim: int = 64, source: str = "pca") -> int:
+def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_dim: int | None = None, source: str = "pca") -> int:
     """Replace, in place, every :class:`NearestNeighbourDistance` inside ``module`` by a re-ranked
-    one over the same bank, with candidates from ``source`` (:data:`CANDIDATE_SOURCES`); returns
-    how many were replaced. (Used on a copy at export: the detector's own full head stays the
-    eager reference of the parity gate.)"""
+    one over the same bank, with candidates from ``source`` (:data:`CANDIDATE_SOURCES`) in
+    ``projection_dim`` principal directions (``None``: :data:`PCA_PROJECTION_DIM` for ``pca``, the
+    variance rule of the int8 head for ``int8``); returns how many were replaced. (Used on a copy
+    at export: the detector's own full head stays the eager reference of the parity gate.)"""
     if source not in CANDIDATE_SOURCES:
         raise ValueError(f"candidate source must be one of {list(CANDIDATE_SOURCES)}, got {source!r}")
     replaced = 0
@@ -129,7 +135,7 @@ def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_
     return replaced
 
 
-def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int = 64, source: str = "pca") -> nn.Module:
+def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int | None = None, source: str = "pca") -> nn.Module:
     """A copy of the inference ``module`` with re-ranked nearest-neighbour heads; ``ValueError``
     when it has none (the detector is not a memory-bank detector)."""
     out = copy.deepcopy(module)
