@@ -130,9 +130,12 @@ def variance_profile(bank: torch.Tensor) -> torch.Tensor:
 def auto_projection_dim(bank: torch.Tensor, kept: float = VARIANCE_KEPT) -> int:
     """Fewest principal directions holding ``kept`` of the bank's variance, rounded up to a
     multiple of :data:`PROJECTION_STEP`, at most the bank's dimension."""
-    profile = variance_profile(bank)
+    return _dimensions_keeping(variance_profile(bank), kept)
+
+
+def _dimensions_keeping(profile: torch.Tensor, kept: float) -> int:
     r = int(torch.searchsorted(profile, torch.tensor(kept, dtype=profile.dtype)).item()) + 1
-    return int(min(bank.shape[1], -(-r // PROJECTION_STEP) * PROJECTION_STEP))
+    return int(min(profile.shape[0], -(-r // PROJECTION_STEP) * PROJECTION_STEP))
 
 
 class Int8RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
@@ -147,8 +150,9 @@ class Int8RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
         m, d = bank.shape
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        self.projection_dim = auto_projection_dim(self.bank_rows) if projection_dim is None else int(min(max(projection_dim, 1), d))
-        self.variance_kept = float(variance_profile(self.bank_rows)[self.projection_dim - 1])
+        profile = variance_profile(self.bank_rows)
+        self.projection_dim = _dimensions_keeping(profile, VARIANCE_KEPT) if projection_dim is None else int(min(max(projection_dim, 1), d))
+        self.variance_kept = float(profile[self.projection_dim - 1])
         self.chunk_rows = int(chunk_rows)
         self.projected = self.projection_dim < d
         rows = self.bank_rows
