@@ -25,15 +25,18 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return out
 
 
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs held in ``node``'s attributes (a ``Loop`` body, ``If`` branches)."""
+    return [g for a in node.attribute for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """Names that nodes inside ``graph``'s subgraphs (a ``Loop`` body, an ``If`` branch) read,
     at any depth: values of the outer scope they capture must keep their names."""
     names: set[str] = set()
-    for node in graph.node:
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                names.update(i for n in sub.node for i in n.input)
-                names |= subgraph_reads(sub)
+    for sub in (g for node in graph.node for g in _subgraphs(node)):
+        names.update(i for n in sub.node for i in n.input)
+        names |= subgraph_reads(sub)
     return names
 
 
@@ -188,13 +191,11 @@ def scope_unnamed_nodes(model: onnx.ModelProto) -> int:
 def _name_subgraph_nodes(container: onnx.NodeProto, prefix: str) -> int:
     """Prefix every node inside ``container``'s subgraphs, at any depth, with ``prefix``."""
     renamed = 0
-    for a in container.attribute:
-        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for node in sub.node:
-                if not node.name.startswith(prefix):
-                    node.name = prefix + (node.name or node.op_type)
-                    renamed += 1
-                renamed += _name_subgraph_nodes(node, node.name + "/")
+    for node in (n for sub in _subgraphs(container) for n in sub.node):
+        if not node.name.startswith(prefix):
+            node.name = prefix + (node.name or node.op_type)
+            renamed += 1
+        renamed += _name_subgraph_nodes(node, node.name + "/")
     return renamed
 
 

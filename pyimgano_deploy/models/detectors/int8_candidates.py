@@ -31,7 +31,7 @@ import warnings
 import torch
 from torch import nn
 
-from pyimgano_deploy.models.detectors.reranked_distance import TwoStageNearestNeighbourDistance, principal_directions
+from pyimgano_deploy.models.detectors.reranked_distance import TwoStageNearestNeighbourDistance, principal_axes
 
 #: bank rows per group of the first candidate step (TopK runs over M / GROUP group minima)
 GROUP = 32
@@ -119,18 +119,15 @@ def quantize_bank(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.contiguous(), scale.contiguous()
 
 
-def variance_profile(bank: torch.Tensor) -> torch.Tensor:
-    """Cumulative share of ``bank [M, D]``'s variance held by its leading principal directions ``[D]``."""
-    x = bank.to(torch.float64)
-    x = x - x.mean(0, keepdim=True)
-    vals = torch.linalg.eigvalsh(x.t() @ x).flip(0).clamp(min=0.0)
-    return torch.cumsum(vals, 0) / vals.sum().clamp(min=1e-300)
+def variance_profile(variances: torch.Tensor) -> torch.Tensor:
+    """Cumulative share of the total held by the leading ``variances`` (descending) ``[D]``."""
+    return torch.cumsum(variances, 0) / variances.sum().clamp(min=1e-300)
 
 
 def auto_projection_dim(bank: torch.Tensor, kept: float = VARIANCE_KEPT) -> int:
     """Fewest principal directions holding ``kept`` of the bank's variance, rounded up to a
     multiple of :data:`PROJECTION_STEP`, at most the bank's dimension."""
-    return _dimensions_keeping(variance_profile(bank), kept)
+    return _dimensions_keeping(variance_profile(principal_axes(bank)[0]), kept)
 
 
 def _dimensions_keeping(profile: torch.Tensor, kept: float) -> int:
@@ -150,14 +147,15 @@ class Int8RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
         m, d = bank.shape
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        profile = variance_profile(self.bank_rows)
+        variances, directions = principal_axes(self.bank_rows)  # one decomposition for the rule and the projection
+        profile = variance_profile(variances)
         self.projection_dim = _dimensions_keeping(profile, VARIANCE_KEPT) if projection_dim is None else int(min(max(projection_dim, 1), d))
         self.variance_kept = float(profile[self.projection_dim - 1])
         self.chunk_rows = int(chunk_rows)
         self.projected = self.projection_dim < d
         rows = self.bank_rows
         if self.projected:
-            self.register_buffer("projection", principal_directions(rows, self.projection_dim))
+            self.register_buffer("projection", directions[:, : self.projection_dim].contiguous())
             rows = rows @ self.projection
         padded = -(-m // GROUP) * GROUP
         self.groups = padded // GROUP

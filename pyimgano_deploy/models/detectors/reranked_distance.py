@@ -21,15 +21,22 @@ from torch import nn
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance, augmented_bank
 
 
-def principal_directions(bank: torch.Tensor, r: int) -> torch.Tensor:
-    """The ``r`` leading principal directions of ``bank [M, D]`` as orthonormal columns ``[D, r]``
-    (fp32; eigen-decomposition of the D × D covariance in fp64, sign-fixed so it is deterministic)."""
+def principal_axes(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variances ``[D]`` (fp64, descending) and principal directions ``[D, D]`` (orthonormal
+    columns in that order, fp32) of ``bank [M, D]``: eigen-decomposition of the D × D covariance
+    in fp64, sign-fixed so it is deterministic."""
     x = bank.to(torch.float64)
     x = x - x.mean(0, keepdim=True)
     vals, vecs = torch.linalg.eigh(x.t() @ x)
-    top = vecs[:, torch.argsort(vals, descending=True)[:r]]
-    signs = torch.sign(top[top.abs().argmax(0), torch.arange(top.shape[1])])
-    return (top * signs).to(torch.float32).contiguous()
+    order = torch.argsort(vals, descending=True)
+    vecs = vecs[:, order]
+    signs = torch.sign(vecs[vecs.abs().argmax(0), torch.arange(vecs.shape[1])])
+    return vals[order].clamp(min=0.0), (vecs * signs).to(torch.float32).contiguous()
+
+
+def principal_directions(bank: torch.Tensor, r: int) -> torch.Tensor:
+    """The ``r`` leading principal directions of ``bank [M, D]`` as orthonormal columns ``[D, r]`` (fp32)."""
+    return principal_axes(bank)[1][:, :r].contiguous()
 
 
 class TwoStageNearestNeighbourDistance(nn.Module):
