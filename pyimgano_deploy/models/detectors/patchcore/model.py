@@ -11,7 +11,7 @@ Choices, stated once:
 - Image score: the **maximum of the final map**. The paper takes the maximum patch
   distance; taking it after the blur makes the score agree with what the map shows and
   is robust to single-patch noise. With ``reweight=True`` the score is additionally
-  multiplied by the paper's weight ``1 − softmax(−‖q − m‖ over the b neighbours of m*)[m*]``
+  multiplied by the paper's weight ``1 − softmax(‖q − m‖ over the b neighbours of m*)[m*]``
   computed for the most anomalous patch (eq. 7, b = ``reweight_neighbors``).
 """
 
@@ -62,7 +62,10 @@ class ImageScoreReweight(nn.Module):
         neigh = self.bank_neighbors.index_select(0, m_star)  # [B, b], column 0 is m* itself
         nb = dist.bank.index_select(0, neigh.reshape(-1)).reshape(neigh.shape[0], neigh.shape[1], -1)
         nd = ((nb - q_star.unsqueeze(1)) ** 2).sum(-1).clamp(min=0.0).sqrt()  # [B, b]
-        return (1.0 - torch.softmax(-nd, dim=1)[:, 0]) * map_max
+        # Eq. 7: w = 1 − exp(‖q* − m*‖) / Σ_{m ∈ N_b(m*)} exp(‖q* − m‖), a softmax of the
+        # distances themselves (not their negatives). m* is the nearest, so w ∈ [1 − 1/b, 1): it
+        # rises towards 1 when m*'s own neighbours lie far from q* (m* a rare nominal patch).
+        return (1.0 - torch.softmax(nd, dim=1)[:, 0]) * map_max
 
 
 class ReweightedInferenceModule(AnomalyInferenceModule):
