@@ -39,6 +39,8 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("patchcore keep_aspect:320, bank 1 %", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect:320", "coreset_ratio": 0.01}),
     ("patchcore keep_aspect, bank 1 %, reweight (paper eq. 7)", "vision_patchcore",
      {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "reweight": True}),
+    ("patchcore keep_aspect, bank 1 %, lite2", "vision_patchcore",
+     {"image_size": "keep_aspect", "coreset_ratio": 0.01, "backbone": "efficientnet_lite2"}),
     ("padim default", "vision_padim", {}),
     ("padim keep_aspect", "vision_padim", {"image_size": "keep_aspect"}),
     ("padim keep_aspect:320", "vision_padim", {"image_size": "keep_aspect:320"}),
