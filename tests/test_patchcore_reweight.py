@@ -40,3 +40,19 @@ def test_an_isolated_nearest_patch_weighs_more_than_a_dense_one() -> None:
     w_dense, w_isolated = _reweighted(dense, q_star, b), _reweighted(isolated, q_star, b)
     assert 1.0 - 1.0 / b - 1e-3 <= w_dense < 1.0 - 1.0 / b + 0.02
     assert w_isolated > 0.95 > w_dense
+
+
+def test_the_exported_reweighted_score_matches_eager(tmp_path) -> None:
+    from pyimgano_deploy.exporters.onnx_export import export_module, onnx_outputs
+    from pyimgano_deploy.models import create_model
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(70, 130, size=(1, 48, 48, 3))
+    images = np.clip(base + rng.integers(-25, 25, size=(14, 48, 48, 3)), 0, 255).astype(np.uint8)
+    det = create_model("vision_patchcore", pretrained=False, image_size=48, progress=False, reweight=True, reweight_neighbors=4)
+    det.fit(images[:10], input_format="rgb_u8_hwc")
+    batch = det.preprocess.batch(list(images[10:]))
+    eager, _ = det.predict_batch(batch)
+    export_module(det.inference_module, batch[:2], tmp_path / "m.onnx")
+    exported, _ = onnx_outputs(tmp_path / "m.onnx", batch)
+    assert np.allclose(exported, eager, rtol=1e-4, atol=1e-5)
