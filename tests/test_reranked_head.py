@@ -77,3 +77,16 @@ def test_rerank_of_a_detector_without_a_memory_bank_is_refused(tmp_path: Path) -
     run = make_run_dir(tmp_path, "vision_padim", size=48, d=8)
     code, _, err = run_cli("export", "--run", str(run), "--out", str(tmp_path / "b"), "--nn-rerank", "8")
     assert code == 1 and "no nearest-neighbour head" in err and not (tmp_path / "b").exists()
+
+
+def test_the_cli_export_options_and_head_share_one_default_projection() -> None:
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions
+    from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
+    from pyimgano_deploy.models.detectors.reranked_distance import rerank_nearest_neighbours
+
+    code, out, _ = run_cli("export", "--help")
+    assert code == 0 and f"[default: {PCA_PROJECTION_DIM};" in " ".join(out.split("--nn-rerank-dim", 1)[1].split()[:12])
+    assert ExportOptions().nn_rerank_dim == PCA_PROJECTION_DIM
+    holder = torch.nn.Sequential(NearestNeighbourDistance(torch.randn(PCA_PROJECTION_DIM + 36, PCA_PROJECTION_DIM + 8, generator=G)))
+    assert rerank_nearest_neighbours(holder, candidates=4) == 1
+    assert holder[0].projection.shape[1] == PCA_PROJECTION_DIM

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_SCOPES
+from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
 
 def _projection(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -48,7 +49,7 @@ def _projection(ctx: click.Context, param: click.Parameter, value: str) -> int |
               help="Memory-bank detectors: a two-stage nearest-neighbour head in the engines. C candidates per query from the "
                    "bank's leading principal directions, then the exact fp32 distance for those only. Exact whenever the "
                    "true neighbour is a candidate; the parity gate compares it with the full eager head.")
-@click.option("--nn-rerank-dim", type=click.IntRange(1, 4096), default=64, show_default=True, help="Principal directions used to find the candidates.")
+@click.option("--nn-rerank-dim", type=click.IntRange(1, 4096), default=PCA_PROJECTION_DIM, show_default=True, help="Principal directions used to find the candidates.")
 @click.option("--opset", type=click.IntRange(17, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
 @click.option("--golden", type=click.IntRange(2, 256), default=8, show_default=True, help="Number of held-out calibration images in the golden self-test set.")

@@ -36,6 +36,7 @@ from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, on
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
+from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
 Log = Callable[[str], None]
 
@@ -63,7 +64,7 @@ class ExportOptions:
     int8_candidates: int = INT8_CANDIDATES  # rows re-ranked exactly per query by the int8 nearest-neighbour head
     int8_projection: int | None = None  # dimensions of its int8 distances (None: keep 98 % of the bank's variance)
     nn_rerank: int | None = None  # candidates per query of a re-ranked nearest-neighbour head (None: the full head)
-    nn_rerank_dim: int = 64  # principal directions of the bank used to find the candidates
+    nn_rerank_dim: int = PCA_PROJECTION_DIM  # principal directions of the bank used to find the candidates
     opset: int = 17
     max_batch: int = 32
     golden: int = 8

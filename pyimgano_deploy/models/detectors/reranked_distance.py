@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance, augmented_bank
+from pyimgano_deploy.models.detectors.nn_head_options import CANDIDATE_SOURCES, PCA_PROJECTION_DIM
 
 
 def principal_axes(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +96,7 @@ class TwoStageNearestNeighbourDistance(nn.Module):
 class RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
     """Candidates = the bank rows nearest in the bank's ``projection_dim`` leading principal directions."""
 
-    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16, projection_dim: int = 64) -> None:
+    def __init__(self, bank: torch.Tensor, *, k: int = 1, candidates: int = 16, projection_dim: int = PCA_PROJECTION_DIM) -> None:
         super().__init__(bank, k=k, candidates=candidates)
         self.projection_dim = int(min(projection_dim, bank.shape[1]))
         proj = principal_directions(self.bank_rows, self.projection_dim)
@@ -105,15 +106,6 @@ class RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
     def candidates(self, q: torch.Tensor) -> torch.Tensor:
         qp = self.augment_queries(q @ self.projection)
         return torch.topk(torch.mm(qp, self.bank_proj_aug), self.n_candidates, dim=1, largest=False).indices
-
-
-#: where the re-ranked head's candidates come from: the bank's principal directions (fp32, any
-#: engine) or int8 distances to the whole bank (ONNX Runtime's int8 kernels: the int8 engine)
-CANDIDATE_SOURCES = ("pca", "int8")
-
-
-#: principal directions of the PCA candidates when none are given
-PCA_PROJECTION_DIM = 64
 
 
 def _make_head(bank: torch.Tensor, k: int, candidates: int, projection_dim: int | None, source: str) -> nn.Module:
