@@ -43,7 +43,7 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
      {"image_size": "keep_aspect", "coreset_ratio": 0.01, "backbone": "efficientnet_lite2"}),
     ("padim default", "vision_padim", {}),
     ("padim keep_aspect", "vision_padim", {"image_size": "keep_aspect"}),
-    ("padim keep_aspect:320", "vision_padim", {"image_size": "keep_aspect:320"}),
+    ("industrial-adapt-aspect-fine: padim keep_aspect:320", "vision_padim", {"image_size": "keep_aspect:320"}),
     ("padim keep_aspect, standardize", "vision_padim", {"image_size": "keep_aspect", "illumination": "standardize"}),
     ("padim keep_aspect, mean score", "vision_padim", {"image_size": "keep_aspect", "image_score": "mean"}),
     ("industrial-adapt-aspect: padim keep_aspect, lite1", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
@@ -52,6 +52,11 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
      {"image_size": "keep_aspect", "backbone": "efficientnet_lite1", "image_score": "mean"}),
     ("padim keep_aspect, lite2, mean score", "vision_padim",
      {"image_size": "keep_aspect", "backbone": "efficientnet_lite2", "image_score": "mean"}),
+    ("spade keep_aspect", "vision_spade", {"image_size": "keep_aspect"}),
+    ("padim keep_aspect:320, lite1", "vision_padim", {"image_size": "keep_aspect:320", "backbone": "efficientnet_lite1"}),
+    ("ensemble keep_aspect: patchcore bank 1 % + padim lite1", "vision_ensemble",
+     {"image_size": "keep_aspect", "members": [{"name": "vision_patchcore", "kwargs": {"coreset_ratio": 0.01}},
+                                               {"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite1"}}]}),
 )
 RECIPE = "industrial-adapt-fp40"
 

@@ -62,3 +62,12 @@ def test_the_aspect_recipe_defaults_padim_to_keep_aspect_and_config_kwargs_win(t
     code, out, _ = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), "--recipe", "industrial-adapt-aspect",
                            "--model", "vision_patchcore", "--dry-run")
     assert code == 0 and json.loads(out)["model"]["kwargs"]["image_size"] == 224  # another model keeps its own defaults
+
+
+def test_the_fine_aspect_recipe_defaults_padim_to_a_320_px_short_side(tmp_path: Path) -> None:
+    code, out, err = run_cli("train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), "--recipe", "industrial-adapt-aspect-fine",
+                             "--dry-run")
+    assert code == 0, err
+    cfg = json.loads(out)
+    assert (cfg["recipe"], cfg["model"]["name"], cfg["model"]["kwargs"]["image_size"]) == ("industrial-adapt-aspect-fine", "vision_padim", "keep_aspect:320")
+    assert cfg["model"]["kwargs"]["backbone"] == "efficientnet_lite0"

@@ -125,7 +125,7 @@ def test_yaml_and_json_files(tmp_path: Path) -> None:
 
 
 def test_recipes_registry() -> None:
-    assert list_recipes() == ["industrial-adapt", "industrial-adapt-aspect", "industrial-adapt-fp40", "industrial-adapt-highres",
+    assert list_recipes() == ["industrial-adapt", "industrial-adapt-aspect", "industrial-adapt-aspect-fine", "industrial-adapt-fp40", "industrial-adapt-highres",
                               "micro-finetune-autoencoder"]
     info = get_recipe("industrial-adapt-highres").info()
     assert info["defaults"]["tiling"]["tile"] == 512 and info["steps"]
