@@ -75,10 +75,11 @@ def export_bundle(run: Path, out: Path, *, precision: str = "fp16", golden: int 
 PATCHCORE_REGISTRY_KWARGS: dict[str, Any] = {"image_size": 224, "backbone": "efficientnet_lite0", "coreset_ratio": 0.1}
 
 
-def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, recipe: str = "industrial-adapt", **kwargs: Any) -> Path:
+def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, recipe: str = "industrial-adapt",
+                      save_maps: bool = False, **kwargs: Any) -> Path:
     """``run_training`` of ``name`` under ``recipe`` (its model defaults under ``kwargs``, as
-    ``train`` does) on an MVTec-layout category (random-init and 64 px in ``quick`` mode);
-    returns the run directory."""
+    ``train`` does) on an MVTec-layout category (random-init and 64 px in ``quick`` mode), with
+    ``maps/`` when ``save_maps``; returns the run directory."""
     from pyimgano_deploy.workbench.config import TrainConfig
     from pyimgano_deploy.workbench.train import run_training
 
@@ -87,7 +88,7 @@ def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool,
     cfg = TrainConfig.from_dict({
         "name": name, "recipe": recipe, "model": {"name": name, "kwargs": model_kwargs},
         "dataset": {"kind": "mvtec", "root": str(category_dir.parent), "category": category_dir.name},
-        "output": {"dir": str(run), "report": False}, "seed": 0})
+        "output": {"dir": str(run), "report": False, "save_maps": save_maps}, "seed": 0})
     run_training(cfg, force=True, progress=False, log=log)
     return run
 

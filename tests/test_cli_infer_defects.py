@@ -93,11 +93,11 @@ def test_bundle_block_masks_overlays_and_rle(env: dict[str, Path], tmp_path: Pat
 def test_flags_override_bundle_block(env: dict[str, Path], tmp_path: Path) -> None:
     thr = _low_threshold(env["block"])
     flags = ["--pixel-threshold", repr(thr), "--min-area", "1", "--max-regions", "1", "--border-ignore-px", "0",
-             "--smoothing", "none", "--roi-xyxy-norm", "0", "0", "0.5", "1", "--hysteresis-low", repr(0.9 * thr)]
+             "--smoothing", "none", "--roi-xyxy-norm", "0", "0", "0.5", "1", "--hysteresis-low", repr(0.9 * thr), "--core-ratio", "0.5"]
     summary, records = _run(env["block"], env["images"], tmp_path / "o.jsonl", "--defects", *flags)
     expected = BLOCK.with_overrides(pixel_threshold_source="fixed", pixel_threshold_value=thr, min_area=1, max_regions=1,
                                     border_ignore_px=0, smoothing="none", roi_xyxy_norm=(0.0, 0.0, 0.5, 1.0),
-                                    hysteresis_low=0.9 * thr, hysteresis_low_ratio=None)
+                                    hysteresis_low=0.9 * thr, hysteresis_low_ratio=None, core_ratio=0.5)
     d = summary["defects"]
     assert d["base"] == "bundle" and d["config"] == expected.to_dict()
     assert d["overrides"]["min_area"] == 1 and d["overrides"]["roi_xyxy_norm"] == [0.0, 0.0, 0.5, 1.0]

@@ -76,6 +76,8 @@ def test_unknown_keys_list_valid_ones() -> None:
         ({"min_solidity": -0.1}, r"'min_solidity' must be in \[0, 1\]"),
         ({"max_regions": 0}, r"'max_regions' must be an integer >= 1 or null"),
         ({"merge_gap_px": -2}, r"'merge_gap_px' must be an integer >= 0 or null"),
+        ({"core_ratio": 0.0}, r"'core_ratio' must be in \(0, 1\]"),
+        ({"core_ratio": 1.5}, r"'core_ratio' must be in \(0, 1\]"),
         ({"fill_holes": "yes"}, r"'fill_holes' must be true or false"),
         ({"min_score_mean": float("nan")}, r"'min_score_mean' must be a finite number"),
         ({"morph_shape": "cross"}, r"'morph_shape' must be one of"),

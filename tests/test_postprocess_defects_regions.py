@@ -136,6 +136,31 @@ def test_merge_bridges_mask_and_records_merged_from() -> None:
     assert_mask_matches_regions(res)
 
 
+
+def test_core_ratio_reports_each_region_by_the_pixels_near_its_peak() -> None:
+    m = blank()
+    m[10:40, 10:40] = 0.6  # a broad low plateau above the threshold (0.5) ...
+    m[20:23, 30:33] = 1.5  # ... with a small strong peak inside it
+    m[50:54, 50:54] = 0.8  # a second, separate region
+    whole = run(m)
+    core = run(m, core_ratio=0.5)
+    assert len(core.regions) == len(whole.regions) == 2
+    strong, weak = core.regions
+    assert strong.bbox_xyxy == (30, 20, 33, 23) and strong.area == 9 and strong.score_max == 1.5  # >= 0.5 + 0.5 * 1.0
+    assert weak.bbox_xyxy == (50, 50, 54, 54)  # a flat region is its own core
+    assert (core.mask <= whole.mask).all()
+    assert_mask_matches_regions(core)
+
+
+def test_core_ratio_keeps_one_region_when_its_core_splits() -> None:
+    m = blank()
+    m[10:20, 10:40] = 0.6
+    m[14, 12] = m[14, 37] = 1.0  # two equal peaks: the first in raster order wins
+    (r,) = run(m, core_ratio=0.9).regions
+    assert r.bbox_xyxy == (12, 14, 13, 15) and r.area == 1
+    assert len(run(m, core_ratio=0.2).regions) == 1  # at a low ratio the core spans both peaks again
+
+
 def test_merge_is_transitive_and_handles_region_inside_a_hole() -> None:
     m = blank()
     for x0 in (4, 14, 24, 34):  # chain: 4 px gaps

@@ -31,6 +31,7 @@ FLAGS: dict[str, str] = {
     "smoothing_sigma": "--smoothing-sigma",
     "hysteresis_low": "--hysteresis-low",
     "min_area": "--min-area",
+    "core_ratio": "--core-ratio",
     "max_regions": "--max-regions",
     "save_masks": "--save-masks",
     "save_overlays": "--save-overlays",
@@ -83,6 +84,9 @@ def defects_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--hysteresis-low", type=float, default=None,
                      help="Absolute low threshold: keep pixels >= it that touch a pixel >= the pixel threshold."),
         click.option("--min-area", type=click.IntRange(min=0), default=None, help="Drop regions smaller than this (map px)."),
+        click.option("--core-ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+                     help="Report each region by its core: the pixels at or above threshold + RATIO x (peak - threshold) "
+                          "connected to its peak. Tight boxes around small defects; the number of regions does not change."),
         click.option("--max-regions", type=click.IntRange(min=1), default=None, help="Keep at most this many regions per image."),
         click.option("--save-masks", type=click.Path(file_okay=False), default=None,
                      help="Save each defect mask as a PNG (map resolution, 0/255) here."),
@@ -140,7 +144,7 @@ class DefectsFlags:
             out["pixel_threshold_quantile"] = float(v["pixel_normal_quantile"])
         if "roi_xyxy_norm" in v:
             out["roi_xyxy_norm"] = tuple(v["roi_xyxy_norm"])
-        for key in ("border_ignore_px", "smoothing", "smoothing_ksize", "smoothing_sigma", "min_area", "max_regions"):
+        for key in ("border_ignore_px", "smoothing", "smoothing_ksize", "smoothing_sigma", "min_area", "core_ratio", "max_regions"):
             if key in v:
                 out[key] = v[key]
         if "hysteresis_low" in v:  # an absolute low replaces a ratio from the bundle / preset

@@ -6,7 +6,7 @@ fixed order (see ``pipeline.extract_defects``):
 1. pixel threshold (``pixel_threshold_source``) 2. ROI gating 3. border ignore 4. map smoothing
 5. binarisation, with hysteresis when asked 6. morphology (open, then close) 7. fill holes
 8. connected components (8-connectivity) 9. region filters 10. merge nearby regions
-11. deterministic order and ids 12. ``max_regions``.
+11. region cores 12. deterministic order and ids 13. ``max_regions``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,11 @@ class DefectsConfig:
         merge_gap_px: regions separated by at most this many background pixels (Euclidean
             distance between nearest pixel centres minus 1) are merged into one, and the mask is
             bridged between them; ``None`` = off.
+        core_ratio: report each region by its core (after merging): the pixels at or above
+            ``high + core_ratio × (peak − high)`` of the smoothed map that are 8-connected to the
+            region's peak, ratio in (0, 1]; ``None`` = off. The filters judged the whole region,
+            so the number of regions does not change, only their extent: tight boxes around
+            small defects, but a region spanning several defects keeps only the strongest.
         max_regions: keep only the first N regions in the deterministic order (score_max desc,
             area desc, top y, left x); the others are removed from the mask too. ``None`` = all.
     """
@@ -96,6 +101,7 @@ class DefectsConfig:
     max_aspect_ratio: float | None = None
     min_solidity: float | None = None
     merge_gap_px: int | None = None
+    core_ratio: float | None = None
     max_regions: int | None = None
 
     def __post_init__(self) -> None:
@@ -245,6 +251,7 @@ def _validate(cfg: DefectsConfig) -> None:
     _float(cfg, "max_aspect_ratio", lo=1.0)
     _float(cfg, "min_solidity", lo=0.0, hi=1.0)
     _int(cfg, "merge_gap_px", lo=0, optional=True)
+    _float(cfg, "core_ratio", lo=0.0, hi=1.0, lo_open=True)
     _int(cfg, "max_regions", lo=1, optional=True)
 
 

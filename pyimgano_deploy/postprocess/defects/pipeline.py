@@ -134,6 +134,8 @@ def extract_defects(
     mask = (labels > 0).astype(np.uint8)
     if config.merge_gap_px is not None and len(comps) > 1:
         mask = merge_nearby(mask, labels, comps, config.merge_gap_px) & valid.astype(np.uint8)
+    if config.core_ratio is not None:
+        mask = steps.region_cores(mask, smoothed, high, config.core_ratio)
 
     return _finalise(mask, labels, amap, config, high, low, size)
 

@@ -95,6 +95,28 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n) - 1
 
 
+
+def region_cores(mask: np.ndarray, level_map: np.ndarray, high: float, ratio: float) -> np.ndarray:
+    """Each 8-connected region of ``mask`` reduced to its core: the pixels at or above
+    ``high + ratio × (peak − high)`` (``peak``: the region's maximum of ``level_map``) that are
+    8-connected to its first peak pixel in raster order. One region in, one region out;
+    ``uint8 [H, W]`` in {0, 1}."""
+    labels, n = label_components(mask)
+    if n == 0:
+        return np.zeros(mask.shape, dtype=np.uint8)
+    flat, lab = level_map.ravel(), labels.ravel()
+    peaks = np.full(n + 1, -np.inf)
+    np.maximum.at(peaks, lab, flat)
+    level = high + ratio * (peaks[labels] - high)
+    core = (labels > 0) & (level_map >= level)
+    core_labels, _ = label_components(core)
+    at_peak = np.flatnonzero((lab > 0) & (flat == peaks[lab]))
+    _, first = np.unique(lab[at_peak], return_index=True)  # each region's first peak pixel
+    keep = np.zeros(int(core_labels.max()) + 1, dtype=bool)
+    keep[core_labels.ravel()[at_peak[first]]] = True
+    keep[0] = False
+    return keep[core_labels].astype(np.uint8)
+
 def binarize(smoothed: np.ndarray, high: float, low: float | None, valid: np.ndarray) -> np.ndarray:
     """``value >= high`` inside ``valid``; with ``low``, hysteresis: pixels ``>= low`` are kept
     only in 8-connected groups (within ``valid``) that hold at least one ``>= high`` pixel."""
