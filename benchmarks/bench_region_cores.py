@@ -23,10 +23,11 @@ from typing import Any
 import _common as C
 from _rundir import train_cli_default
 
-#: (name, model, kwargs): the default recipe's PatchCore and the aligned-parts PaDiM recipe
+#: (name, model, kwargs): the default recipe's PatchCore and the two aligned-parts PaDiM recipes
 CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("industrial-adapt (PatchCore)", "vision_patchcore", {}),
     ("industrial-adapt-aspect (PaDiM lite1)", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
+    ("industrial-adapt-aspect-fine (PaDiM 320 px)", "vision_padim", {"image_size": "keep_aspect:320"}),
 )
 RECIPE = "industrial-adapt-fp40"
 
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=C.REPO_ROOT.parent / "shared" / "data")
     p.add_argument("--categories", default=None, help="comma-separated (default: every category under --root)")
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated core ratios in (0, 1]")
+    p.add_argument("--only", default=None, help="comma-separated indices into CONFIGS")
     p.add_argument("--quick", action="store_true", help="generated images, random init, small models")
     return p.parse_args(argv)
 
@@ -91,9 +93,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             names = args.categories.split(",") if args.categories else None
             dirs = [args.root / c for c in names] if names else sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
         for category_dir in dirs:
-            for name, model, kwargs in CONFIGS:
+            for name, model, kwargs in ([CONFIGS[int(i)] for i in args.only.split(",")] if args.only else CONFIGS):
                 if args.quick:
-                    kwargs = {k: (v.replace("keep_aspect", "keep_aspect:64") if k == "image_size" else v) for k, v in kwargs.items()}
+                    kwargs = {k: ("keep_aspect:64" if k == "image_size" else v) for k, v in kwargs.items()}
                 C.log(f"{category_dir.name}: {name}")
                 slug = "".join(ch if ch.isalnum() else "_" for ch in name)
                 run_dir = train_cli_default(model, category_dir, work / category_dir.name / slug, quick=args.quick, recipe=RECIPE,
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for ratio in ratios:
                     table.append({"category": category_dir.name, "config": name, "pixel_threshold": threshold,
                                   **figures(threshold, maps, masks, labels, ratio)})
-    doc.update({"table": table, "rule": "a predicted region is a true positive when >= 10 % of it lies on the mask"})
+    doc.update({"table": table, "rule": "a predicted region is a true positive when >= 10 % of it lies on the mask", "threads": threads})
     return doc
 
 

@@ -20,6 +20,7 @@ EXPECTED = {
     "bench_contamination.py": {"results", "category", "threads"},
     "bench_int8.py": {"gemm", "categories", "threads"},
     "bench_accuracy.py": {"table", "tried", "threads"},
+    "bench_region_cores.py": {"table", "rule", "threads"},
 }
 if importlib.util.find_spec("ray") is not None:  # the ray extra is optional
     EXPECTED["bench_ray.py"] = {"models", "driver_memory", "threads"}
@@ -84,3 +85,11 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
     assert runtime["runtime_import"]["import_s_median"] > 0
     runs = runtime["infer_memory"]["runs"]
     assert all(r["n_records"] == r["n_images"] and r["peak_rss_mb"] for r in runs)
+
+    cores = docs["bench_region_cores.py"]["table"]
+    assert {r["config"] for r in cores} and [r["core_ratio"] for r in cores[:4]] == [None, 0.25, 0.5, 0.75]
+    for config in {r["config"] for r in cores}:  # cores move and shrink regions; they never add or drop one
+        rows = [r for r in cores if r["config"] == config]
+        assert len({(r["defective_images_with_a_region"], r["false_regions_per_normal_image"]) for r in rows}) == 1
+        areas = [r["mean_region_area_px"] for r in rows if r["mean_region_area_px"] is not None]
+        assert areas == sorted(areas, reverse=True)
