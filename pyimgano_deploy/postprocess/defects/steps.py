@@ -101,21 +101,24 @@ def region_cores(mask: np.ndarray, level_map: np.ndarray, high: float, ratio: fl
     ``high + ratio × (peak − high)`` (``peak``: the region's maximum of ``level_map``) that are
     8-connected to its first peak pixel in raster order. One region in, one region out;
     ``uint8 [H, W]`` in {0, 1}."""
-    labels, n = label_components(mask)
-    if n == 0:
+    # OpenCV's own numbering is enough here: the result does not depend on it.
+    n, labels = cv2.connectedComponents(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    if n == 1:
         return np.zeros(mask.shape, dtype=np.uint8)
-    flat, lab = level_map.ravel(), labels.ravel()
-    peaks = np.full(n + 1, -np.inf)
-    np.maximum.at(peaks, lab, flat)
-    level = high + ratio * (peaks[labels] - high)
-    core = (labels > 0) & (level_map >= level)
-    core_labels, _ = label_components(core)
-    at_peak = np.flatnonzero((lab > 0) & (flat == peaks[lab]))
+    fg = np.flatnonzero(labels.ravel())  # raster order; the work is over region pixels only
+    lab, vals = labels.ravel()[fg], level_map.ravel()[fg]
+    peaks = np.full(n, -np.inf)
+    np.maximum.at(peaks, lab, vals)
+    core = np.zeros(mask.size, dtype=np.uint8)
+    core[fg[vals >= high + ratio * (peaks[lab] - high)]] = 1
+    _, core_labels = cv2.connectedComponents(core.reshape(mask.shape), connectivity=8, ltype=cv2.CV_32S)
+    at_peak = np.flatnonzero(vals == peaks[lab])
     _, first = np.unique(lab[at_peak], return_index=True)  # each region's first peak pixel
     keep = np.zeros(int(core_labels.max()) + 1, dtype=bool)
-    keep[core_labels.ravel()[at_peak[first]]] = True
+    keep[core_labels.ravel()[fg[at_peak[first]]]] = True
     keep[0] = False
     return keep[core_labels].astype(np.uint8)
+
 
 def binarize(smoothed: np.ndarray, high: float, low: float | None, valid: np.ndarray) -> np.ndarray:
     """``value >= high`` inside ``valid``; with ``low``, hysteresis: pixels ``>= low`` are kept
