@@ -211,6 +211,21 @@ def test_fp40_recipe_writes_the_defects_block_and_force_overwrites(tmp_path: Pat
     assert not (run / "maps").exists() and (run / "notes.txt").read_text() == "keep me"
 
 
+
+def test_a_run_written_before_a_defects_knob_existed_stays_valid(tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    _json_out(_train("--dataset", "synthetic", "--recipe", "industrial-adapt-fp40", "--out", str(run), "--no-progress", "--json",
+                     *TINY_SYNTHETIC, "--model-kwargs", TINY_MODEL))
+    for name in ("config.json", "artifacts/infer_config.json"):  # as an older toolkit wrote them: no core_ratio
+        doc = _read(run, name)
+        del doc["defects"]["core_ratio"]
+        (run / name).write_text(json.dumps(doc))
+    assert validate_run_dir(run) == []
+    doc = _read(run, "artifacts/infer_config.json")
+    doc["defects"]["min_area"] += 1
+    (run / "artifacts/infer_config.json").write_text(json.dumps(doc))
+    assert "defects differ" in "\n".join(validate_run_dir(run))
+
 def test_all_categories_on_a_two_category_tree(tmp_path: Path) -> None:
     from pyimgano_deploy.datasets import generate_synthetic_dataset
 

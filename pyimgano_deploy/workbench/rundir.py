@@ -313,10 +313,24 @@ def _validate_single(root: Path, prefix: str = "") -> list[str]:
                 problems.append(f"{REPORT_HTML}: missing (output.report is true)")
             if infer_cfg is not None and infer_cfg.get("tiling") != resolved.tiling:
                 problems.append(f"{INFER_CONFIG}: tiling differs from {CONFIG} tiling")
-            if infer_cfg is not None and infer_cfg.get("defects") != resolved.defects:
+            if infer_cfg is not None and _resolved_defects(infer_cfg.get("defects")) != resolved.defects:
                 problems.append(f"{INFER_CONFIG}: defects differ from {CONFIG} defects")
     _check_per_image(root, report, problems)
     return [f"{prefix}{p}" for p in problems]
+
+
+def _resolved_defects(block: Any) -> Any:
+    """A run's defects block with every knob filled in (a run written before a knob existed
+    has none of it), so that it compares with the resolved ``config.json``; anything that is
+    not a valid block is returned as it is, to differ."""
+    from pyimgano_deploy.postprocess.defects import DefectsConfig
+
+    if not isinstance(block, dict):
+        return block
+    try:
+        return DefectsConfig.from_dict(block).to_dict()
+    except (TypeError, ValueError):
+        return block
 
 
 def validate_run_dir(path: str | Path) -> list[str]:
