@@ -57,6 +57,7 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ensemble keep_aspect: patchcore bank 1 % + padim lite1", "vision_ensemble",
      {"image_size": "keep_aspect", "members": [{"name": "vision_patchcore", "kwargs": {"coreset_ratio": 0.01}},
                                                {"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite1"}}]}),
+    ("patchcore keep_aspect, bank 1 %, k = 3", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "k": 3}),
 )
 RECIPE = "industrial-adapt-fp40"
 
