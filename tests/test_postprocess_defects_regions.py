@@ -161,6 +161,18 @@ def test_core_ratio_keeps_one_region_when_its_core_splits() -> None:
     assert len(run(m, core_ratio=0.2).regions) == 1  # at a low ratio the core spans both peaks again
 
 
+
+def test_a_region_peaking_below_the_threshold_keeps_its_peak_as_core() -> None:
+    from pyimgano_deploy.postprocess.defects.steps import region_cores
+
+    level = blank()
+    level[5:15, 5:15] = 0.3
+    level[9, 9] = 0.4  # below the high threshold, as opening or closing can leave a region
+    mask = (level > 0).astype(np.uint8)
+    core = region_cores(mask, level, THR, 0.5)
+    assert core.sum() == 1 and core[9, 9] == 1
+
+
 def test_merge_is_transitive_and_handles_region_inside_a_hole() -> None:
     m = blank()
     for x0 in (4, 14, 24, 34):  # chain: 4 px gaps

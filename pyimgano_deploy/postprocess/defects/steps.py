@@ -95,12 +95,11 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n) - 1
 
 
-
 def region_cores(mask: np.ndarray, level_map: np.ndarray, high: float, ratio: float) -> np.ndarray:
     """Each 8-connected region of ``mask`` reduced to its core: the pixels at or above
-    ``high + ratio × (peak − high)`` (``peak``: the region's maximum of ``level_map``) that are
-    8-connected to its first peak pixel in raster order. One region in, one region out;
-    ``uint8 [H, W]`` in {0, 1}."""
+    ``high + ratio × (peak − high)`` (``peak``: the region's maximum of ``level_map``; at most
+    ``peak``) that are 8-connected to its first peak pixel in raster order. One region in, one
+    region out; ``uint8 [H, W]`` in {0, 1}."""
     # OpenCV's own numbering is enough here: the result does not depend on it.
     n, labels = cv2.connectedComponents(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if n == 1:
@@ -109,10 +108,13 @@ def region_cores(mask: np.ndarray, level_map: np.ndarray, high: float, ratio: fl
     lab, vals = labels.ravel()[fg], level_map.ravel()[fg]
     peaks = np.full(n, -np.inf)
     np.maximum.at(peaks, lab, vals)
+    peak = peaks[lab]
+    # A region can peak below ``high`` (opening, closing or hysteresis shaped it): its core is its peak.
+    level = np.minimum(peak, high + ratio * (peak - high))
     core = np.zeros(mask.size, dtype=np.uint8)
-    core[fg[vals >= high + ratio * (peaks[lab] - high)]] = 1
+    core[fg[vals >= level]] = 1
     _, core_labels = cv2.connectedComponents(core.reshape(mask.shape), connectivity=8, ltype=cv2.CV_32S)
-    at_peak = np.flatnonzero(vals == peaks[lab])
+    at_peak = np.flatnonzero(vals == peak)
     _, first = np.unique(lab[at_peak], return_index=True)  # each region's first peak pixel
     keep = np.zeros(int(core_labels.max()) + 1, dtype=bool)
     keep[core_labels.ravel()[fg[at_peak[first]]]] = True
