@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def test_maps(run: Path) -> tuple[float, list[Any], list[Any], list[int]]:
+def maps_of_test_split(run: Path) -> tuple[float, list[Any], list[Any], list[int]]:
     """(pixel threshold, test maps, ground-truth masks on the map grid or None, labels) of a run."""
     import cv2
     import numpy as np
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 slug = "".join(ch if ch.isalnum() else "_" for ch in name)
                 run_dir = train_cli_default(model, category_dir, work / category_dir.name / slug, quick=args.quick, recipe=RECIPE,
                                             save_maps=True, **kwargs)
-                threshold, maps, masks, labels = test_maps(run_dir)
+                threshold, maps, masks, labels = maps_of_test_split(run_dir)
                 for ratio in ratios:
                     table.append({"category": category_dir.name, "config": name, "pixel_threshold": threshold,
                                   **figures(threshold, maps, masks, labels, ratio)})
