@@ -58,6 +58,14 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
      {"image_size": "keep_aspect", "members": [{"name": "vision_patchcore", "kwargs": {"coreset_ratio": 0.01}},
                                                {"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite1"}}]}),
     ("patchcore keep_aspect, bank 1 %, k = 3", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "k": 3}),
+    # The issue's "choice of stages and the feature resolution": the finer s4 stage pooled onto the s8 grid,
+    # the coarser s32 stage added, and the whole grid at stride 4 (4x the queries, so a 0.25 % bank).
+    ("patchcore keep_aspect, bank 1 %, stages s8 + s4 + s16", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "stages": ["s8", "s4", "s16"]}),
+    ("patchcore keep_aspect, bank 1 %, stages s8 + s16 + s32", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "stages": ["s8", "s16", "s32"]}),
+    ("patchcore keep_aspect, bank 0.25 %, stride-4 grid (stages s4 + s8 + s16)", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.0025, "stages": ["s4", "s8", "s16"]}),
 )
 RECIPE = "industrial-adapt-fp40"
 
@@ -72,13 +80,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def quick_size(image_size: Any) -> Any:
+    """A row's ``image_size`` in quick mode: any ``keep_aspect[:S]`` policy at a 64 px short side."""
+    from pyimgano_deploy.workbench.size_policy import KEEP_ASPECT, is_size_policy
+
+    return f"{KEEP_ASPECT}:64" if is_size_policy(image_size) else image_size
+
+
 def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
     import json
 
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 
     if quick:
-        kwargs = {k: (v.replace("keep_aspect", "keep_aspect:64") if k == "image_size" else v) for k, v in kwargs.items()}
+        kwargs = {**kwargs, "image_size": quick_size(kwargs["image_size"])} if "image_size" in kwargs else kwargs
     slug = "".join(ch if ch.isalnum() else "_" for ch in name)
     run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=RECIPE, **kwargs)
     report = json.loads((run / "report.json").read_text())
