@@ -43,12 +43,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def maps_of_test_split(run: Path) -> tuple[float, list[Any], list[Any], list[int]]:
-    """(pixel threshold, test maps, ground-truth masks on the map grid or None, labels) of a run."""
-    import cv2
+    """(pixel threshold, test maps, ground-truth masks on the map grid or None, labels) of a run.
+    The masks are resized to the map as a whole, which is right only for a run without a center
+    crop or tiling; ValueError for one with either."""
     import numpy as np
 
     from pyimgano_deploy.inputs import read_mask
+    from pyimgano_deploy.workbench.region_eval import resize_nearest
 
+    config = json.loads((run / "config.json").read_text())
+    if config["model"]["kwargs"].get("center_crop") is not None or config.get("tiling") is not None:
+        raise ValueError(f"{run}: masks are resized to the whole map here, so the run must have neither a center crop nor tiling")
     threshold = json.loads((run / "report.json").read_text())["thresholds"]["pixel"]["value"]
     records = [json.loads(line) for line in (run / "per_image.jsonl").read_text().splitlines()]
     maps, masks, labels = [], [], []
@@ -57,7 +62,7 @@ def maps_of_test_split(run: Path) -> tuple[float, list[Any], list[Any], list[int
         mask = None if r.get("mask") is None else read_mask(r["mask"])
         maps.append(amap)
         labels.append(int(r["y_true"]))
-        masks.append(None if mask is None else cv2.resize(mask, amap.shape[::-1], interpolation=cv2.INTER_NEAREST))
+        masks.append(None if mask is None else resize_nearest(mask, amap.shape))
     return threshold, maps, masks, labels
 
 
