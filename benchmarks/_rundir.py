@@ -75,15 +75,23 @@ def export_bundle(run: Path, out: Path, *, precision: str = "fp16", golden: int 
 PATCHCORE_REGISTRY_KWARGS: dict[str, Any] = {"image_size": 224, "backbone": "efficientnet_lite0", "coreset_ratio": 0.1}
 
 
+def quick_size(image_size: Any) -> Any:
+    """A model's ``image_size`` in quick mode: any ``keep_aspect[:S]`` policy at a 64 px short side,
+    a fixed size as given."""
+    from pyimgano_deploy.workbench.size_policy import KEEP_ASPECT, is_size_policy
+
+    return f"{KEEP_ASPECT}:64" if is_size_policy(image_size) else image_size
+
+
 def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, recipe: str = "industrial-adapt",
                       save_maps: bool = False, **kwargs: Any) -> Path:
     """``run_training`` of ``name`` under ``recipe`` (its model defaults under ``kwargs``, as
-    ``train`` does) on an MVTec-layout category (random-init and 64 px in ``quick`` mode), with
+    ``train`` does) on an MVTec-layout category (random-init and 64 px, or a 64 px short side, in ``quick`` mode), with
     ``maps/`` when ``save_maps``; returns the run directory."""
     from pyimgano_deploy.workbench.config import TrainConfig
     from pyimgano_deploy.workbench.train import run_training
 
-    model_kwargs = {"pretrained": False, "image_size": 64, **kwargs} if quick else dict(kwargs)
+    model_kwargs = {"pretrained": False, **kwargs, "image_size": quick_size(kwargs.get("image_size", 64))} if quick else dict(kwargs)
     run = work / "runs" / f"{category_dir.name}_{name}"
     cfg = TrainConfig.from_dict({
         "name": name, "recipe": recipe, "model": {"name": name, "kwargs": model_kwargs},

@@ -80,20 +80,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def quick_size(image_size: Any) -> Any:
-    """A row's ``image_size`` in quick mode: any ``keep_aspect[:S]`` policy at a 64 px short side."""
-    from pyimgano_deploy.workbench.size_policy import KEEP_ASPECT, is_size_policy
-
-    return f"{KEEP_ASPECT}:64" if is_size_policy(image_size) else image_size
-
-
 def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
     import json
 
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 
-    if quick:
-        kwargs = {**kwargs, "image_size": quick_size(kwargs["image_size"])} if "image_size" in kwargs else kwargs
     slug = "".join(ch if ch.isalnum() else "_" for ch in name)
     run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=RECIPE, **kwargs)
     report = json.loads((run / "report.json").read_text())

@@ -99,8 +99,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dirs = [args.root / c for c in names] if names else sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
         for category_dir in dirs:
             for name, model, kwargs in ([CONFIGS[int(i)] for i in args.only.split(",")] if args.only else CONFIGS):
-                if args.quick:
-                    kwargs = {k: ("keep_aspect:64" if k == "image_size" else v) for k, v in kwargs.items()}
                 C.log(f"{category_dir.name}: {name}")
                 slug = "".join(ch if ch.isalnum() else "_" for ch in name)
                 run_dir = train_cli_default(model, category_dir, work / category_dir.name / slug, quick=args.quick, recipe=RECIPE,

@@ -1,4 +1,4 @@
-"""benchmarks/bench_accuracy.py: quick mode shrinks every size policy, whatever its short side."""
+"""benchmarks/: quick mode (``_rundir.train_cli_default``) shrinks every size policy, whatever its short side."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_accuracy import TRIED, quick_size  # noqa: E402
+from _rundir import quick_size  # noqa: E402
+from bench_accuracy import TRIED  # noqa: E402
 
 
 def test_quick_size_shrinks_every_keep_aspect_policy_and_keeps_fixed_sizes():
