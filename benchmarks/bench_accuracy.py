@@ -69,7 +69,7 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     # keep_aspect:320's 2x patches met a 2x bank (8 img/s); a 0.25 % bank holds about as many rows as the default's 1 %.
     ("patchcore keep_aspect:320, bank 0.25 %", "vision_patchcore", {**REGISTRY, "image_size": "keep_aspect:320", "coreset_ratio": 0.0025}),
     # Detectors II and SoftPatch at the default's input size: trained student-teacher maps, and the
-    # noise-robust bank (bsd_ballscrew's training normals are soiled too).
+    # noise-robust bank (some of bsd_ballscrew's normal images show lubricant soiling).
     ("stfpm keep_aspect", "vision_stfpm", {"image_size": "keep_aspect"}),
     ("reverse distillation keep_aspect", "vision_reverse_distillation", {"image_size": "keep_aspect"}),
     ("softpatch keep_aspect, bank 1 %", "vision_softpatch", {"image_size": "keep_aspect", "coreset_ratio": 0.01}),
