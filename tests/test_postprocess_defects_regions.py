@@ -161,7 +161,6 @@ def test_core_ratio_keeps_one_region_when_its_core_splits() -> None:
     assert len(run(m, core_ratio=0.2).regions) == 1  # at a low ratio the core spans both peaks again
 
 
-
 def test_a_region_peaking_below_the_threshold_keeps_its_peak_as_core() -> None:
     from pyimgano_deploy.postprocess.defects.steps import region_cores
 
