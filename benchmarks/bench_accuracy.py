@@ -73,6 +73,9 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("stfpm keep_aspect", "vision_stfpm", {"image_size": "keep_aspect"}),
     ("reverse distillation keep_aspect", "vision_reverse_distillation", {"image_size": "keep_aspect"}),
     ("softpatch keep_aspect, bank 1 %", "vision_softpatch", {"image_size": "keep_aspect", "coreset_ratio": 0.01}),
+    ("patchcore keep_aspect, bank 1 %, clahe", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "clahe"}),
+    ("padim keep_aspect, lite1, clahe", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1", "illumination": "clahe"}),
 )
 RECIPE = "industrial-adapt-fp40"
 

@@ -223,3 +223,40 @@ def test_crop_box_is_the_centre_crop_geometry():
     image = np.arange(10 * 13 * 3, dtype=np.uint8).reshape(10, 13, 3)
     top, left, h, w = pre.crop_box()
     np.testing.assert_array_equal(pre(image), image[top : top + h, left : left + w])
+
+
+def _shaded(h: int = 64, w: int = 96) -> np.ndarray:
+    """A low-contrast texture under light that fades from left to right."""
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 24, size=(h, w, 1))
+    light = np.linspace(40, 200, w)[None, :, None]
+    return np.clip(light + texture, 0, 255).astype(np.uint8).repeat(3, axis=2)
+
+
+def test_clahe_raises_local_contrast_where_the_light_is_dim():
+    img = _shaded()
+    out = Preprocess(size=(64, 96), contrast="clahe")(img)
+    assert out.shape == img.shape and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]
+    dim = slice(0, 24)
+    assert out[:, dim].astype(float).std() > 1.5 * img[:, dim].astype(float).std()
+
+
+def test_clahe_is_deterministic_and_runs_after_the_resize():
+    img = _shaded(128, 192)
+    pre = Preprocess(size=(64, 96), contrast="clahe")
+    a, b = pre(img), pre(img)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (64, 96, 3)
+
+
+def test_contrast_round_trips_and_is_written_only_when_set():
+    assert "contrast" not in Preprocess(size=(8, 8)).to_dict()
+    d = Preprocess(size=(8, 8), contrast="clahe").to_dict()
+    assert d["contrast"] == "clahe"
+    assert Preprocess.from_dict(d) == Preprocess(size=(8, 8), contrast="clahe")
+    assert Preprocess.from_dict({"size": [8, 8]}).contrast == "none"
+
+
+def test_an_unknown_contrast_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"preprocess 'contrast' must be one of \['none', 'clahe'\]; got 'histeq'"):
+        Preprocess.from_dict({"size": [8, 8], "contrast": "histeq"})

@@ -1,4 +1,5 @@
-"""The one host-side preprocessing step: resize (+ optional centre crop) -> uint8 NHWC RGB.
+"""The one host-side preprocessing step: resize (+ optional centre crop, + optional contrast
+equalisation, :mod:`.contrast`) -> uint8 NHWC RGB.
 
 Used by training, eager inference and the runtime alike (ARCHITECTURE.md §3). Everything
 after this (cast, scale, mean/std, layout) happens inside the model.
@@ -14,6 +15,7 @@ import cv2
 import numpy as np
 
 from pyimgano_deploy.checks import is_int, unknown_keys
+from pyimgano_deploy.inputs.contrast import CONTRASTS, equalize_contrast
 
 __all__ = ["INTERPOLATIONS", "Preprocess"]
 
@@ -25,7 +27,7 @@ INTERPOLATIONS: dict[str, int] = {
     "lanczos4": cv2.INTER_LANCZOS4,
 }
 
-_KEYS = ("size", "interpolation", "center_crop")
+_KEYS = ("size", "interpolation", "center_crop", "contrast")
 
 
 def _as_hw(value: object, key: str) -> tuple[int, int]:
@@ -41,7 +43,7 @@ def _as_hw(value: object, key: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Preprocess:
     """Resize to ``size`` ``(H, W)`` with a named OpenCV interpolation, then optionally crop
-    the centre ``center_crop`` ``(H, W)``.
+    the centre ``center_crop`` ``(H, W)``, then apply ``contrast`` (:data:`~.contrast.CONTRASTS`).
 
     The input must be a canonical image: ``(H, W, 3)`` uint8 RGB. When it already has
     ``size``, no resize is done (bit-exact identity). For the crop, the top-left corner is
@@ -51,9 +53,12 @@ class Preprocess:
     size: tuple[int, int]
     interpolation: str = "linear"
     center_crop: tuple[int, int] | None = None
+    contrast: str = "none"
 
     def __post_init__(self) -> None:
         size = _as_hw(self.size, "size")
+        if not isinstance(self.contrast, str) or self.contrast not in CONTRASTS:
+            raise ValueError(f"preprocess 'contrast' must be one of {list(CONTRASTS)}; got {self.contrast!r}")
         object.__setattr__(self, "size", size)
         if not isinstance(self.interpolation, str) or self.interpolation not in INTERPOLATIONS:
             raise ValueError(
@@ -99,6 +104,8 @@ class Preprocess:
         if self.center_crop is not None:
             top, left, ch, cw = self.crop_box()
             resized = resized[top : top + ch, left : left + cw]
+        if self.contrast != "none":
+            return equalize_contrast(resized, self.contrast)  # a new C-contiguous array
         out = np.empty(resized.shape, dtype=np.uint8)
         out[...] = resized
         return out
@@ -118,12 +125,17 @@ class Preprocess:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: ``{"size": [H, W], "interpolation": str, "center_crop": [h, w] | None}``."""
-        return {
+        """JSON-ready dict: ``{"size": [H, W], "interpolation": str, "center_crop": [h, w] | None}``,
+        plus ``"contrast"`` when it is not "none" (so bundles without it read as before, and a
+        reader that does not know the key refuses the bundle instead of skipping the step)."""
+        out: dict[str, Any] = {
             "size": list(self.size),
             "interpolation": self.interpolation,
             "center_crop": list(self.center_crop) if self.center_crop is not None else None,
         }
+        if self.contrast != "none":
+            out["contrast"] = self.contrast
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
@@ -139,4 +151,5 @@ class Preprocess:
             size=_as_hw(data["size"], "size"),
             interpolation=data.get("interpolation", "linear"),
             center_crop=data.get("center_crop"),
+            contrast=data.get("contrast", "none"),
         )

@@ -21,6 +21,7 @@ from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.models.backbones import FeatureExtractor, create_feature_extractor
 from pyimgano_deploy.models.detectors.batches import BatchSource, iter_batches, progress_bar
 from pyimgano_deploy.models.detectors.params import CommonParams
+from pyimgano_deploy.models.illumination import host_contrast
 from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration
 
 DETECTOR_SCHEMA_VERSION = "1.0"
@@ -48,7 +49,8 @@ class Detector(ABC):
             valid = sorted(self.Params.defaults())
             raise TypeError(f"{self.model_name}: {exc}; valid arguments: {valid}") from None
         p = self.params
-        self.preprocess = Preprocess(size=p.image_size, interpolation=p.interpolation, center_crop=p.center_crop)
+        self.preprocess = Preprocess(size=p.image_size, interpolation=p.interpolation, center_crop=p.center_crop,
+                                     contrast=host_contrast(p.illumination))
         self.device = torch.device(p.device)
         self.inference_module: nn.Module | None = None
         self.threshold: ThresholdCalibration | None = None

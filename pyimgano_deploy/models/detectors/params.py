@@ -64,7 +64,9 @@ class CommonParams:
     init), True (the backbone's published weights) or a path to a local state-dict file;
     ``illumination``: "standardize" rescales each image to a fixed mean and spread of its pixel
     values before the backbone (in the graph, so fit and runtime match), for parts whose
-    brightness varies; "none" leaves them as they are.
+    brightness varies; "clahe" equalises each image's local contrast on the host, in the
+    preprocessing step the bundle carries, for light that varies across a part; "none" leaves
+    them as they are.
     """
 
     backbone: str = "efficientnet_lite0"
