@@ -84,10 +84,11 @@ def quick_size(image_size: Any) -> Any:
 
 
 def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, recipe: str = "industrial-adapt",
-                      save_maps: bool = False, **kwargs: Any) -> Path:
+                      save_maps: bool = False, blocks: dict[str, Any] | None = None, **kwargs: Any) -> Path:
     """``run_training`` of ``name`` under ``recipe`` (its model defaults under ``kwargs``, as
     ``train`` does) on an MVTec-layout category (random-init and 64 px, or a 64 px short side, in ``quick`` mode), with
-    ``maps/`` when ``save_maps``; returns the run directory."""
+    ``maps/`` when ``save_maps`` and the config blocks of ``blocks`` (``tiling``, ``defects``, ``calibration``);
+    returns the run directory."""
     from pyimgano_deploy.workbench.config import TrainConfig
     from pyimgano_deploy.workbench.train import run_training
 
@@ -96,7 +97,7 @@ def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool,
     cfg = TrainConfig.from_dict({
         "name": name, "recipe": recipe, "model": {"name": name, "kwargs": model_kwargs},
         "dataset": {"kind": "mvtec", "root": str(category_dir.parent), "category": category_dir.name},
-        "output": {"dir": str(run), "report": False, "save_maps": save_maps}, "seed": 0})
+        "output": {"dir": str(run), "report": False, "save_maps": save_maps}, "seed": 0, **(blocks or {})})
     run_training(cfg, force=True, progress=False, log=log)
     return run
 

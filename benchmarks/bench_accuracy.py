@@ -76,8 +76,32 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("patchcore keep_aspect, bank 1 %, clahe", "vision_patchcore",
      {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "illumination": "clahe"}),
     ("padim keep_aspect, lite1, clahe", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1", "illumination": "clahe"}),
+    # The issue's "tile": 256 px tiles scored at 224 px, near the images' own scale (keep_aspect is 0.49 of
+    # it on bsd_ballscrew). About 10 tiles per image, so PatchCore gets a 0.25 % bank.
+    ("patchcore tiles 256 / stride 224, bank 0.25 %, top-100 mean", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.0025}),
+    ("patchcore tiles 256 / stride 224, bank 0.25 %, max", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.0025}),
+    ("padim tiles 256 / stride 224, lite1, max", "vision_padim", {"image_size": 224, "backbone": "efficientnet_lite1"}),
 )
 RECIPE = "industrial-adapt-fp40"
+#: the tiling block of the tiled rows of TRIED, by name; they run under the tiling recipe with the
+#: fp40 recipe's defects preset and pixel threshold, so their figures compare with the other rows
+_TILE_256 = {"tile": 256, "stride": 224, "blend": "hann"}
+TILING: dict[str, dict[str, Any]] = {
+    "patchcore tiles 256 / stride 224, bank 0.25 %, top-100 mean": {**_TILE_256, "score_reduction": "topk_mean", "topk": 100},
+    "patchcore tiles 256 / stride 224, bank 0.25 %, max": {**_TILE_256, "score_reduction": "max"},
+    "padim tiles 256 / stride 224, lite1, max": {**_TILE_256, "score_reduction": "max"},
+}
+
+
+def training_blocks(name: str) -> tuple[str, dict[str, Any]]:
+    """(recipe, extra config blocks) of the row called ``name``: the fp40 recipe, or for a tiled row the
+    tiling recipe with its ``tiling`` block and the fp40 recipe's ``defects`` and ``calibration`` defaults."""
+    if name not in TILING:
+        return RECIPE, {}
+    from pyimgano_deploy.workbench.recipes import get_recipe
+
+    fp40 = get_recipe(RECIPE)
+    return "industrial-adapt-highres", {"tiling": TILING[name], "defects": fp40.defaults()["defects"], "calibration": dict(fp40.calibration)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +120,8 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 
     slug = "".join(ch if ch.isalnum() else "_" for ch in name)
-    run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=RECIPE, **kwargs)
+    recipe, blocks = training_blocks(name)
+    run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=recipe, blocks=blocks, **kwargs)
     report = json.loads((run / "report.json").read_text())
     bundle = export_run(run, run.parent / "bundle", ExportOptions(force=True), log=C.log).bundle_dir
     paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
@@ -112,7 +137,7 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
     return {
         "config": name, "model": model, "backbone": hp.get("backbone"),
         "size_policy": (report["model"].get("size_policy") or {}).get("policy", "fixed"), "input_size": report["model"]["input_size"],
-        "bank_ratio": hp.get("coreset_ratio"), "illumination": hp.get("illumination", "none"),
+        "bank_ratio": hp.get("coreset_ratio"), "illumination": hp.get("illumination", "none"), "tiling": report.get("tiling"),
         "image_auroc": image.get("auroc"), "pixel_auroc": pixel.get("auroc"), "aupro": pixel.get("aupro"),
         "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
         "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},
