@@ -70,6 +70,13 @@ def export_bundle(run: Path, out: Path, *, precision: str = "fp16", golden: int 
     return export_run(run, out, ExportOptions(precision=precision, golden=golden, force=True), log=log)
 
 
+#: (name, model, kwargs) of the two shipped 224 px recipes trained under the default recipe's runner: its
+#: PatchCore, and the PaDiM of industrial-adapt-aspect
+RECIPE_CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("industrial-adapt (default recipe)", "vision_patchcore", {}),
+    ("industrial-adapt-aspect: padim keep_aspect, lite1", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
+)
+
 #: PatchCore's registry defaults (squashed 224 x 224, Lite0, 10 % bank): what the issues' "default
 #: 10 % bank" figures are measured on, spelled out because the default recipe now sets others
 PATCHCORE_REGISTRY_KWARGS: dict[str, Any] = {"image_size": 224, "backbone": "efficientnet_lite0", "coreset_ratio": 0.1}

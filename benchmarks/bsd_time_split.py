@@ -28,14 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import train_cli_default
+from _rundir import RECIPE_CONFIGS, train_cli_default
 
 CATEGORY = "bsd_ballscrew"
-#: (name, model, kwargs) trained under the default recipe: its PatchCore, and the PaDiM of industrial-adapt-aspect
-CONFIGS = (
-    ("industrial-adapt (default recipe)", "vision_patchcore", {}),
-    ("industrial-adapt-aspect: padim keep_aspect, lite1", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
-)
 #: ``01_200828110901_…``: the second field is the capture time, YYMMDDhhmmss
 _STAMP = re.compile(r"^\d+_(\d{12})_")
 
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{category_dir} not found: this analysis needs ../shared/data/{CATEGORY}")
         with tempfile.TemporaryDirectory(prefix="bsd_time_split_") as tmp:
             doc["runs"] = []
-            for i, (name, model, kwargs) in enumerate(CONFIGS):
+            for i, (name, model, kwargs) in enumerate(RECIPE_CONFIGS):
                 C.log(f"training {name}")
                 run = train_cli_default(model, category_dir, Path(tmp) / f"c{i}", quick=False, save_maps=True, **kwargs)
                 doc["runs"].append({"configuration": name, **analyse(run)})

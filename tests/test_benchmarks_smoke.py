@@ -21,6 +21,7 @@ EXPECTED = {
     "bench_int8.py": {"gemm", "categories", "threads"},
     "bench_accuracy.py": {"table", "tried", "threads"},
     "bench_region_cores.py": {"table", "rule", "threads"},
+    "split_spread.py": {"results", "threads"},
 }
 if importlib.util.find_spec("ray") is not None:  # the ray extra is optional
     EXPECTED["bench_ray.py"] = {"models", "driver_memory", "threads"}
@@ -93,3 +94,12 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
         assert len({(r["defective_images_with_a_region"], r["false_regions_per_normal_image"]) for r in rows}) == 1
         areas = [r["mean_region_area_px"] for r in rows if r["mean_region_area_px"] is not None]
         assert areas == sorted(areas, reverse=True)
+
+    spread = docs["split_spread.py"]["results"]
+    assert len(spread) == 2  # the two shipped recipes on the generated category
+    for entry in spread:
+        seeds = entry["per_seed"]
+        assert [r["seed"] for r in seeds] == [0, 1]
+        aurocs = [r["image_auroc"] for r in seeds]
+        assert entry["spread"]["image_auroc"]["min"] == round(min(aurocs), 4)
+        assert entry["spread"]["image_auroc"]["max"] == round(max(aurocs), 4)
