@@ -8,7 +8,8 @@ given with ``--runs``), and prints JSON with, per run:
 
 - ``auroc_all``: image AUROC over the whole test split of several reductions of the saved maps
   (model resolution): ``max`` (the detectors' own rule), ``mean``, ``median``, ``top1``/``top10``
-  (mean of the largest 1 % / 10 % of pixels);
+  (mean of the largest 1 % / 10 % of pixels), ``max_minus_median`` (a local contrast that ignores
+  a surface-wide offset);
 - ``auroc_shared_days``: the same, on the test images of the days that hold both normal and
   defective test images, where the capture day cannot tell the classes apart;
 - ``timestamp_auroc``: the AUROC of the capture time alone, as if it were a score;
@@ -44,12 +45,14 @@ def capture_time(path: str) -> str:
 
 
 def reductions(amap: Any) -> dict[str, float]:
-    """Image scores from one float map: max, mean, median and the means of its top 1 % / 10 %."""
+    """Image scores from one float map: max, mean, median, the means of its top 1 % / 10 %, and max − median."""
     import numpy as np
 
     v = np.sort(np.asarray(amap, dtype=np.float64).ravel())
     top = lambda share: float(v[-max(1, int(len(v) * share)):].mean())  # noqa: E731
-    return {"max": float(v[-1]), "mean": float(v.mean()), "median": float(np.median(v)), "top1": top(0.01), "top10": top(0.1)}
+    median = float(np.median(v))
+    return {"max": float(v[-1]), "mean": float(v.mean()), "median": median, "top1": top(0.01), "top10": top(0.1),
+            "max_minus_median": float(v[-1]) - median}
 
 
 def _aurocs(y: Any, scores: list[dict[str, float]]) -> dict[str, float | None]:

@@ -38,6 +38,12 @@ def test_reductions_of_a_map():
     assert r["top1"] == 99 and r["top10"] == pytest.approx(94.5)
 
 
+def test_max_minus_median_ignores_a_surface_wide_offset():
+    amap = np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert reductions(amap)["max_minus_median"] == pytest.approx(49.5)
+    assert reductions(amap + 7.0)["max_minus_median"] == pytest.approx(49.5)
+
+
 def test_a_whole_surface_shift_between_days_is_told_apart_from_the_shared_days(tmp_path):
     flat, raised = np.zeros((4, 4)), np.ones((4, 4))
     spike = flat.copy()
