@@ -81,6 +81,10 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("patchcore tiles 256 / stride 224, bank 0.25 %, top-100 mean", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.0025}),
     ("patchcore tiles 256 / stride 224, bank 0.25 %, max", "vision_patchcore", {**REGISTRY, "coreset_ratio": 0.0025}),
     ("padim tiles 256 / stride 224, lite1, max", "vision_padim", {"image_size": 224, "backbone": "efficientnet_lite1"}),
+    # Two PaDiMs whose backbones differ most among the aligned-parts rows (Lite1 ranks images best, Lite2 localises best).
+    ("ensemble keep_aspect: padim lite1 + padim lite2", "vision_ensemble",
+     {"image_size": "keep_aspect", "members": [{"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite1"}},
+                                               {"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite2"}}]}),
 )
 RECIPE = "industrial-adapt-fp40"
 #: the tiling block of the tiled rows of TRIED, by name; they run under the tiling recipe with the
