@@ -1,7 +1,8 @@
 """int8 engines and the re-ranked nearest-neighbour heads against fp32, side by side in one process.
 
 For each real category (``--categories``; generated images in ``--quick`` mode) it trains the
-PatchCore with its registry defaults (224 x 224, Lite0, 10 % bank) and PaDiM, then reports:
+PatchCore with its registry defaults (224 x 224, Lite0, 10 % bank; ``--patchcore-kwargs '{}'`` gives
+the default recipe's instead) and PaDiM (``--models`` picks either), then reports:
 
 - ``int8_gate``: ``export --precision int8`` (auto scope: int8 nearest-neighbour candidates for
   PatchCore, static QDQ backbone for PaDiM): passed, or the gate's numbers when it refuses;
@@ -35,6 +36,7 @@ from typing import Any
 import _common as C
 from _rundir import PATCHCORE_REGISTRY_KWARGS, timed_infer, train_cli_default
 
+MODELS = ("vision_patchcore", "vision_padim")
 RERANK = (16, 64)  # the PCA re-rank measured for comparison: candidates, principal directions
 
 
@@ -43,8 +45,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--root", type=Path, default=C.REPO_ROOT.parent / "shared" / "data")
     p.add_argument("--categories", default="bsd_ballscrew,hazelnut_toy")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", default="vision_patchcore,vision_padim", help="comma-separated, of the default")
+    p.add_argument("--patchcore-kwargs", type=_json_object, default=dict(PATCHCORE_REGISTRY_KWARGS),
+                   help="PatchCore's model kwargs as a JSON object over the default recipe's (default: the registry "
+                        "defaults, the issue's 10 %% bank at 224 x 224; '{}' is the default recipe)")
     p.add_argument("--quick", action="store_true", help="generated images, random init, small models")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        p.error(f"--models: unknown {sorted(unknown)}; choose from {list(MODELS)}")
+    return args
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--patchcore-kwargs``: a JSON object, or argparse's error naming what was given."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of model kwargs, got {text!r}")
+    return value
 
 
 def int8_gemm(n: int, threads: int) -> dict[str, Any]:
@@ -195,7 +218,8 @@ def _gate(run: Path, out: Path) -> tuple[dict[str, Any], Path | None]:
     return {"passed": True, "scope": engine["calibration"]["scope"], **result.parity["int8"].to_manifest()}, result.bundle_dir
 
 
-def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: dict[str, float]) -> dict[str, Any]:
+def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: dict[str, float], *,
+             models: tuple[str, ...] = MODELS, patchcore_kwargs: dict[str, Any] = PATCHCORE_REGISTRY_KWARGS) -> dict[str, Any]:
     from operator_share import operator_share
 
     from pyimgano_deploy.bundles import read_bundle
@@ -207,8 +231,8 @@ def category(category_dir: Path, work: Path, threads: int, quick: bool, limits: 
 
     paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
     doc: dict[str, Any] = {"test_images": len(paths)}
-    for name in ("vision_patchcore", "vision_padim"):
-        kwargs = PATCHCORE_REGISTRY_KWARGS if name == "vision_patchcore" else {}
+    for name in models:
+        kwargs = patchcore_kwargs if name == "vision_patchcore" else {}
         run = train_cli_default(name, category_dir, work, quick=quick, **kwargs)
         out = work / "bundles" / f"{category_dir.name}_{name}"
         entry: dict[str, Any] = {}
@@ -279,7 +303,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             dirs = [args.root / c for c in args.categories.split(",")]
         for category_dir in dirs:
             C.log(f"category {category_dir.name}")
-            results[category_dir.name] = category(category_dir, work, threads, args.quick, limits)
+            results[category_dir.name] = category(category_dir, work, threads, args.quick, limits,
+                                                  models=tuple(args.models.split(",")), patchcore_kwargs=args.patchcore_kwargs)
     doc.update({"categories": results, "threads": threads})
     return doc
 
