@@ -201,7 +201,9 @@ RECIPES: dict[str, Recipe] = {
             ),
             tiling=HIGHRES_TILING,
             notes=("tile >= model image_size (tiles are downsampled to the model input, never upsampled)",
-                   "fitting keeps all tiles of the fitting images in memory"),
+                   "fitting keeps all tiles of the fitting images in memory",
+                   "for position-free detectors (PatchCore, the memory banks): PaDiM's per-position Gaussians pool "
+                   "tiles from different places of the part (bsd_ballscrew: image AUROC 0.886 tiled, 0.941 untiled)"),
         ),
         _aligned_padim(
             "industrial-adapt-aspect",
