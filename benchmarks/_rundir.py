@@ -90,6 +90,24 @@ def quick_size(image_size: Any) -> Any:
     return f"{KEEP_ASPECT}:64" if is_size_policy(image_size) else image_size
 
 
+def category_dirs(root: Path, categories: str | None, work: Path, *, quick: bool) -> list[Path]:
+    """The MVTec-layout categories a per-category benchmark runs on: the comma-separated
+    ``categories`` under ``root`` (every folder of ``root`` with a ``train/`` when None), or in
+    ``quick`` mode one generated 64 px category under ``work``. SystemExit naming a named
+    category without ``train/``."""
+    if quick:
+        from pyimgano_deploy.datasets import generate_synthetic_dataset
+
+        return [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
+    if not categories:
+        return sorted(d for d in root.iterdir() if (d / "train").is_dir())
+    dirs = [root / c for c in categories.split(",")]
+    for d in dirs:
+        if not (d / "train").is_dir():
+            raise SystemExit(f"{d}: no train/ folder; expected an MVTec-layout category under --root {root}")
+    return dirs
+
+
 def train_cli_default(name: str, category_dir: Path, work: Path, *, quick: bool, recipe: str = "industrial-adapt",
                       save_maps: bool = False, blocks: dict[str, Any] | None = None, **kwargs: Any) -> Path:
     """``run_training`` of ``name`` under ``recipe`` (its model defaults under ``kwargs``, as

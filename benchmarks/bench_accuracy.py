@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import timed_infer, train_cli_default
+from _rundir import category_dirs, timed_infer, train_cli_default
 
 REGISTRY = {"image_size": 224, "backbone": "efficientnet_lite0"}  # the squashed Lite0 input of the registry defaults
 #: (name, model, kwargs): what was tried, each trained under the fp40 recipe (industrial-adapt plus
@@ -159,15 +159,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as tmp:
         work = Path(tmp)
         if args.quick:
-            from pyimgano_deploy.datasets import generate_synthetic_dataset
-
-            dirs = [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
             tried = [t for t in tried if t[0] in ("industrial-adapt (default recipe)", "padim keep_aspect")]
-        elif args.categories:
-            dirs = [args.root / c for c in args.categories.split(",")]
-        else:
-            dirs = sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
-        for category_dir in dirs:
+        for category_dir in category_dirs(args.root, args.categories, work, quick=args.quick):
             for name, model, kwargs in tried:
                 C.log(f"{category_dir.name}: {name}")
                 table.append({"category": category_dir.name, **row(name, model, kwargs, category_dir, work / category_dir.name, threads, args.quick)})

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import train_cli_default
+from _rundir import category_dirs, train_cli_default
 
 #: (name, model, kwargs): the default recipe's PatchCore and the two aligned-parts PaDiM recipes
 CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -90,14 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_region_cores_") as tmp:
         work = Path(tmp)
-        if args.quick:
-            from pyimgano_deploy.datasets import generate_synthetic_dataset
-
-            dirs = [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
-        else:
-            names = args.categories.split(",") if args.categories else None
-            dirs = [args.root / c for c in names] if names else sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
-        for category_dir in dirs:
+        for category_dir in category_dirs(args.root, args.categories, work, quick=args.quick):
             for name, model, kwargs in ([CONFIGS[int(i)] for i in args.only.split(",")] if args.only else CONFIGS):
                 C.log(f"{category_dir.name}: {name}")
                 slug = "".join(ch if ch.isalnum() else "_" for ch in name)

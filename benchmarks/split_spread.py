@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as C
-from _rundir import RECIPE_CONFIGS, train_cli_default
+from _rundir import RECIPE_CONFIGS, category_dirs, train_cli_default
 
 FIGURES = {"image_auroc": ("image", "auroc"), "pixel_auroc": ("pixel", "auroc"), "aupro": ("pixel", "aupro"),
            "recall_at_threshold": ("image", "recall"), "precision_at_threshold": ("image", "precision")}
@@ -61,17 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="split_spread_") as tmp:
         work = Path(tmp)
-        if args.quick:
-            from pyimgano_deploy.datasets import generate_synthetic_dataset
-
-            dirs = [Path(generate_synthetic_dataset(work / "data", seed=0, n_train=10, n_test=6, size=64))]
-        elif args.categories:
-            dirs = [args.root / c for c in args.categories.split(",")]
-        else:
-            dirs = sorted(d for d in args.root.iterdir() if (d / "train").is_dir())
-        for category_dir in dirs:
-            if not (category_dir / "train").is_dir():
-                raise SystemExit(f"{category_dir}: no train/ folder; expected an MVTec-layout category")
+        for category_dir in category_dirs(args.root, args.categories, work, quick=args.quick):
             for i, (name, model, kwargs) in enumerate(RECIPE_CONFIGS):
                 per_seed = []
                 for seed in seeds:

@@ -4,6 +4,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from split_spread import figures, spread  # noqa: E402
 
@@ -22,3 +24,14 @@ def test_figures_read_image_and_pixel_metrics_and_tolerate_a_missing_pixel_block
     report = {"metrics": {"image": {"auroc": 0.91, "recall": 0.7, "precision": 0.9}, "pixel": None}}
     assert figures(report) == {"image_auroc": 0.91, "pixel_auroc": None, "aupro": None,
                                "recall_at_threshold": 0.7, "precision_at_threshold": 0.9}
+
+
+def test_a_named_category_without_train_is_refused_with_its_path(tmp_path):
+    from _rundir import category_dirs
+
+    (tmp_path / "good" / "train").mkdir(parents=True)
+    (tmp_path / "other").mkdir()
+    assert category_dirs(tmp_path, None, tmp_path, quick=False) == [tmp_path / "good"]
+    with pytest.raises(SystemExit, match="no train/ folder") as err:
+        category_dirs(tmp_path, "good,other", tmp_path, quick=False)
+    assert str(tmp_path / "other") in str(err.value)
