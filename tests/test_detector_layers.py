@@ -103,8 +103,8 @@ def test_channel_selection_per_stage_equals_selecting_the_concatenation() -> Non
     g = torch.Generator().manual_seed(4)
     feats = [torch.randn(2, 6, 8, 8, generator=g), torch.randn(2, 5, 4, 4, generator=g), torch.randn(2, 3, 2, 2, generator=g)]
     select = torch.tensor([0, 2, 3, 9, 10])  # stage 0: some, stage 1: some, stage 2: none
-    full = PatchEmbedding([6, 5, 3], [4, 8, 16], (8, 8), aggregate=False)(feats)
-    got = PatchEmbedding([6, 5, 3], [4, 8, 16], (8, 8), aggregate=False, select_channels=select)(feats)
+    full = PatchEmbedding([6, 5, 3], [4, 8, 16], (8, 8), neighbourhood=1)(feats)
+    got = PatchEmbedding([6, 5, 3], [4, 8, 16], (8, 8), neighbourhood=1, select_channels=select)(feats)
     assert torch.equal(got, full.index_select(1, select))
 
 

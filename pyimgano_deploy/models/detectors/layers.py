@@ -30,8 +30,8 @@ def channel_pool_matrix(d_in: int, d_out: int) -> torch.Tensor:
 class PatchEmbedding(nn.Module):
     """Feature maps of several stages → one patch embedding ``[B, D, h, w]``.
 
-    Each stage is aggregated over its 3×3 neighbourhood (average, zero padding counted, as
-    in PatchCore), upsampled bilinearly to the grid of the first (finest) stage, and
+    Each stage is averaged over its ``neighbourhood × neighbourhood`` positions (zero padding
+    counted, as in PatchCore; 1 = no aggregation), upsampled bilinearly to the grid of the first (finest) stage, and
     concatenated; an optional final projection reduces the concatenation to
     ``projection_dim`` channels. ``select_channels`` (sorted, unique indices into the
     concatenation, PaDiM's random subset) is applied per stage *before* aggregation and
@@ -45,13 +45,15 @@ class PatchEmbedding(nn.Module):
         strides: list[int],
         grid: tuple[int, int],
         *,
-        aggregate: bool = True,
+        neighbourhood: int = 3,
         projection_dim: int | None = None,
         select_channels: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
-        self.aggregate = aggregate
+        if neighbourhood < 1 or neighbourhood % 2 == 0:
+            raise ValueError(f"neighbourhood must be an odd number >= 1 (1 = no aggregation), got {neighbourhood}")
+        self.neighbourhood = int(neighbourhood)
         self.channels = [int(c) for c in channels]
         # Decided here, not from runtime shapes, so tracing records no shape-dependent branch.
         self.resize = [int(s) != int(strides[0]) for s in strides]
@@ -97,8 +99,9 @@ class PatchEmbedding(nn.Module):
                 continue
             if keep == "some":
                 f = f.index_select(1, getattr(self, f"select_stage{i}"))
-            if self.aggregate:
-                f = F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
+            if self.neighbourhood > 1:
+                p = self.neighbourhood
+                f = F.avg_pool2d(f, kernel_size=p, stride=1, padding=p // 2, count_include_pad=True)
             if resize:
                 f = F.interpolate(f, size=self.grid, mode="bilinear", align_corners=False)
             parts.append(f)

@@ -105,7 +105,7 @@ class AnomalyDino(Detector):
     Params = AnomalyDinoParams
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
-        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), aggregate=False)
+        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), neighbourhood=1)
 
     def _grid(self, extractor: FeatureExtractor) -> tuple[int, int]:
         stride = extractor.stage_strides[extractor.stages[0]]

@@ -34,7 +34,7 @@ class PaDiM(Detector):
         total = sum(extractor.stage_channels[s] for s in extractor.stages)
         gen = torch.Generator().manual_seed(self.seed)
         select = torch.sort(torch.randperm(total, generator=gen)[: min(self.params.n_channels, total)]).values
-        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), aggregate=False, select_channels=select)
+        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), neighbourhood=1, select_channels=select)
 
     def _assemble(self, extractor: FeatureExtractor, embedding: PatchEmbedding, mean: torch.Tensor, inv_cov: torch.Tensor) -> AnomalyInferenceModule:
         scorer = MahalanobisDistance(mean, inv_cov, self._grid(extractor))

@@ -2,7 +2,8 @@
 coreset memory bank, nearest-neighbour patch scores.
 
 Choices, stated once:
-- Patch features: two mid-level stages, 3×3 neighbourhood average, the deeper stage
+- Patch features: two mid-level stages, averaged over a ``neighbourhood`` square of grid
+  positions (3 × 3 by default, the paper's p), the deeper stage
   upsampled bilinearly to the finer grid, concatenated; optional projection to a fixed
   dimension by channel-wise adaptive average pooling (as in the paper).
 - Patch score: Euclidean distance to the nearest bank entry (mean over the ``k`` nearest
@@ -113,7 +114,7 @@ class PatchCore(Detector):
     Params = PatchCoreParams
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
-        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), aggregate=True,
+        return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), neighbourhood=self.params.neighbourhood,
                                         projection_dim=self.params.projection_dim)
 
     def _assemble(self, extractor: FeatureExtractor, embedding: PatchEmbedding, bank: torch.Tensor, neighbors: torch.Tensor | None) -> AnomalyInferenceModule:

@@ -12,11 +12,14 @@ TOPK_LIMIT = 3840  # TensorRT's TopK limit
 
 @dataclass
 class PatchCoreParams(MapScoreParams):
-    """``projection_dim``: channels after adaptive pooling (None: keep all); ``coreset_ratio``:
+    """``neighbourhood``: side of the square of grid positions each patch feature is averaged
+    over (the paper's p; 1 = no aggregation); ``projection_dim``: channels after adaptive
+    pooling (None: keep all); ``coreset_ratio``:
     share of patches kept in the bank; ``k``: nearest neighbours averaged per patch;
     ``reweight``: the paper's image-score re-weighting over ``reweight_neighbors`` bank rows;
     ``bank_chunk_size``: bank columns per static GEMM chunk in the graph."""
 
+    neighbourhood: int = 3
     projection_dim: int | None = None
     coreset_ratio: float = 0.1
     coreset_projection_dim: int = 128
@@ -27,6 +30,8 @@ class PatchCoreParams(MapScoreParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
+            raise ValueError(f"neighbourhood must be an odd number >= 1 (1 = no aggregation, 3 = the paper's 3 × 3), got {self.neighbourhood}")
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
         if not 1 <= self.k <= TOPK_LIMIT:

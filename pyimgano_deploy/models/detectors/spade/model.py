@@ -94,7 +94,7 @@ class Spade(Detector):
         return tuple(self.params.stages) + (self.params.image_stage,)  # type: ignore[arg-type, operator]
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
-        return PatchEmbedding.of_stages(extractor, extractor.stages[:-1], self._grid(extractor), aggregate=False)
+        return PatchEmbedding.of_stages(extractor, extractor.stages[:-1], self._grid(extractor), neighbourhood=1)
 
     def gallery_bytes(self, n_images: int, extractor: FeatureExtractor) -> int:
         """fp32 bytes of the galleries for ``n_images`` fit images (the spec's memory formula)."""
