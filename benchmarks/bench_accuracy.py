@@ -7,8 +7,9 @@ the calibration split, the default threshold), exports the run, and scores the t
 the whole ``infer`` path. Per row: backbone, size policy and resolved size, bank ratio,
 illumination, image AUROC, pixel AUROC, AUPRO, recall and precision at the threshold, the fp40
 defects figures on the test split (defective images with a region, false regions per normal
-image, region recall and precision), whole-``infer`` images/s. Prints one JSON document, with
-a ``table`` of rows.
+image, region recall and precision), whole-``infer`` images/s. A row whose export fails the
+parity gate keeps its eager figures, with the gate's table in ``export_error`` and no speed.
+Prints one JSON document, with a ``table`` of rows.
 
     python benchmarks/bench_accuracy.py --root ../shared/data --threads 2
 """
@@ -85,6 +86,14 @@ TRIED: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ensemble keep_aspect: padim lite1 + padim lite2", "vision_ensemble",
      {"image_size": "keep_aspect", "members": [{"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite1"}},
                                                {"name": "vision_padim", "kwargs": {"backbone": "efficientnet_lite2"}}]}),
+    # PatchCore's local aggregation (the paper's p): 1 = each patch feature as the backbone gives it,
+    # so a pit a few pixels wide is not averaged with its 3 x 3 surroundings.
+    ("patchcore keep_aspect, bank 1 %, neighbourhood 1 (no aggregation)", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "neighbourhood": 1}),
+    ("patchcore keep_aspect, bank 1 %, neighbourhood 1, blur sigma 2", "vision_patchcore",
+     {**REGISTRY, "image_size": "keep_aspect", "coreset_ratio": 0.01, "neighbourhood": 1, "blur_sigma": 2.0}),
+    ("softpatch keep_aspect, bank 1 %, neighbourhood 1", "vision_softpatch",
+     {"image_size": "keep_aspect", "coreset_ratio": 0.01, "neighbourhood": 1}),
 )
 RECIPE = "industrial-adapt-fp40"
 #: the tiling block of the tiled rows of TRIED, by name; they run under the tiling recipe with the
@@ -121,13 +130,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work: Path, threads: int, quick: bool) -> dict[str, Any]:
     import json
 
+    from pyimgano_deploy.bundles.parity import ParityError
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 
     slug = "".join(ch if ch.isalnum() else "_" for ch in name)
     recipe, blocks = training_blocks(name)
     run = train_cli_default(model, category_dir, work / slug, quick=quick, recipe=recipe, blocks=blocks, **kwargs)
     report = json.loads((run / "report.json").read_text())
-    bundle = export_run(run, run.parent / "bundle", ExportOptions(force=True), log=C.log).bundle_dir
+    try:
+        bundle: Path | None = export_run(run, run.parent / "bundle", ExportOptions(force=True), log=C.log).bundle_dir
+        export_error = None
+    except ParityError as exc:  # the row keeps its eager figures and says why it has no bundle
+        bundle, export_error = None, str(exc)
     paths = sorted(str(p) for p in (category_dir / "test").rglob("*") if p.is_file())
     image, pixel = report["metrics"]["image"], report["metrics"]["pixel"] or {}
     hp = report["model"]["hyperparameters"]
@@ -146,7 +160,8 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
         "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
         "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},
         "fp40": fp40,
-        "infer_images_per_s": round(len(paths) / timed_infer(bundle, paths, threads)[0], 2), "fit_s": report["timings_s"].get("fit"),
+        "infer_images_per_s": None if bundle is None else round(len(paths) / timed_infer(bundle, paths, threads)[0], 2),
+        "fit_s": report["timings_s"].get("fit"), "export_error": export_error,
     }
 
 

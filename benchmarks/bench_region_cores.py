@@ -23,11 +23,13 @@ from typing import Any
 import _common as C
 from _rundir import category_dirs, train_cli_default
 
-#: (name, model, kwargs): the default recipe's PatchCore and the two aligned-parts PaDiM recipes
+#: (name, model, kwargs): the default recipe's PatchCore, the two aligned-parts PaDiM recipes, and the
+#: default without PatchCore's local aggregation (a finer map)
 CONFIGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("industrial-adapt (PatchCore)", "vision_patchcore", {}),
     ("industrial-adapt-aspect (PaDiM lite1)", "vision_padim", {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}),
     ("industrial-adapt-aspect-fine (PaDiM 320 px)", "vision_padim", {"image_size": "keep_aspect:320"}),
+    ("industrial-adapt, neighbourhood 1 (PatchCore without the 3 x 3 feature average)", "vision_patchcore", {"neighbourhood": 1}),
 )
 RECIPE = "industrial-adapt-fp40"
 

@@ -55,6 +55,35 @@ def reductions(amap: Any) -> dict[str, float]:
             "max_minus_median": float(v[-1]) - median}
 
 
+def shared_days(inputs: list[str], y: Any) -> Any:
+    """Boolean mask over ``inputs`` (labels ``y``): the images of the capture days that hold both
+    classes, where the day cannot tell normal from defective. ValueError for a file name without
+    bsd_ballscrew's capture time."""
+    import numpy as np
+
+    y = np.asarray(y)
+    days = np.asarray([capture_time(p)[:6] for p in inputs])
+    both = [d for d in set(days.tolist()) if len(set(y[days == d].tolist())) == 2]
+    return np.isin(days, both)
+
+
+def shared_days_auroc(run: Path) -> float | None:
+    """Image AUROC of a run's own test scores on the shared days (:func:`shared_days`); None when
+    the test file names carry no capture time or no day holds both classes."""
+    from pyimgano_deploy.workbench.metrics import image_auroc
+
+    test = [json.loads(line) for line in (run / "per_image.jsonl").read_text().splitlines() if line.strip()]
+    test = [r for r in test if r["split"] == "test"]
+    y = [r["y_true"] for r in test]
+    try:
+        keep = shared_days([r["input"] for r in test], y)
+    except ValueError:
+        return None
+    if not keep.any():
+        return None
+    return round(image_auroc([v for v, k in zip(y, keep) if k], [r["score"] for r, k in zip(test, keep) if k]), 4)
+
+
 def _aurocs(y: Any, scores: list[dict[str, float]]) -> dict[str, float | None]:
     from pyimgano_deploy.workbench.metrics import image_auroc
 
@@ -74,8 +103,8 @@ def analyse(run: Path) -> dict[str, Any]:
     y = np.asarray([r["y_true"] for r in test], dtype=np.int64)
     days = np.asarray([capture_time(r["input"])[:6] for r in test])
     scores = [reductions(np.load(run / r["map"])) for r in test]
-    shared = {d for d in set(days) if len(set(y[days == d])) == 2}
-    keep = np.isin(days, sorted(shared))
+    keep = shared_days([r["input"] for r in test], y)
+    shared = set(days[keep].tolist())
     threshold = float(test[0]["threshold"])
     above: dict[str, list[int]] = {}
     for r, d in zip(test, days):

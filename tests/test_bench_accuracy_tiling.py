@@ -33,3 +33,30 @@ def test_tiled_row_resolves_to_tiling_with_fp40_check(name: str, tmp_path: Path)
 def test_untiled_rows_use_the_fp40_recipe() -> None:
     assert all(bench_accuracy.training_blocks(n) == (bench_accuracy.RECIPE, {}) for n, _, _ in bench_accuracy.TRIED
                if n not in bench_accuracy.TILING)
+
+
+def test_a_row_whose_export_fails_the_gate_keeps_its_eager_figures(tmp_path: Path, monkeypatch) -> None:
+    import json
+
+    import pyimgano_deploy.exporters.bundle_export as bundle_export
+    from pyimgano_deploy.bundles.parity import ParityError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "report.json").write_text(json.dumps({
+        "metrics": {"image": {"auroc": 0.9, "recall": 0.7, "precision": 0.8}, "pixel": {"auroc": 0.99, "aupro": 0.8}},
+        "model": {"hyperparameters": {"backbone": "efficientnet_lite0"}, "input_size": [224, 224]},
+        "timings_s": {"fit": 1.0}}))
+    (tmp_path / "cat" / "test" / "good").mkdir(parents=True)
+    (tmp_path / "cat" / "test" / "good" / "a.png").write_bytes(b"")
+    monkeypatch.setattr(bench_accuracy, "train_cli_default", lambda *a, **k: run_dir)
+
+    def refuse(*a, **k):
+        raise ParityError("parity gate failed for model.onnx; nothing was written.")
+
+    monkeypatch.setattr(bundle_export, "export_run", refuse)
+    monkeypatch.setattr(bench_accuracy, "timed_infer", lambda *a: pytest.fail("no bundle to time"))
+    got = bench_accuracy.row("x", "vision_softpatch", {}, tmp_path / "cat", tmp_path / "work", 1, True)
+    assert got["image_auroc"] == 0.9 and got["aupro"] == 0.8
+    assert got["infer_images_per_s"] is None
+    assert "parity gate failed" in got["export_error"]

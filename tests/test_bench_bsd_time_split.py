@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bsd_time_split import analyse, capture_time, reductions  # noqa: E402
+from bsd_time_split import analyse, capture_time, reductions, shared_days_auroc  # noqa: E402
 
 
 def _run(tmp_path: Path, images: list[tuple[str, int, np.ndarray, float]]) -> Path:
@@ -71,3 +71,21 @@ def test_a_run_without_maps_is_refused_with_its_path(tmp_path):
     with pytest.raises(SystemExit, match="--save-maps") as err:
         analyse(tmp_path)
     assert str(tmp_path) in str(err.value)
+
+
+def test_shared_days_auroc_scores_only_the_days_with_both_classes(tmp_path):
+    flat = np.zeros((2, 2))
+    run = _run(tmp_path, [
+        ("01_200828100000_a.jpg", 0, flat, 9.0),   # a day with normals only: left out
+        ("01_200905100000_b.jpg", 0, flat, 2.0),
+        ("01_200905110000_c.jpg", 1, flat, 3.0),
+        ("01_200905120000_d.jpg", 0, flat, 4.0),
+        ("01_200906100000_e.jpg", 1, flat, 1.0),   # defective only: left out
+    ])
+    # on 5 September the defective image (3.0) beats one of its two normals (2.0, 4.0)
+    assert shared_days_auroc(run) == 0.5
+
+
+def test_shared_days_auroc_is_none_for_names_without_a_capture_time(tmp_path):
+    run = _run(tmp_path, [("000.png", 0, np.zeros((2, 2)), 1.0), ("001.png", 1, np.zeros((2, 2)), 2.0)])
+    assert shared_days_auroc(run) is None

@@ -35,3 +35,13 @@ def test_a_named_category_without_train_is_refused_with_its_path(tmp_path):
     with pytest.raises(SystemExit, match="no train/ folder") as err:
         category_dirs(tmp_path, "good,other", tmp_path, quick=False)
     assert str(tmp_path / "other") in str(err.value)
+
+
+@pytest.mark.parametrize("only", ["3", "-1", "a"])
+def test_only_out_of_range_or_not_an_index_is_an_argparse_error(only, capsys):
+    from split_spread import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--only", only, "--quick"])
+    assert err.value.code == 2
+    assert "--only" in capsys.readouterr().err

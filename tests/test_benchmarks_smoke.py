@@ -96,7 +96,7 @@ def test_benchmark_scripts_quick_mode_print_one_json_document():
         assert areas == sorted(areas, reverse=True)
 
     spread = docs["split_spread.py"]["results"]
-    assert len(spread) == 2  # the two shipped recipes on the generated category
+    assert len(spread) == 3  # the two shipped recipes and the default without local aggregation, on the generated category
     for entry in spread:
         seeds = entry["per_seed"]
         assert [r["seed"] for r in seeds] == [0, 1]
