@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from export_parity import eager_and_exported
 
 from pyimgano_deploy.models.detectors.layers import PatchEmbedding
 
@@ -55,17 +56,6 @@ def test_the_neighbourhood_is_recorded_with_the_hyperparameters() -> None:
 
 
 def test_patchcore_without_aggregation_exports_with_parity(tmp_path) -> None:
-    from pyimgano_deploy.exporters.onnx_export import export_module, onnx_outputs
-    from pyimgano_deploy.models import create_model
-
-    rng = np.random.default_rng(0)
-    base = rng.integers(70, 130, size=(1, 48, 48, 3))
-    images = np.clip(base + rng.integers(-25, 25, size=(12, 48, 48, 3)), 0, 255).astype(np.uint8)
-    det = create_model("vision_patchcore", pretrained=False, image_size=48, progress=False, neighbourhood=1)
-    det.fit(images[:9], input_format="rgb_u8_hwc")
-    batch = det.preprocess.batch(list(images[9:]))
-    eager, eager_maps = det.predict_batch(batch)
-    export_module(det.inference_module, batch[:2], tmp_path / "m.onnx")
-    exported, exported_maps = onnx_outputs(tmp_path / "m.onnx", batch)
+    (eager, eager_maps), (exported, exported_maps) = eager_and_exported("vision_patchcore", tmp_path, n_fit=9, n_test=3, neighbourhood=1)
     assert np.allclose(exported, eager, rtol=1e-4, atol=1e-5)
     assert np.allclose(exported_maps, eager_maps, rtol=1e-4, atol=1e-5)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+from export_parity import eager_and_exported
 
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
 from pyimgano_deploy.models.detectors.patchcore.model import ImageScoreReweight, bank_self_neighbors
@@ -43,16 +44,5 @@ def test_an_isolated_nearest_patch_weighs_more_than_a_dense_one() -> None:
 
 
 def test_the_exported_reweighted_score_matches_eager(tmp_path) -> None:
-    from pyimgano_deploy.exporters.onnx_export import export_module, onnx_outputs
-    from pyimgano_deploy.models import create_model
-
-    rng = np.random.default_rng(0)
-    base = rng.integers(70, 130, size=(1, 48, 48, 3))
-    images = np.clip(base + rng.integers(-25, 25, size=(14, 48, 48, 3)), 0, 255).astype(np.uint8)
-    det = create_model("vision_patchcore", pretrained=False, image_size=48, progress=False, reweight=True, reweight_neighbors=4)
-    det.fit(images[:10], input_format="rgb_u8_hwc")
-    batch = det.preprocess.batch(list(images[10:]))
-    eager, _ = det.predict_batch(batch)
-    export_module(det.inference_module, batch[:2], tmp_path / "m.onnx")
-    exported, _ = onnx_outputs(tmp_path / "m.onnx", batch)
+    (eager, _), (exported, _) = eager_and_exported("vision_patchcore", tmp_path, reweight=True, reweight_neighbors=4)
     assert np.allclose(exported, eager, rtol=1e-4, atol=1e-5)
