@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyimgano_deploy.models.detectors.params import require_neighbourhood
+
 
 def channel_pool_matrix(d_in: int, d_out: int) -> torch.Tensor:
     """``[d_out, d_in]`` matrix equal to 1-D adaptive average pooling over channels.
@@ -31,8 +33,8 @@ class PatchEmbedding(nn.Module):
     """Feature maps of several stages → one patch embedding ``[B, D, h, w]``.
 
     Each stage is averaged over its ``neighbourhood × neighbourhood`` positions (zero padding
-    counted, as in PatchCore; 1 = no aggregation), upsampled bilinearly to the grid of the first (finest) stage, and
-    concatenated; an optional final projection reduces the concatenation to
+    counted, as in PatchCore; 1 = no aggregation), upsampled bilinearly to the grid of the
+    first (finest) stage, and concatenated; an optional final projection reduces the concatenation to
     ``projection_dim`` channels. ``select_channels`` (sorted, unique indices into the
     concatenation, PaDiM's random subset) is applied per stage *before* aggregation and
     upsampling: both act per channel, so the result is identical, and unselected channels
@@ -51,9 +53,7 @@ class PatchEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         self.grid = (int(grid[0]), int(grid[1]))
-        if neighbourhood < 1 or neighbourhood % 2 == 0:
-            raise ValueError(f"neighbourhood must be an odd number >= 1 (1 = no aggregation), got {neighbourhood}")
-        self.neighbourhood = int(neighbourhood)
+        self.neighbourhood = require_neighbourhood(neighbourhood)
         self.channels = [int(c) for c in channels]
         # Decided here, not from runtime shapes, so tracing records no shape-dependent branch.
         self.resize = [int(s) != int(strides[0]) for s in strides]

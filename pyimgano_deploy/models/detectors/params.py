@@ -51,6 +51,14 @@ def require_multiple(size: tuple[int, int], step: int, why: str) -> None:
         raise ValueError(f"image_size (or center_crop) must be multiples of {step} px ({why}), got {list(size)}")
 
 
+def require_neighbourhood(value: Any) -> int:
+    """A local-aggregation neighbourhood (the side of the square of grid positions a patch feature
+    is averaged over): an odd int >= 1, 1 = none; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f"neighbourhood must be an odd number >= 1 (1 = no aggregation, 3 = the paper's 3 × 3), got {value!r}")
+    return value
+
+
 def alias_field(of: str) -> Any:
     """A field that is an old name of ``of``: accepted, folded into ``of``, never saved."""
     return field(default=None, metadata={"alias_of": of})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyimgano_deploy.models.detectors.params import MapScoreParams
+from pyimgano_deploy.models.detectors.params import MapScoreParams, require_neighbourhood
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
 TOPK_LIMIT = 3840  # TensorRT's TopK limit
@@ -14,8 +14,8 @@ TOPK_LIMIT = 3840  # TensorRT's TopK limit
 class PatchCoreParams(MapScoreParams):
     """``neighbourhood``: side of the square of grid positions each patch feature is averaged
     over (the paper's p; 1 = no aggregation); ``projection_dim``: channels after adaptive
-    pooling (None: keep all); ``coreset_ratio``:
-    share of patches kept in the bank; ``k``: nearest neighbours averaged per patch;
+    pooling (None: keep all); ``coreset_ratio``: share of patches kept in the bank; ``k``:
+    nearest neighbours averaged per patch;
     ``reweight``: the paper's image-score re-weighting over ``reweight_neighbors`` bank rows;
     ``bank_chunk_size``: bank columns per static GEMM chunk in the graph."""
 
@@ -30,8 +30,7 @@ class PatchCoreParams(MapScoreParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.neighbourhood < 1 or self.neighbourhood % 2 == 0:
-            raise ValueError(f"neighbourhood must be an odd number >= 1 (1 = no aggregation, 3 = the paper's 3 × 3), got {self.neighbourhood}")
+        require_neighbourhood(self.neighbourhood)
         if not 0.0 < self.coreset_ratio <= 1.0:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {self.coreset_ratio}")
         if not 1 <= self.k <= TOPK_LIMIT:
