@@ -4,10 +4,11 @@ For each category with a ``train/`` folder (hazelnut_toy, bsd_ballscrew, …) an
 configuration in ``TRIED`` (or ``--only``), it trains with ``run_training`` (as ``train``
 does: the ``industrial-adapt-fp40`` recipe, i.e. the default recipe plus the fp40 defects check,
 the calibration split, the default threshold), exports the run, and scores the test split with
-the whole ``infer`` path. Per row: backbone, size policy and resolved size, bank ratio,
-illumination, image AUROC, pixel AUROC, AUPRO, recall and precision at the threshold, the fp40
-defects figures on the test split (defective images with a region, false regions per normal
-image, region recall and precision), whole-``infer`` images/s. A row whose export fails the
+the whole ``infer`` path. Per row: backbone, size policy and resolved size, bank ratio, local
+aggregation (PatchCore's ``neighbourhood``), illumination, image AUROC, pixel AUROC, AUPRO,
+recall and precision at the threshold, the fp40 defects figures on the test split (defective
+images with a region, false regions per normal image, region recall and precision),
+whole-``infer`` images/s. A row whose export fails the
 parity gate keeps its eager figures, with the gate's table in ``export_error`` and no speed.
 Prints one JSON document, with a ``table`` of rows.
 
@@ -155,7 +156,8 @@ def row(name: str, model: str, kwargs: dict[str, Any], category_dir: Path, work:
     return {
         "config": name, "model": model, "backbone": hp.get("backbone"),
         "size_policy": (report["model"].get("size_policy") or {}).get("policy", "fixed"), "input_size": report["model"]["input_size"],
-        "bank_ratio": hp.get("coreset_ratio"), "illumination": hp.get("illumination", "none"), "tiling": report.get("tiling"),
+        "bank_ratio": hp.get("coreset_ratio"), "neighbourhood": hp.get("neighbourhood"),
+        "illumination": hp.get("illumination", "none"), "tiling": report.get("tiling"),
         "image_auroc": image.get("auroc"), "pixel_auroc": pixel.get("auroc"), "aupro": pixel.get("aupro"),
         "recall_at_threshold": image.get("recall"), "precision_at_threshold": image.get("precision"),
         "missed_by_type": {t: len(e["missed"]) for t, e in (image.get("by_defect_type") or {}).items()},

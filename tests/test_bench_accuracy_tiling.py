@@ -45,7 +45,7 @@ def test_a_row_whose_export_fails_the_gate_keeps_its_eager_figures(tmp_path: Pat
     run_dir.mkdir()
     (run_dir / "report.json").write_text(json.dumps({
         "metrics": {"image": {"auroc": 0.9, "recall": 0.7, "precision": 0.8}, "pixel": {"auroc": 0.99, "aupro": 0.8}},
-        "model": {"hyperparameters": {"backbone": "efficientnet_lite0"}, "input_size": [224, 224]},
+        "model": {"hyperparameters": {"backbone": "efficientnet_lite0", "neighbourhood": 1}, "input_size": [224, 224]},
         "timings_s": {"fit": 1.0}}))
     (tmp_path / "cat" / "test" / "good").mkdir(parents=True)
     (tmp_path / "cat" / "test" / "good" / "a.png").write_bytes(b"")
@@ -57,6 +57,6 @@ def test_a_row_whose_export_fails_the_gate_keeps_its_eager_figures(tmp_path: Pat
     monkeypatch.setattr(bundle_export, "export_run", refuse)
     monkeypatch.setattr(bench_accuracy, "timed_infer", lambda *a: pytest.fail("no bundle to time"))
     got = bench_accuracy.row("x", "vision_softpatch", {}, tmp_path / "cat", tmp_path / "work", 1, True)
-    assert got["image_auroc"] == 0.9 and got["aupro"] == 0.8
+    assert got["image_auroc"] == 0.9 and got["aupro"] == 0.8 and got["neighbourhood"] == 1
     assert got["infer_images_per_s"] is None
     assert "parity gate failed" in got["export_error"]
