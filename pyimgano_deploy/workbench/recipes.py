@@ -24,7 +24,7 @@ COMMON_STEPS = (
     "artifacts/infer_config.json, optional maps/, report.html",
 )
 
-#: The default recipe's PatchCore (chosen on principle, measured in docs/RECIPES.md): the training
+#: The default recipe's PatchCore (chosen on principle, measured in docs/ACCURACY.md): the training
 #: images' aspect ratio instead of a squashed square (identical for square parts) and a 1 %
 #: coreset (the PatchCore paper's finding that 1 % loses almost nothing against 10 %; the
 #: nearest-neighbour head is most of the runtime). Lite1 did not help PatchCore, so Lite0 stays.
@@ -34,7 +34,7 @@ ADAPT_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "coreset_r
 #: PaDiM for parts held in a fixture (per-position statistics): the same size policy, with Lite1 (it helped PaDiM).
 ALIGNED_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect", "backbone": "efficientnet_lite1"}
 #: PaDiM for small defects on aligned parts: a 320 px short side, Lite0 (at 320 px Lite1 bought no
-#: localisation and cost 23 % of the speed; bsd_ballscrew in docs/RECIPES.md).
+#: localisation and cost 23 % of the speed; bsd_ballscrew in docs/ACCURACY.md).
 FINE_ALIGNED_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect:320"}
 
 #: False-positive control: the pixel threshold is the 0.95 quantile of the calibration maps' maxima,
