@@ -95,6 +95,40 @@ def test_save_maps_glob_list_and_explicit_bad_extension(bundle_dir: Path, tmp_pa
     assert json.loads(stdout)["engine"]["engine"] == "onnxruntime"
 
 
+def test_summary_lists_failed_inputs_and_a_mistyped_path_is_not_found(bundle_dir: Path, tmp_path: Path) -> None:
+    _make_images(tmp_path / "imgs", n=2)
+    (tmp_path / "imgs" / "empty.png").write_bytes(b"")
+    out = tmp_path / "out.jsonl"
+    args = ["--bundle", str(bundle_dir), "--input", str(tmp_path / "imgs"), "--input", str(tmp_path / "imgs_typo"),
+            "--save-jsonl", str(out)]
+    code, _, err = _infer(*args)
+    assert code == 1
+    missing = [r for r in _records(out) if r["input"].endswith("imgs_typo")]
+    assert len(missing) == 1 and missing[0]["error"]["type"] == "FileNotFoundError"
+    assert "no such file or directory" in missing[0]["error"]["message"]
+    assert "failed 2 input(s):" in err
+    assert "empty.png' is empty (0 bytes) [read]" in err and "imgs_typo': no such file or directory [read]" in err
+
+    code, stdout, _ = _infer(*args, "--json", "--overwrite")
+    failed = json.loads(stdout)["first_errors"]
+    assert [(Path(e["input"]).name, e["type"], e["stage"]) for e in failed] == [
+        ("empty.png", "EmptyFile", "read"), ("imgs_typo", "FileNotFoundError", "read")]
+
+
+def test_summary_caps_the_failed_list_and_points_to_the_records(bundle_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyimgano_deploy.cli.infer_cmd as infer_cmd
+
+    monkeypatch.setattr(infer_cmd, "_LIST_LIMIT", 2)
+    for i in range(3):
+        (tmp_path / "imgs").mkdir(exist_ok=True)
+        (tmp_path / "imgs" / f"e{i}.png").write_bytes(b"")
+    out = tmp_path / "out.jsonl"
+    code, _, err = _infer("--bundle", str(bundle_dir), "--input", str(tmp_path / "imgs"), "--save-jsonl", str(out))
+    assert code == 1 and "failed 3 input(s); the first 2 of this run:" in err
+    assert "e1.png" in err and "e2.png" not in err and f'status "error" in {out.as_posix()}' in err
+
+
 def test_resume_completes_without_duplicates_or_gaps(bundle_dir: Path, tmp_path: Path) -> None:
     _make_images(tmp_path / "imgs", n=5)
     out = tmp_path / "out.jsonl"

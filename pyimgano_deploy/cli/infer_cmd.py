@@ -16,7 +16,7 @@ from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, r
 from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.runtimes.selection import PRECISIONS
 
-_LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json)
+_LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json); failed inputs listed in both
 
 
 def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
@@ -274,13 +274,14 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     show_bar = not as_json and sys.stderr.isatty()
     try:
         with writer, _progress(len(todo), show_bar) as bar:
-            errors, anomalies = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, dplan, digest, u16_max, max_pixels)
+            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, dplan, digest,
+                                                         u16_max, max_pixels)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan, todo, jsonl, maps_out, dplan, errors + prev_errors, anomalies + prev_anomalies,
-               max_errors, elapsed, as_json, table)
+               max_errors, elapsed, as_json, table, first_errors)
 
 
 def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
@@ -297,14 +298,16 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
 
 
 def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
-               digest: str, u16_max: int | None, max_pixels: int | None) -> tuple[int, int]:
-    """Score and record every pending input; returns (errors, anomalies) of this run."""
+               digest: str, u16_max: int | None, max_pixels: int | None) -> tuple[int, int, list[dict[str, Any]]]:
+    """Score and record every pending input; returns this run's (errors, anomalies, the first
+    ``_LIST_LIMIT`` failures as ``{index, input, type, stage, message}``)."""
     import dataclasses
 
     from pyimgano_deploy.runtimes.jsonl import make_record
     from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 
     errors = anomalies = 0
+    first_errors: list[dict[str, Any]] = []
     stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None or (dplan is not None and dplan.needs_maps),
                                 defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
     for (index, path), item in zip(todo, stream):
@@ -325,13 +328,16 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
                                  bundle_digest=digest, resolved_path=resolved[index], u16_max=u16_max))
         errors += not result.ok
         anomalies += result.label == 1
+        if not result.ok and len(first_errors) < _LIST_LIMIT:
+            first_errors.append({"index": index, "input": path, **result.error.to_dict()})
         if bar is not None:
             bar.update(1)
-    return errors, anomalies
+    return errors, anomalies, first_errors
 
 
 def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path | None, dplan: Any, total_errors: int,
-               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool, parquet: dict[str, Any] | None = None) -> None:
+               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool, parquet: dict[str, Any] | None = None,
+               first_errors: list[dict[str, Any]] | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -343,6 +349,7 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path 
         "processed": len(todo),
         "resumed_skipped": len(plan.items) - len(todo),
         "errors": total_errors,
+        "first_errors": [{**e, "input": text_and_raw(e["input"])[0]} for e in first_errors or []],
         "anomalies": total_anomalies,
         "max_errors": max_errors,
         "elapsed_s": round(elapsed, 3),
@@ -364,6 +371,12 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path 
     sys.exit(EXIT_OK if summary["ok"] else EXIT_FAILED)
 
 
+def _error_line(e: dict[str, Any]) -> str:
+    """One failed input for the human summary; its path once (most messages already name it)."""
+    message = f"{e['message']} [{e['stage']}]"
+    return message if e["input"] in e["message"] else f"{e['input']}: {message}"
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     rate = f"{s['images_per_s']} images/s" if s["images_per_s"] is not None else "n/a"
     lines = [
@@ -383,6 +396,13 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines += [f"  {p}" for p in skipped[:_LIST_LIMIT]]
         if len(skipped) > _LIST_LIMIT:
             lines.append(f"  ... and {len(skipped) - _LIST_LIMIT} more (see --json)")
+    failed = s["first_errors"]
+    if failed:
+        shown_all = len(failed) == s["errors"]
+        lines.append(f"failed {s['errors']} input(s)" + (":" if shown_all else f"; the first {len(failed)} of this run:"))
+        lines += [f"  {_error_line(e)}" for e in failed]
+        if not shown_all:
+            lines.append(f"  ... every failure is a record with status \"error\" in {s['jsonl']}")
     lines.append("OK" if s["ok"] else "FAILED: too many errors")
     for line in lines:
         click.echo(line, err=True)
