@@ -115,7 +115,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    C.emit(run(parse_args(argv)))
+    from pyimgano_deploy.scale.ray_data import driver_messages_to_stderr
+
+    with driver_messages_to_stderr():  # Ray's driver messages would land before the JSON document
+        doc = run(parse_args(argv))
+    C.emit(doc)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,28 @@ def test_ray_infer_cli_equals_the_local_run(local_ray, bundle: Path, images: Pat
     assert all(r["bundle_digest"] == summary["bundle_digest"] for r in records)
 
 
+def test_ray_driver_messages_stay_off_the_json_stdout(local_ray, bundle: Path, images: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's driver prints cluster errors on stdout from a thread (``print_to_stdstream`` with
+    is_err False, what ``listen_error_messages`` calls); one printed mid-run must go to stderr."""
+    from ray._private import worker as ray_worker
+
+    from pyimgano_deploy.scale.ray_data import RayRuntime
+
+    original = RayRuntime.infer_iter
+
+    def noisy(self, *args, **kwargs):
+        ray_worker.print_to_stdstream({"lines": ["A worker died or was killed (test)"], "pid": "raylet", "is_err": False},
+                                      ignore_prefix=False)
+        yield from original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RayRuntime, "infer_iter", noisy)
+    code, stdout, stderr = run_cli("infer", "--bundle", str(bundle), "--input", str(images), "--save-jsonl",
+                                   str(tmp_path / "r.jsonl"), "--ray-address", "local", "--max-errors", "2", "--json")
+    assert code == 0 and json.loads(stdout)["processed"] == 21
+    assert "A worker died or was killed (test)" in stderr
+
+
 def test_ray_resume_completes_a_partial_file(local_ray, bundle: Path, images: Path, local_run: list[dict], tmp_path: Path) -> None:
     out = tmp_path / "ray.jsonl"
     full = [json.dumps(r) for r in local_run]

@@ -273,7 +273,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     start = time.perf_counter()
     show_bar = not as_json and sys.stderr.isatty()
     try:
-        with writer, _progress(len(todo), show_bar) as bar:
+        with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info):
             errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, dplan, digest,
                                                          u16_max, max_pixels)
     except OutputError as exc:
@@ -282,6 +282,15 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan, todo, jsonl, maps_out, dplan, errors + prev_errors, anomalies + prev_anomalies,
                max_errors, elapsed, as_json, table, first_errors)
+
+
+def _driver_messages_to_stderr(engine_info: dict[str, Any]) -> Any:
+    """While Ray scores, its driver's messages go to stderr: stdout carries only the summary."""
+    if not engine_info.get("ray"):
+        return contextlib.nullcontext()
+    from pyimgano_deploy.scale.ray_data import driver_messages_to_stderr
+
+    return driver_messages_to_stderr()
 
 
 def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:

@@ -15,9 +15,11 @@ bundle); see docs/SCALING.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -38,6 +40,19 @@ def check_address(address: str) -> str:
         return text
     raise ValueError(f"ray address must be 'local' (start Ray for this run), 'auto' (an existing cluster), "
                      f"'ray://HOST:PORT' or 'HOST:PORT', got {address!r}")
+
+
+@contextlib.contextmanager
+def driver_messages_to_stderr() -> Iterator[None]:
+    """Send what the Ray driver prints on ``sys.stdout`` to ``sys.stderr`` inside the block.
+
+    Ray's driver prints cluster error messages ("A worker died or was killed …") on stdout from
+    a background thread, even with ``log_to_driver=False`` (``listen_error_messages`` in
+    ``ray._private.worker``, Ray 2.x). A command whose stdout is one JSON document (``infer
+    --json``, the benchmarks) must not get them there. The redirection is process-wide, so
+    the block must not hold output that belongs on stdout."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 class BundleScorer:
@@ -140,7 +155,8 @@ class RayRuntime:
 
     def close(self) -> None:
         if self._owns_ray and self._ray.is_initialized():
-            self._ray.shutdown()
+            with driver_messages_to_stderr():  # actors that die while Ray stops are reported on stdout
+                self._ray.shutdown()
         self._owns_ray = False
 
     def __enter__(self) -> "RayRuntime":
