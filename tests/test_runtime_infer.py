@@ -140,6 +140,16 @@ def test_bad_files_become_error_records_and_run_continues(bundle_dir: Path, tmp_
     assert by_name["missing.png"].error.type == "FileNotFoundError"
 
 
+def test_a_missing_path_or_a_folder_is_named_as_such_not_by_its_extension(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    rt = load_bundle(bundle_dir)
+    missing, folder = rt.infer([tmp_path / "typo_dir", tmp_path / "folder"])
+    assert (missing.error.type, missing.error.stage) == ("FileNotFoundError", "read")
+    assert "no such file or directory" in missing.error.message
+    assert (folder.error.type, folder.error.stage) == ("IsADirectoryError", "read")
+    assert "not a regular file" in folder.error.message
+
+
 def test_wrong_array_format_is_a_per_item_error(bundle_dir: Path) -> None:
     rt = load_bundle(bundle_dir)
     good = random_images(1, 32, 40)[0]

@@ -3,8 +3,8 @@
 The runtime, the eager ``inference.infer`` and detector fitting all load items through
 :func:`load_item`, so a bad input gets the same error type, message and stage everywhere:
 
-* ``read``: not a path or an array, a missing file, an extension that is not an image's, an
-  empty, unreadable or non-regular file;
+* ``read``: not a path or an array, a missing, unreadable or non-regular file, an extension
+  that is not an image's, an empty file;
 * ``decode``: a corrupt or truncated file, a decoder warning, too many pixels, a 16-bit file
   without ``u16_max``, an array that does not match its declared format;
 * ``preprocess``: the preprocessing step refused the canonical image.
@@ -68,22 +68,22 @@ class LoadedItem(Generic[T]):
 
 
 def _path_problem(path: Path) -> InferenceError | None:
-    """``read``-stage problems found without decoding: existence, extension, type, size.
+    """``read``-stage problems found without decoding: existence, file type, extension, size.
 
-    Existence comes first: a mistyped folder or file name has no image extension either, and
-    "not found" is what tells its user what to fix."""
+    What the path is comes before its extension: a mistyped name or a folder has no image
+    extension either, and "not found" or "not a regular file" is what tells its user what to fix."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return InferenceError("FileNotFoundError", f"'{path}': no such file or directory", "read")
     except OSError as exc:
         return InferenceError(type(exc).__name__, f"'{path}': {exc.strerror or exc}", "read")
+    if not stat.S_ISREG(st.st_mode):
+        return InferenceError("IsADirectoryError", f"'{path}' is not a regular file", "read")
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return InferenceError(
             "UnsupportedImageType", f"'{path}' has extension '{path.suffix}', expected one of {list(IMAGE_EXTENSIONS)}", "read"
         )
-    if not stat.S_ISREG(st.st_mode):
-        return InferenceError("IsADirectoryError", f"'{path}' is not a regular file", "read")
     if st.st_size == 0:
         return InferenceError("EmptyFile", f"'{path}' is empty (0 bytes)", "read")
     return None
