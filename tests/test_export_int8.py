@@ -14,6 +14,10 @@ from pyimgano_deploy.bundles import read_bundle
 from pyimgano_deploy.bundles.parity import ParityError
 from pyimgano_deploy.exporters import int8_quantize
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+from pyimgano_deploy.models.detectors.int8_candidates import CODE_MAX
+from pyimgano_deploy.runtimes import load_bundle
+from pyimgano_deploy.runtimes.errors import EngineParityError
+from pyimgano_deploy.runtimes.runtime import Runtime
 
 SMALL_AE = {"image_size": 64, "widths": [8, 16, 32], "epochs": 8, "batch_size": 4}
 
@@ -50,6 +54,45 @@ def test_int8_engine_passes_its_gate_and_records_its_calibration(int8_bundle: Pa
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
+def test_int8_weights_leave_no_uint8_int8_pair_sum_to_saturate(int8_bundle: Path) -> None:
+    # 7-bit weights (reduce_range): the same engine scores alike on x86 CPUs with and without VNNI.
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(int8_bundle / "model.int8.onnx")).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.name.endswith("_quantized")]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= CODE_MAX
+
+
+def test_opening_an_int8_engine_checks_it_on_the_golden_images(int8_bundle: Path) -> None:
+    runtime = load_bundle(int8_bundle, precision="int8", streams=1)
+    try:
+        check = runtime.engine_info["self_test"]
+        assert check["passed"] and check["max_abs_score"] <= check["tolerance"]["score_abs"]
+    finally:
+        runtime.close()
+    with load_bundle(int8_bundle, precision="fp32", streams=1) as fp32:
+        assert "self_test" not in fp32.engine_info  # fp32 is the reference the export gated
+
+
+def test_an_int8_engine_that_scores_differently_here_is_refused(int8_bundle: Path, hazelnut_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Runtime.run_batch
+
+    def other_kernels(self, batch):  # what an int8 kernel that saturates on this CPU does to the outputs
+        score, amap = real(self, batch)
+        return score * 2.0, amap * 2.0
+
+    monkeypatch.setattr(Runtime, "run_batch", other_kernels)
+    with pytest.raises(EngineParityError, match=r"model\.int8\.onnx \(int8\) does not reproduce .*--precision fp32"):
+        load_bundle(int8_bundle, precision="int8", streams=1)
+    jsonl = tmp_path / "r.jsonl"
+    code, stdout, _ = run_cli("infer", "--bundle", str(int8_bundle), "--input", str(hazelnut_root / "test"),
+                              "--save-jsonl", str(jsonl), "--precision", "int8", "--json")
+    assert code == EngineParityError.exit_code == 6 and "does not reproduce" in json.loads(stdout)["error"]
+    assert not jsonl.exists()
+
+
 def test_validate_applies_the_int8_gate_and_infer_runs_int8_only_when_named(int8_bundle: Path, hazelnut_root: Path, tmp_path: Path) -> None:
     code, out, _ = run_cli("validate", str(int8_bundle), "--precision", "int8", "--json")
     report = json.loads(out)
@@ -58,7 +101,9 @@ def test_validate_applies_the_int8_gate_and_infer_runs_int8_only_when_named(int8
         jsonl = tmp_path / f"{precision}.jsonl"
         code, stdout, _ = run_cli("infer", "--bundle", str(int8_bundle), "--input", str(hazelnut_root / "test"),
                                   "--save-jsonl", str(jsonl), "--precision", precision, "--json")
-        assert code == 0 and json.loads(stdout)["engine"]["precision"] == expected
+        engine = json.loads(stdout)["engine"]
+        assert code == 0 and engine["precision"] == expected
+        assert (engine["self_test"] is not None and engine["self_test"]["passed"]) == (expected == "int8")
     fp32, int8 = jsonl_records(tmp_path / "auto.jsonl"), jsonl_records(tmp_path / "int8.jsonl")
     np.testing.assert_allclose([r["score"] for r in int8], [r["score"] for r in fp32], rtol=0.1)  # test images, defects included
     assert np.mean([a["label"] == b["label"] for a, b in zip(int8, fp32)]) >= 0.9

@@ -19,10 +19,14 @@ from pyimgano_deploy.bundles.parity import ParityError
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 from pyimgano_deploy.models.detectors import int8_candidates
 from pyimgano_deploy.models.detectors.int8_candidates import (
+    CODE_MAX,
+    INT16_MAX,
     PROJECTION_STEP,
+    UINT8_MAX,
     Int8RerankedNearestNeighbourDistance,
     auto_projection_dim,
     dynamic_quantize,
+    quantize_bank,
 )
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
 
@@ -40,6 +44,39 @@ def test_dynamic_quantize_is_onnx_dynamic_quantize_linear() -> None:
     y, s, z = sess.run(None, {"x": x.numpy()})
     values, scale, zero = dynamic_quantize(x)
     assert np.array_equal(values.numpy(), y) and float(scale) == pytest.approx(float(s), rel=1e-7) and int(zero) == int(z)
+
+
+def test_bank_codes_leave_no_uint8_int8_pair_sum_to_saturate() -> None:
+    # CPUs without VNNI add two uint8 × int8 products in a saturating int16.
+    bank = torch.randn(500, 48, generator=G) * torch.logspace(-2, 2, 48)
+    values, scale = quantize_bank(bank)
+    assert int(values.abs().max()) == CODE_MAX and 2 * UINT8_MAX * CODE_MAX <= INT16_MAX
+    torch.testing.assert_close(values.to(torch.float32) * scale, -2.0 * bank.t(), rtol=0, atol=float(scale.max()) / 2 + 1e-6)
+
+
+class _Int8Product(torch.nn.Module):
+    def __init__(self, bank: torch.Tensor) -> None:
+        super().__init__()
+        values, scale = quantize_bank(bank)
+        self.register_buffer("values", values)
+        self.register_buffer("scale", scale)
+        self.register_buffer("zero", torch.zeros(bank.shape[0], dtype=torch.int8))
+        self.register_buffer("sq", (bank * bank).sum(1))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.ops.pyimgano_deploy.int8_sq_distances(q, self.values, self.scale, self.zero, self.sq)
+
+
+def test_int8_product_in_onnx_runtime_is_the_integer_product_at_extreme_codes(tmp_path: Path) -> None:
+    # Rows of one sign and queries of one sign put every code at ±CODE_MAX and every query value
+    # at 0 or 255: the worst case for a saturating int16 pair sum (wrong on AVX2 with 8-bit codes).
+    bank = torch.ones(64, 96) + 0.01 * torch.rand(64, 96, generator=G)
+    q = torch.where(torch.rand(16, 96, generator=G) < 0.5, -1.0, 1.0)
+    model = _Int8Product(bank).eval()
+    path = tmp_path / "product.onnx"
+    torch.onnx.export(model, (q,), str(path), dynamo=False, opset_version=17, input_names=["q"], output_names=["d"])
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"q": q.numpy()})[0]
+    np.testing.assert_allclose(got, model(q).numpy(), rtol=1e-6, atol=1e-3)
 
 
 def _all_ops(graph: onnx.GraphProto) -> set[str]:

@@ -84,7 +84,8 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="Preprocessing threads.")
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(list(PRECISIONS)), default="auto", show_default=True,
-              help="Engine file: auto is fp32 on CPU and fp16 on a GPU when the bundle has it; int8 only when named.")
+              help="Engine file: auto is fp32 on CPU and fp16 on a GPU when the bundle has it; int8 only when named, "
+                   "and checked on the bundle's golden images before any input (exit 6 if this CPU scores them differently).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads (default: ORT's choice).")
 @click.option(
@@ -251,6 +252,10 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
         if sched.get("tuned"):
             streams_note += " (fastest of the schedules timed here)"
         click.echo(f"engine: {info['engine']} {info['file']} ({info['precision']}, {info['device']}), batch {runtime.batch_size}{streams_note}", err=True)
+        if "self_test" in info:
+            check = info["self_test"]
+            click.echo(f"self-test: {check['n_images']} golden images reproduced here, max |Δscore| "
+                       f"{check['max_abs_score']:.3g} (gate {check['tolerance']['score_abs']:.3g})", err=True)
 
     digest = runtime.bundle.digest
     try:
@@ -368,7 +373,7 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path 
         "unmatched_inputs": plan.unmatched,
         "jsonl": jsonl.as_posix(),
         "maps_dir": maps_out.as_posix() if maps_out else None,
-        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray")},
+        "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray", "self_test")},
         "parquet": parquet,
     }
     if dplan is not None:

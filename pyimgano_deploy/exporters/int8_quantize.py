@@ -2,10 +2,12 @@
 
 The fp32 ``model.onnx`` is first pre-processed (``quant_pre_process``: constant folding and
 BatchNorm fused into its convolution, names kept), then every ``Conv`` / ``ConvTranspose``
-outside the bundle's fp32 scopes gets per-channel int8 weights and uint8 activations, with
-activation ranges calibrated on the run's **calibration split** (never on fit images). The
-scoring head — distances, Mahalanobis products, the map finisher, the score — stays fp32: it
-lives in the fp32 scopes, where int8 rounding would land in the expansions
+outside the bundle's fp32 scopes gets per-channel int8 weights and uint8 activations. The weights
+use 7 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8 by int8 in a saturating int16,
+which full-range weights overflow, so an engine gated on a VNNI machine would score differently
+on an AVX2-only one. Activation ranges are calibrated on the run's **calibration split** (never
+on fit images). The scoring head — distances, Mahalanobis products, the map finisher, the score —
+stays fp32: it lives in the fp32 scopes, where int8 rounding would land in the expansions
 ``‖q‖² − 2·q·b + ‖b‖²`` that cancel to small numbers. The export then applies the parity gate
 (:mod:`pyimgano_deploy.bundles.parity`, precision ``int8``) like every other engine.
 """
@@ -57,9 +59,9 @@ def quantize_int8(fp32_model: Path, out: Path, calibration: np.ndarray, fp32_sco
         methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
         quantize_static(str(pre), str(out), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
-                        op_types_to_quantize=list(QUANTIZED_OPS), calibrate_method=methods[method])
+                        op_types_to_quantize=list(QUANTIZED_OPS), calibrate_method=methods[method], reduce_range=True)
     finally:
         pre.unlink(missing_ok=True)
     return {"split": "calibration", "n_images": int(len(calibration)), "method": method, "format": "QDQ",
-            "weights": "int8 per channel", "activations": "uint8 per tensor", "quantized_nodes": len(quantized),
+            "weights": "int8 per channel, 7-bit range", "activations": "uint8 per tensor", "quantized_nodes": len(quantized),
             "fp32_nodes_kept": len(excluded), "ops": list(QUANTIZED_OPS)}

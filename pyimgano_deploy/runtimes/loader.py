@@ -13,6 +13,7 @@ from pyimgano_deploy.bundles import read_bundle
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.reader import Bundle, engine_file_problems
 from pyimgano_deploy.runtimes.errors import EngineLoadError
+from pyimgano_deploy.runtimes.golden_check import SELF_TESTED_PRECISIONS, require_golden_parity
 from pyimgano_deploy.runtimes.onnx_session import OnnxSession
 from pyimgano_deploy.runtimes.runtime import Runtime
 from pyimgano_deploy.runtimes.streams import ScheduledSession, Session
@@ -56,13 +57,15 @@ def load_bundle(
     pinned ``expected_digest`` (``sha256:HEX``) and a ``bundle.sig`` verified with the PEM
     ``public_key`` when given) before loading anything, then :func:`open_runtime` it with
     ``options``: ``device``, ``engine``, ``precision`` (``"auto"``), ``batch_size`` (8),
-    ``intra_op_threads``, ``providers``, ``num_workers`` (0), ``streams`` (1) and
-    ``micro_batch``. ``runtime.engine_info`` records the engine choice and the reasons.
+    ``intra_op_threads``, ``providers``, ``num_workers`` (0), ``streams`` (1),
+    ``micro_batch`` and ``self_test`` (True: an int8 engine is checked on the golden images
+    first). ``runtime.engine_info`` records the engine choice and the reasons.
 
     Raises ``BundleError`` subclasses for an invalid bundle (exit code 3, 4 for a checksum or
     digest mismatch, 7 for a signature), ``ValueError`` for an unknown device/engine/precision
-    or ``streams`` with a TensorRT engine, ``TypeError`` for an unknown option, and
-    :class:`EngineLoadError` (exit code 5) when no engine can run here.
+    or ``streams`` with a TensorRT engine, ``TypeError`` for an unknown option,
+    :class:`EngineLoadError` (exit code 5) when no engine can run here, and its subclass
+    ``EngineParityError`` (exit code 6) when an int8 engine fails its golden check here.
     """
     bundle = read_bundle(path, verify_checksums=verify_checksums, expected_digest=expected_digest, public_key=public_key)
     return open_runtime(bundle, **options)
@@ -138,9 +141,16 @@ def open_runtime(
     num_workers: int = 0,
     streams: int | str = 1,
     micro_batch: int | None = None,
+    self_test: bool = True,
 ) -> Runtime:
     """Choose an engine of the verified ``bundle`` for this machine (see
     :mod:`pyimgano_deploy.runtimes.selection`), open it and return a :class:`Runtime`.
+
+    An int8 engine is first checked on the bundle's golden images under the export's parity
+    gate (:mod:`.golden_check`; ``engine_info["self_test"]`` holds the numbers), and refused
+    with :class:`~pyimgano_deploy.runtimes.errors.EngineParityError` (exit code 6) when this
+    CPU's integer kernels do not reproduce them. ``self_test=False`` skips it (``validate``
+    runs the same gate as its own check).
 
     ``streams`` > 1 (ONNX Runtime only) scores each batch with that many concurrent calls of
     one session, each with ``threads // streams`` intra-op threads (``threads`` =
@@ -162,7 +172,7 @@ def open_runtime(
     if n_streams is None and on_cpu:
         threads = intra_op_threads if intra_op_threads is not None else usable_cores()
         chosen, session, table = tune_schedule(bundle, choice, threads=threads, batch_size=batch_size)
-        return _finish_runtime(bundle, choice, session, chosen, batch_size, num_workers, table)
+        return _finish_runtime(bundle, choice, session, chosen, batch_size, num_workers, table, self_test)
     schedule = Schedule(n_streams or 1, micro_batch, session_threads)  # "auto" off the CPU: one stream
     try:
         session = open_session(bundle, choice, intra_op_threads=session_threads)
@@ -174,12 +184,12 @@ def open_runtime(
         fallback.reasons[:0] = [*choice.reasons, message]
         choice = fallback
         session = open_session(bundle, choice, intra_op_threads=session_threads)
-    return _finish_runtime(bundle, choice, session, schedule, batch_size, num_workers, tuned=None)
+    return _finish_runtime(bundle, choice, session, schedule, batch_size, num_workers, None, self_test)
 
 
 def _finish_runtime(
     bundle: Bundle, choice: EngineChoice, session: Session, schedule: Schedule, batch_size: int,
-    num_workers: int, tuned: list[dict[str, Any]] | None,
+    num_workers: int, tuned: list[dict[str, Any]] | None, self_test: bool,
 ) -> Runtime:
     for reason in choice.reasons:
         (_LOG.warning if "falling back" in reason else _LOG.info)("engine selection: %s", reason)
@@ -192,5 +202,15 @@ def _finish_runtime(
     _LOG.info(
         "loaded %s with %s (%s, %s, %s)", bundle.root, info["file"], info["engine"], info["precision"], info["device"]
     )
-    return Runtime(bundle, session, engine_info=info, batch_size=batch_size, num_workers=num_workers,
-                   streams=schedule.streams, micro_batch=schedule.micro_batch)
+    runtime = Runtime(bundle, session, engine_info=info, batch_size=batch_size, num_workers=num_workers,
+                      streams=schedule.streams, micro_batch=schedule.micro_batch)
+    if self_test and info["precision"] in SELF_TESTED_PRECISIONS:
+        try:
+            report = require_golden_parity(runtime)
+        except BaseException:
+            runtime.close()
+            raise
+        runtime.engine_info["self_test"] = {**report.to_manifest(), "passed": True}
+        _LOG.info("%s reproduces the golden outputs here: max |Δscore| %.3g (gate %.3g)",
+                  info["file"], report.max_abs_score, report.tolerance["score_abs"])
+    return runtime

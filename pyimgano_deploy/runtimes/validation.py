@@ -28,6 +28,7 @@ from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
 from pyimgano_deploy.inputs import decode_image
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
+from pyimgano_deploy.runtimes.golden_check import GoldenShapeError, golden_parity
 from pyimgano_deploy.runtimes.loader import open_runtime
 from pyimgano_deploy.runtimes.runtime import Runtime
 
@@ -133,29 +134,20 @@ def _check_thresholds(bundle: Bundle) -> str:
 
 def _check_engine(bundle: Bundle, *, engine: str, device: str, precision: str) -> Runtime:  # exit 5 only for "cannot load here"
     try:
-        return open_runtime(bundle, engine=engine, device=device, precision=precision, batch_size=8)
+        return open_runtime(bundle, engine=engine, device=device, precision=precision, batch_size=8, self_test=False)
     except EngineLoadError as exc:
         raise _Failed(EXIT_ENGINE, str(exc)) from exc
     except BundleError as exc:
         raise _Failed(EXIT_INVALID, str(exc)) from exc
 
 
-def _engine_outputs(runtime: Runtime, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The engine's outputs for preprocessed golden images, in runtime-sized chunks."""
+def _golden_parity(runtime: Runtime, golden: dict[str, np.ndarray], precision: str) -> ParityReport:
     try:
-        parts = [runtime.run_batch(images[i : i + runtime.batch_size]) for i in range(0, len(images), runtime.batch_size)]
+        return golden_parity(runtime, golden, precision)
     except EngineRunError as exc:
         raise _Failed(EXIT_ENGINE, f"engine failed on golden images: {exc}") from exc
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def golden_parity(runtime: Runtime, golden: dict[str, np.ndarray], precision: str) -> ParityReport:
-    """The export's parity gate, applied to ``runtime``'s engine on the golden images."""
-    got_score, got_map = _engine_outputs(runtime, golden["images"])
-    if got_map.shape != golden["anomaly_map"].shape:
-        raise _Failed(EXIT_PARITY, f"anomaly_map shape {list(got_map.shape)} differs from golden {list(golden['anomaly_map'].shape)}")
-    return compare_outputs(golden["score"], golden["anomaly_map"], got_score, got_map,
-                           threshold=runtime.threshold, precision=precision)
+    except GoldenShapeError as exc:
+        raise _Failed(EXIT_PARITY, str(exc)) from exc
 
 
 def _recorded_rule(record: Any) -> Any:
@@ -192,7 +184,7 @@ def _load_golden(bundle: Bundle) -> dict[str, np.ndarray]:
 
 def _check_golden(bundle: Bundle, runtime: Runtime, golden: dict[str, np.ndarray]) -> tuple[str, dict[str, Any]]:
     precision = str(runtime.engine_info.get("precision", "fp32"))
-    report = golden_parity(runtime, golden, precision)
+    report = _golden_parity(runtime, golden, precision)
     record = (bundle.manifest.get("parity") or {}).get(precision)
     problem = _recorded_tolerance_problem(record, report, precision)
     if problem is not None:

@@ -4,7 +4,7 @@ Stage 1 computes every query's approximate squared distance to every bank row wi
 product, in the bank's ``projection_dim`` leading principal directions (chosen to keep
 :data:`VARIANCE_KEPT` of the bank's variance; a projection never moves a row closer, and the
 exact stage re-ranks in full dimension): queries quantised per chunk of rows
-(``DynamicQuantizeLinear``: uint8, one scale), the bank stored as int8 with one scale per row,
+(``DynamicQuantizeLinear``: uint8, one scale), the bank stored as 7-bit int8 codes with one scale per row,
 ``MatMulInteger`` accumulating in int32, then the scales and ``‖B‖²`` applied. ONNX Runtime fuses
 that chain into one ``DynamicQuantizeMatMul`` kernel (VNNI on x86). Candidates come from it in
 two cheap steps instead of one TopK over ``M`` (ORT's TopK over 10⁴ columns costs as much as the
@@ -35,8 +35,14 @@ from pyimgano_deploy.models.detectors.reranked_distance import TwoStageNearestNe
 
 #: bank rows per group of the first candidate step (TopK runs over M / GROUP group minima)
 GROUP = 32
-INT8_MAX = 127
 UINT8_MAX = 255
+INT16_MAX = 32767
+#: largest |int8 code| whose products with uint8 values cannot saturate (64). x86 CPUs without VNNI
+#: (AVX2 only) multiply uint8 by int8 with ``vpmaddubsw``, which adds two products in a saturating
+#: int16: 2 · 255 · 127 overflows it, 2 · 255 · 64 = 32 640 does not. With full-range codes ONNX
+#: Runtime's product is wrong on those CPUs (most candidates lost, bsd_ballscrew's scores up by
+#: half) and right with VNNI. ONNX Runtime's ``reduce_range`` weights stay within the same bound.
+CODE_MAX = INT16_MAX // (2 * UINT8_MAX)
 #: ‖B‖² of the padding rows that fill the last group: never a candidate
 PAD_SQ = 3.0e38
 #: share of the bank's variance the candidate distances keep (projection_dim="auto")
@@ -111,11 +117,12 @@ def _scripted_chunk_candidates() -> torch.jit.ScriptFunction:
 
 
 def quantize_bank(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``−2·B`` as int8 ``[D, M]`` with one symmetric scale per bank row ``[M]`` (fp32)."""
+    """``−2·B`` as int8 ``[D, M]`` in ``[−CODE_MAX, CODE_MAX]`` (7 bits, see
+    :data:`CODE_MAX`) with one symmetric scale per bank row ``[M]`` (fp32)."""
     neg2 = (-2.0 * bank.to(torch.float32)).t()
-    scale = neg2.abs().amax(0) / INT8_MAX
+    scale = neg2.abs().amax(0) / CODE_MAX
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    values = torch.clamp(torch.round(neg2 / scale), -INT8_MAX, INT8_MAX).to(torch.int8)
+    values = torch.clamp(torch.round(neg2 / scale), -CODE_MAX, CODE_MAX).to(torch.int8)
     return values.contiguous(), scale.contiguous()
 
 
@@ -177,4 +184,5 @@ class Int8RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
     def record(self) -> dict[str, object]:
         """What the manifest says about this head (the int8 engine's ``calibration`` record)."""
         return {"candidates": self.n_candidates, "group": GROUP, "projection_dim": self.projection_dim,
-                "variance_kept": round(self.variance_kept, 4), "chunk_rows": self.chunk_rows}
+                "variance_kept": round(self.variance_kept, 4), "chunk_rows": self.chunk_rows,
+                "bank_code_max": CODE_MAX}
