@@ -173,6 +173,8 @@ def environment(threads: int) -> dict[str, Any]:
     """Machine and library versions (importlib.metadata: imports nothing heavy)."""
     from importlib import metadata
 
+    from pyimgano_deploy.bundles.environment import cpu_features
+
     versions = {}
     for pkg in ("numpy", "torch", "onnx", "onnxruntime", "opencv-python", "opencv-python-headless"):
         try:
@@ -183,6 +185,7 @@ def environment(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "versions": versions,

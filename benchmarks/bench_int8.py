@@ -17,8 +17,9 @@ the default recipe's instead) and PaDiM (``--models`` picks either), then report
   misses the true nearest bank row, and the image-score error on the images with a miss;
 - ``operator_share``: per engine, each stage's time and work against its own limit
   (``benchmarks/operator_share.py``);
-- ``gemm`` / ``bandwidth``: this CPU's fp32 GEMM rate (ONNX Runtime MatMul), VNNI int8 rate
-  (MatMulInteger, uint8 × int8 → int32) and read bandwidth: the limits of that table.
+- ``gemm`` / ``bandwidth``: this CPU's fp32 GEMM rate (ONNX Runtime MatMul), int8 rate
+  (MatMulInteger, uint8 × int8 → int32; VNNI where ``environment.cpu_features`` lists it) and
+  read bandwidth: the limits of that table.
 
     python benchmarks/bench_int8.py --root ../shared/data --categories bsd_ballscrew,hazelnut_toy --threads 2
 """

@@ -7,7 +7,7 @@ and set against the limit that bounds it:
 
 - ``backbone`` (``/extractor/…``): convolution FLOPs against the fp32 GEMM rate;
 - ``nn distances``: the bank product, FLOPs against the fp32 GEMM rate or int8 ops against the
-  VNNI int8 GEMM rate (``DynamicQuantizeMatMul``, the int8 head);
+  int8 GEMM rate (``DynamicQuantizeMatMul``, the int8 head; VNNI where the CPU has it);
 - ``nn reduce`` (ReduceMin / TopK over the distances) and ``nn re-rank`` (gathers and the exact
   distances of the candidates): bytes read against the memory bandwidth;
 - ``map and score`` (everything else: embedding, map finisher, score): bytes against the bandwidth;

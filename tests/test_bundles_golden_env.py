@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pyimgano_deploy.bundles import InvalidBundleError, capture_environment, load_golden, save_golden
-from pyimgano_deploy.bundles.environment import parse_gpu_query
+from pyimgano_deploy.bundles import environment as environment_module
+from pyimgano_deploy.bundles.environment import cpu_features, parse_gpu_query
 
 
 def _arrays(n: int = 2, h: int = 16, w: int = 24):
@@ -106,10 +107,20 @@ def test_golden_zip_has_fixed_timestamps(tmp_path: Path):
 def test_capture_environment_is_json_and_complete():
     env = capture_environment()
     json.loads(json.dumps(env, allow_nan=False))
-    for key in ("python", "platform", "machine", "cpu_model", "cpu_count", "packages", "gpus", "cuda"):
+    for key in ("python", "platform", "machine", "cpu_model", "cpu_features", "cpu_count", "packages", "gpus", "cuda"):
         assert key in env
     assert env["packages"]["numpy"] == np.__version__
     assert set(env["packages"]) >= {"numpy", "opencv", "onnxruntime", "onnx", "torch", "tensorrt"}
+
+
+def test_cpu_features_tell_an_avx2_cpu_from_a_vnni_one(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nflags\t\t: fpu sse2 avx2 fma\n\n"
+                       "processor\t: 1\nflags\t\t: avx512f avx512_vnni\n")
+    real_open = open
+    monkeypatch.setattr(environment_module, "open",
+                        lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k), raising=False)
+    assert cpu_features() == {"family": "25", "model": "1", "isa": ["avx2", "fma"]}
 
 
 def test_bundles_never_import_torch():

@@ -16,6 +16,7 @@ from pyimgano_deploy.exporters import int8_quantize
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 from pyimgano_deploy.models.detectors.int8_candidates import CODE_MAX
 from pyimgano_deploy.runtimes import load_bundle
+from pyimgano_deploy.bundles.environment import cpu_features
 from pyimgano_deploy.runtimes.errors import EngineParityError
 from pyimgano_deploy.runtimes.runtime import Runtime
 
@@ -69,6 +70,7 @@ def test_opening_an_int8_engine_checks_it_on_the_golden_images(int8_bundle: Path
     try:
         check = runtime.engine_info["self_test"]
         assert check["passed"] and check["max_abs_score"] <= check["tolerance"]["score_abs"]
+        assert check["cpu_features"] == cpu_features()  # which CPU's integer kernels were checked
     finally:
         runtime.close()
     with load_bundle(int8_bundle, precision="fp32", streams=1) as fp32:
@@ -84,7 +86,8 @@ def test_an_int8_engine_that_scores_differently_here_is_refused(int8_bundle: Pat
         return score * 2.0, amap * 2.0
 
     monkeypatch.setattr(Runtime, "run_batch", other_kernels)
-    with pytest.raises(EngineParityError, match=r"model\.int8\.onnx \(int8\) does not reproduce .*--precision fp32"):
+    with pytest.raises(EngineParityError, match=r"model\.int8\.onnx \(int8\) does not reproduce .*"
+                                                r"exported on a CPU with .*this one has .*--precision fp32"):
         load_bundle(int8_bundle, precision="int8", streams=1)
     jsonl = tmp_path / "r.jsonl"
     code, stdout, _ = run_cli("infer", "--bundle", str(int8_bundle), "--input", str(hazelnut_root / "test"),

@@ -69,6 +69,30 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+#: instruction-set flags that decide which int8 and fp32 kernels ONNX Runtime picks on x86
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_features() -> dict[str, Any]:
+    """``{"family", "model", "isa"}`` of the first CPU in ``/proc/cpuinfo`` (``isa``: which of
+    :data:`ISA_FLAGS` it has), or ``{}`` where there is no ``/proc/cpuinfo``. The model name
+    alone ("AMD EPYC") does not tell a VNNI CPU from an AVX2-only one, and int8 results differ
+    between them when a kernel saturates."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {"family": fields.get("cpu family"), "model": fields.get("model"),
+            "isa": [flag for flag in ISA_FLAGS if flag in flags]}
+
+
 def _run_nvidia_smi(exe: str, args: list[str]) -> str:
     proc = subprocess.run(
         [exe, *args],
@@ -127,7 +151,7 @@ def capture_environment() -> dict[str, Any]:
     """A JSON-serialisable description of where this process runs.
 
     Keys: ``python``, ``python_implementation``, ``platform``, ``system``, ``machine``,
-    ``cpu_model``, ``cpu_count``, ``packages`` (version or ``None`` for pyimgano-deploy, numpy,
+    ``cpu_model``, ``cpu_features`` (:func:`cpu_features`), ``cpu_count``, ``packages`` (version or ``None`` for pyimgano-deploy, numpy,
     opencv, onnxruntime, onnx, torch, tensorrt), ``package_distributions`` (which distribution
     supplied each found package), ``gpus`` (list of ``{name, compute_capability,
     driver_version}`` or ``None``), ``cuda`` (``{driver_version, cuda_version}`` or ``None``),
@@ -142,6 +166,7 @@ def capture_environment() -> dict[str, Any]:
         "system": platform.system(),
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "packages": versions,
         "package_distributions": distributions,

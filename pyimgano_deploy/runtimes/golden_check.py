@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pyimgano_deploy.bundles.environment import cpu_features
 from pyimgano_deploy.bundles.parity import ParityReport, compare_outputs
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineParityError, EngineRunError
 from pyimgano_deploy.runtimes.runtime import Runtime
@@ -56,9 +57,23 @@ def require_golden_parity(runtime: Runtime) -> ParityReport:
                   "codes give the same results on x86 CPUs with and without VNNI"
                   if precision == "int8" else "run another engine, or run `validate` on this machine for the table")
         raise EngineParityError(
-            f"{info.get('file')} ({precision}) does not reproduce the bundle's golden outputs on this machine: "
+            f"{info.get('file')} ({precision}) does not reproduce the bundle's golden outputs on this machine"
+            f"{_cpu_note(runtime)}: "
             f"max |Δscore| {report.max_abs_score:.3g} (gate {report.tolerance['score_abs']:.3g}), max |Δmap| "
             f"{report.max_abs_map:.3g} (gate {report.tolerance['map_abs']:.3g}), labels identical: "
             f"{report.labels_identical}; {advice}"
         )
     return report
+
+
+def _isa(features: object) -> str:
+    isa = features.get("isa") if isinstance(features, dict) else None
+    return "+".join(isa) if isa else "unknown instruction sets"
+
+
+def _cpu_note(runtime: Runtime) -> str:
+    """" (exported on a CPU with …, this one has …)" when the bundle recorded the export CPU's."""
+    exported = (runtime.bundle.manifest.get("environment") or {}).get("cpu_features")
+    if not exported:
+        return ""
+    return f" (exported on a CPU with {_isa(exported)}, this one has {_isa(cpu_features())})"

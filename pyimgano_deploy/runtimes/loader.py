@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import onnxruntime as ort
 
 from pyimgano_deploy.bundles import read_bundle
+from pyimgano_deploy.bundles.environment import cpu_features
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.reader import Bundle, engine_file_problems
 from pyimgano_deploy.runtimes.errors import EngineLoadError
@@ -210,7 +211,7 @@ def _finish_runtime(
         except BaseException:
             runtime.close()
             raise
-        runtime.engine_info["self_test"] = {**report.to_manifest(), "passed": True}
+        runtime.engine_info["self_test"] = {**report.to_manifest(), "passed": True, "cpu_features": cpu_features()}
         _LOG.info("%s reproduces the golden outputs here: max |Δscore| %.3g (gate %.3g)",
                   info["file"], report.max_abs_score, report.tolerance["score_abs"])
     return runtime
