@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_OUTPUT
 from pyimgano_deploy.cli import main
 from pyimgano_deploy.workbench.rundir import REQUIRED_FILES, validate_run_dir
 
@@ -126,7 +127,7 @@ def test_validate_run_dir_reports_problems(synthetic_run: tuple[Path, dict[str, 
 def test_existing_out_is_refused_without_force(synthetic_run: tuple[Path, dict[str, Any], Any]) -> None:
     run = synthetic_run[0]
     result = CliRunner().invoke(main, ["train", "--dataset", "synthetic", "--out", str(run), "--model-kwargs", TINY_MODEL])
-    assert result.exit_code == 2 and "--force" in result.stderr
+    assert result.exit_code == EXIT_OUTPUT and "--force" in result.stderr
 
 
 # ----------------------------------------------------------------------------- config handling

@@ -8,6 +8,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_OUTPUT
 from pyimgano_deploy.bundles import read_bundle
 from pyimgano_deploy.cli import main
 from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, export_run
@@ -126,7 +127,11 @@ def test_cli_export_and_exit_codes(run_dir, tmp_path):
     summary = json.loads(r.stdout)
     assert summary["engines"] == ["model.onnx"] and summary["parity"]["fp32"]["labels_identical"]
     r = runner.invoke(main, ["export", "--run", str(run_dir), "--out", str(out)])
-    assert r.exit_code == 1 and "--force" in r.output
+    assert r.exit_code == EXIT_OUTPUT and "--force" in r.output
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    r = runner.invoke(main, ["export", "--run", str(run_dir), "--out", str(a_file / "b"), "--json"])
+    assert r.exit_code == EXIT_OUTPUT and f"{a_file} is a file, not a folder" in json.loads(r.stdout)["error"]
     r = runner.invoke(main, ["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "does not exist" in r.output
 

@@ -15,6 +15,7 @@ from cli_helpers import jsonl_records, run_cli
 from onnx import TensorProto, helper
 from run_factory import make_run_dir
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
 from pyimgano_deploy.bundles.parity import ParityError
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
 from pyimgano_deploy.models.detectors import int8_candidates
@@ -195,7 +196,7 @@ def test_broken_int8_candidates_fail_the_gate_and_write_nothing(tmp_path: Path, 
 def test_nn_head_scope_is_refused_without_a_memory_bank(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path, "vision_padim", size=48, d=8)
     code, _, err = run_cli("export", "--run", str(run), "--out", str(tmp_path / "b"), "--precision", "int8", "--int8-scope", "nn_head")
-    assert code == 1 and "no nearest-neighbour head" in err and "--int8-scope backbone" in err and not (tmp_path / "b").exists()
+    assert code == EXIT_USAGE and "no nearest-neighbour head" in err and "--int8-scope backbone" in err and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("model", ["vision_softpatch", "vision_anomalydino"])

@@ -10,6 +10,7 @@ import torch
 from cli_helpers import run_cli
 from run_factory import make_run_dir
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
 from pyimgano_deploy.models.detectors.reranked_distance import RerankedNearestNeighbourDistance, principal_directions
 
@@ -76,7 +77,7 @@ def test_export_with_a_reranked_head_passes_the_gate_against_the_full_head(tmp_p
 def test_rerank_of_a_detector_without_a_memory_bank_is_refused(tmp_path: Path) -> None:
     run = make_run_dir(tmp_path, "vision_padim", size=48, d=8)
     code, _, err = run_cli("export", "--run", str(run), "--out", str(tmp_path / "b"), "--nn-rerank", "8")
-    assert code == 1 and "no nearest-neighbour head" in err and not (tmp_path / "b").exists()
+    assert code == EXIT_USAGE and "no nearest-neighbour head" in err and not (tmp_path / "b").exists()
 
 
 def test_the_cli_export_options_and_head_share_one_default_projection() -> None:

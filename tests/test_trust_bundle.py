@@ -16,6 +16,7 @@ import pytest
 
 from bundle_factory import rewrite_manifest
 from cli_helpers import run_cli
+from pyimgano_deploy.bundles.exit_codes import EXIT_OUTPUT
 from pyimgano_deploy.bundles import InvalidBundleError, read_bundle
 from pyimgano_deploy.bundles.errors import DigestMismatchError, SignatureError
 from pyimgano_deploy.bundles.identity import bundle_digest, parse_digest
@@ -192,7 +193,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_keygen_never_overwrites(keys: tuple[Path, Path]) -> None:
     code, _, err = _cli("keygen", "--out", str(keys[0].parent))
-    assert code == 1 and "never overwritten" in err
+    assert code == EXIT_OUTPUT and "never overwritten" in err
     assert oct(keys[0].stat().st_mode & 0o777) == "0o600"
 
 
@@ -232,7 +233,7 @@ def test_force_refuses_a_folder_that_is_not_a_bundle(exported: tuple[Path, Path]
     notes.mkdir()
     (notes / "todo.txt").write_text("keep me")
     code, _, err = _cli("export", "--run", str(exported[0]), "--out", str(notes), "--force")
-    assert code == 1 and "not a bundle" in err and (notes / "todo.txt").read_text() == "keep me"
+    assert code == EXIT_OUTPUT and "not a bundle" in err and (notes / "todo.txt").read_text() == "keep me"
 
 
 def test_force_refuses_the_run_its_parent_and_a_folder_inside_it(exported: tuple[Path, Path]) -> None:
@@ -240,14 +241,14 @@ def test_force_refuses_the_run_its_parent_and_a_folder_inside_it(exported: tuple
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     for out, needle in ((run, "inside it"), (run.parent, "contains the run"), (run / "model", "inside it")):
         code, _, err = _cli("export", "--run", str(run), "--out", str(out), "--force")
-        assert code == 1 and needle in err
+        assert code == EXIT_OUTPUT and needle in err
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
 def test_force_refuses_a_bundle_holding_extra_files(exported: tuple[Path, Path], bundle: Path) -> None:
     (bundle / "my_notes.txt").write_text("keep me")
     code, _, err = _cli("export", "--run", str(exported[0]), "--out", str(bundle), "--force")
-    assert code == 1 and "my_notes.txt" in err and (bundle / "my_notes.txt").exists()
+    assert code == EXIT_OUTPUT and "my_notes.txt" in err and (bundle / "my_notes.txt").exists()
 
 
 def test_force_replaces_a_bundle(exported: tuple[Path, Path], bundle: Path) -> None:
@@ -278,7 +279,7 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
     keep.mkdir()
     (keep / "data.csv").write_text("1,2,3")
     code, _, err = _cli("demo", "--out", str(keep), "--random-init", "--size", "64")
-    assert code == 2 and "not a demo output folder" in err and (keep / "data.csv").exists()
+    assert code == EXIT_OUTPUT and "not a demo output folder" in err and (keep / "data.csv").exists()
 
 
 def test_golden_carries_source_files_with_eager_scores(bundle: Path) -> None:

@@ -1,4 +1,4 @@
-"""The exit codes shared by ``validate``, ``infer``, ``export`` and ``build-engine``: one table.
+"""The exit codes shared by every command (``validate``, ``infer``, ``export``, ``build-engine``, ...): one table.
 
 Release pipelines branch on these numbers, so each one means the same thing in every command.
 The README and every command's ``--help`` print :data:`EXIT_CODE_TABLE`.
@@ -14,7 +14,7 @@ EXIT_CHECKSUM = 4  # a file's sha256/size differs from the manifest, or the dige
 EXIT_ENGINE = 5  # no engine of the bundle can load on this machine (GPU, TensorRT version, provider)
 EXIT_PARITY = 6  # golden parity failed (engine outputs differ from the eager outputs)
 EXIT_SIGNATURE = 7  # a signature was required and is missing, malformed or does not verify
-EXIT_OUTPUT = 8  # an output cannot be written: locked by another run, unwritable, disk full
+EXIT_OUTPUT = 8  # an output is not written: it exists (no --force/--overwrite), is locked, unwritable, disk full
 
 MEANINGS: dict[int, str] = {
     EXIT_OK: "ok",
@@ -25,7 +25,7 @@ MEANINGS: dict[int, str] = {
     EXIT_ENGINE: "no engine can load on this machine",
     EXIT_PARITY: "golden parity failure",
     EXIT_SIGNATURE: "signature missing or invalid",
-    EXIT_OUTPUT: "output cannot be written (locked, unwritable, disk full)",
+    EXIT_OUTPUT: "output not written (exists without --force/--overwrite, locked, unwritable, disk full)",
 }
 
 

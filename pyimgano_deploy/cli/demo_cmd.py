@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_OUTPUT
+from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.models.registry import list_models, model_entry
 
 #: written into --out by the demo; only a folder holding it is ever replaced by a later demo
@@ -18,15 +20,13 @@ DEMO_MARKER_SCHEMA_VERSION = "1.0"
 
 def prepare_out(out_dir: Path) -> None:
     """Make ``out_dir`` ready: create it, or replace an earlier demo's output (recognised by
-    its marker). Any other existing, non-empty folder is refused untouched."""
+    its marker). Any other existing, non-empty folder is refused untouched (exit code 8)."""
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
-        raise click.UsageError(f"--out {out_dir} exists and is not a folder; choose another --out")
+        fail(f"--out {out_dir} exists and is not a folder; choose another --out", EXIT_OUTPUT)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not (out_dir / DEMO_MARKER).is_file():
-            raise click.UsageError(
-                f"--out {out_dir} exists and is not a demo output folder (no {DEMO_MARKER}); nothing was deleted: "
-                "choose another --out or empty it yourself"
-            )
+            fail(f"--out {out_dir} exists and is not a demo output folder (no {DEMO_MARKER}); nothing was deleted: "
+                 "choose another --out or empty it yourself", EXIT_OUTPUT)
         click.echo(f"replacing the previous demo output in {out_dir}", err=True)
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,7 @@ def _step(title: str, args: list[str]) -> None:
             sys.exit(int(exc.code) if isinstance(exc.code, int) else 1)
 
 
-@click.command("demo")
+@click.command("demo", epilog=EXIT_CODE_TABLE)
 @click.option("--out", "out_dir", default="demo_out", show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for every artefact (created; only an earlier demo's output is replaced).")
 @click.option("--model", default="vision_patchcore", show_default=True, type=click.Choice(list_models()), help="Detector to train (every registered model; see `pyimgano-deploy models`).")
 @click.option("--size", default=128, show_default=True, type=click.IntRange(64, 512), help="Side of the generated images (px).")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OUTPUT, EXIT_USAGE
+from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_SCOPES
 from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
@@ -21,7 +22,7 @@ def _projection(ctx: click.Context, param: click.Parameter, value: str) -> int |
     raise click.BadParameter(f"expected 'auto' or a whole number of dimensions >= 1, got {value!r}")
 
 
-@click.command("export")
+@click.command("export", epilog=EXIT_CODE_TABLE)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory written by 'train' (runs/NAME).")
 @click.option("--category", default=None, help="Category inside a multi-category run (runs/NAME/categories/C).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
@@ -67,36 +68,40 @@ def export(run_dir: Path, category: str | None, out_dir: Path, precision: str, i
     'validate', optionally signed, and swapped into place at the end: a failed export leaves
     nothing that validates. Prints the bundle digest (sha256:...) to pin in release pipelines.
 
-    \b
-    Exit codes: 0 ok, 1 error (including a refused --out), 5 TensorRT unavailable,
-    6 parity gate failed, 7 the signing key cannot be used.
+    Exit codes (the shared table below): 2 a bad option or one the run's detector cannot take,
+    8 --out exists and is not replaced (or cannot be written), 5 TensorRT unavailable,
+    6 parity gate failed, 7 the signing key cannot be used, 1 a run that cannot be exported.
     """
     from pyimgano_deploy.bundles.errors import SignatureError
     from pyimgano_deploy.bundles.replace import UnsafeOutputError
-    from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, export_run
+    from pyimgano_deploy.exporters.bundle_export import BundleExistsError, ExportOptions, OutputNotWritableError, export_run
     from pyimgano_deploy.exporters.onnx_export import ExportError
     from pyimgano_deploy.bundles.parity import ParityError
     from pyimgano_deploy.exporters.run_source import RunDirError
     from pyimgano_deploy.exporters.tensorrt_build import TensorRTUnavailableError
+    from pyimgano_deploy.models.detectors.reranked_distance import NoNearestNeighbourHeadError
 
     try:
         opts = ExportOptions(precision=precision, int8_scope=int8_scope, int8_candidates=int8_candidates,
                              int8_projection=int8_projection, int8_calibration=int8_calibration, int8_method=int8_method,
                              nn_rerank=nn_rerank, nn_rerank_dim=nn_rerank_dim, opset=opset, max_batch=max_batch, golden=golden, tensorrt=tensorrt, force=force,
                              sign_key=sign_key)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE, as_json=as_json)
+    try:
         result = export_run(run_dir, out_dir, opts, category=category)
     except SignatureError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except (BundleExistsError, UnsafeOutputError, RunDirError, ExportError, ValueError, FileNotFoundError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), exc.exit_code, as_json=as_json)
+    except (BundleExistsError, UnsafeOutputError, OutputNotWritableError) as exc:
+        fail(str(exc), EXIT_OUTPUT, as_json=as_json)
+    except NoNearestNeighbourHeadError as exc:
+        fail(str(exc), EXIT_USAGE, as_json=as_json)
+    except (RunDirError, ExportError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc), EXIT_FAILED, as_json=as_json)
     except ParityError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(ParityError.exit_code)
+        fail(str(exc), ParityError.exit_code, as_json=as_json)
     except TensorRTUnavailableError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(5)
+        fail(str(exc), EXIT_ENGINE, as_json=as_json)
     summary = {
         "bundle": str(result.bundle_dir),
         "digest": result.digest,

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_OUTPUT
 
-@click.command("keygen")
+
+@click.command("keygen", epilog=EXIT_CODE_TABLE)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the two key files (created; existing keys are never overwritten).")
 def keygen(out_dir: Path) -> None:
     """Write bundle_signing.key (private, PEM PKCS#8, mode 0600) and bundle_signing.pub (PEM).
@@ -27,8 +29,8 @@ def keygen(out_dir: Path) -> None:
     except SignatureError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except (FileExistsError, OSError) as exc:
+    except OSError as exc:  # keys that exist (never overwritten), or a folder that cannot be written
         click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_OUTPUT)
     click.echo(f"private key: {private_path}  (keep it secret)")
     click.echo(f"public key:  {public_path}  (give it to validate/infer --public-key)")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_USAGE
 from pyimgano_deploy.cli.failing import fail
 
 
@@ -19,7 +19,7 @@ def _parse_tags(tags: str | None) -> list[str]:
     return [t.strip() for t in (tags or "").split(",") if t.strip()]
 
 
-@click.group("models", invoke_without_command=True)
+@click.group("models", invoke_without_command=True, epilog=EXIT_CODE_TABLE)
 @click.option("--tags", default=None, help="Comma-separated tags every listed model must carry, e.g. numpy,pixel_map.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_USAGE
 from pyimgano_deploy.cli.failing import fail
 
 
-@click.group("recipes", invoke_without_command=True)
+@click.group("recipes", invoke_without_command=True, epilog=EXIT_CODE_TABLE)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def recipes(ctx: click.Context, as_json: bool) -> None:

@@ -7,11 +7,9 @@ from typing import Any
 
 import click
 
+from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_FAILED, EXIT_OUTPUT, EXIT_USAGE
 from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES, PIXEL_STRATEGIES
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 
 def _fail(message: str, code: int, as_json: bool) -> None:
@@ -74,7 +72,7 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
     return data
 
 
-@click.command("train")
+@click.command("train", epilog=EXIT_CODE_TABLE)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="JSON config (YAML with PyYAML installed). Options below override it.")
 @click.option("--model", default=None, help="Registered model name (see `pyimgano-deploy models`). [vision_patchcore]")
@@ -136,7 +134,7 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
     from pyimgano_deploy.models.training.checkpoint import CheckpointError
     from pyimgano_deploy.workbench.calibration import CalibrationSplitError
     from pyimgano_deploy.workbench.config import ConfigError, TrainConfig
-    from pyimgano_deploy.workbench.rundir import RunDirExistsError
+    from pyimgano_deploy.workbench.rundir import NothingToResumeError, RunDirExistsError
     from pyimgano_deploy.workbench.train import run_training
 
     if config_path is None and (dataset_kind is None or out is None):
@@ -162,6 +160,9 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
     try:
         summary = run_training(cfg, force=force, progress=progress, log=log, resume=resume)
     except RunDirExistsError as exc:
+        _fail(str(exc), EXIT_OUTPUT, as_json)
+        return
+    except NothingToResumeError as exc:
         _fail(str(exc), EXIT_USAGE, as_json)
         return
     except (ConfigError, DatasetError, CalibrationSplitError, InputError, ImageReadError, CheckpointError, FloatingPointError) as exc:

@@ -49,6 +49,10 @@ class BundleExistsError(FileExistsError):
     """The output directory exists and ``force`` was not given."""
 
 
+class OutputNotWritableError(OSError):
+    """The bundle's folder (or the work folder beside it) cannot be created; names the path."""
+
+
 MAX_SOURCES = 4  # original files kept in golden.npz for the whole-pipeline check
 MAX_SOURCE_BYTES = 32 << 20
 
@@ -231,6 +235,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     """Export the run at ``run_dir`` to a bundle at ``out_dir`` (see module docstring).
 
     Raises :class:`BundleExistsError` when ``out_dir`` exists without ``force``,
+    :class:`OutputNotWritableError` when its folder cannot be created or written in,
     :class:`~pyimgano_deploy.bundles.replace.UnsafeOutputError` when ``out_dir`` is not a
     bundle that may be replaced, :class:`~pyimgano_deploy.bundles.parity.ParityError` when
     the gate fails.
@@ -238,7 +243,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     out = Path(out_dir)
     source = resolve_run(run_dir, category)
     check_output(out, source.root, options.force)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else exc.strerror or str(exc)
+        raise OutputNotWritableError(f"--out {out}: cannot create its folder {out.parent} ({why}); "
+                                     "choose a writable folder") from exc
     clean_leftovers(out, log)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -251,7 +262,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     module, nn_head = _engine_module(detector, options)
     int8_scope = resolve_int8_scope(options.int8_scope, detector.inference_module) if options.precision == "int8" else None
 
-    tmp = make_work_dir(out)
+    try:
+        tmp = make_work_dir(out)
+    except OSError as exc:
+        raise OutputNotWritableError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc}); "
+                                     "choose a writable folder") from exc
     try:
         engines, parity, compat = [], {}, {}
         precisions = ["fp32"] + ([options.precision] if options.precision != "fp32" else [])

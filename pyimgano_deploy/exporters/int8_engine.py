@@ -39,12 +39,14 @@ def has_nn_head(module: Any) -> bool:
 
 def resolve_int8_scope(scope: str, module: Any) -> str:
     """``auto`` → ``nn_head`` for memory-bank detectors, ``backbone`` otherwise; ``nn_head`` is
-    refused (ValueError) for a detector without a nearest-neighbour head. ``scope`` is one of
+    refused (``NoNearestNeighbourHeadError``) for a detector without a nearest-neighbour head. ``scope`` is one of
     :data:`INT8_SCOPES` (``ExportOptions`` checks it)."""
     if scope == "auto":
         return "nn_head" if has_nn_head(module) else "backbone"
     if scope == "nn_head" and not has_nn_head(module):
-        raise ValueError(f"int8 scope 'nn_head': {type(module).__name__} has no nearest-neighbour head (only memory-bank "
+        from pyimgano_deploy.models.detectors.reranked_distance import NoNearestNeighbourHeadError
+
+        raise NoNearestNeighbourHeadError(f"int8 scope 'nn_head': {type(module).__name__} has no nearest-neighbour head (only memory-bank "
                          "detectors: PatchCore, SoftPatch, AnomalyDINO); use --int8-scope backbone")
     return scope
 

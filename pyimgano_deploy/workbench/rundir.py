@@ -65,6 +65,10 @@ class RunDirExistsError(FileExistsError):
     """The output directory is not empty and --force was not given."""
 
 
+class NothingToResumeError(ValueError):
+    """``--resume`` named a folder without an interrupted run's checkpoint (a usage error)."""
+
+
 def json_safe(obj: Any) -> Any:
     """NaN/inf → None, numpy scalars/arrays → Python, tuples → lists (recursively)."""
     if isinstance(obj, dict):
@@ -115,7 +119,7 @@ def resume_out_dir(path: str | Path) -> Path:
     """The run directory of an interrupted trained run, for ``--resume`` (its checkpoint must exist)."""
     out = Path(path)
     if not (out / CHECKPOINT_FILE).is_file():
-        raise RunDirExistsError(f"--resume: {out / CHECKPOINT_FILE} does not exist; nothing to resume in --out {out} "
+        raise NothingToResumeError(f"--resume: {out / CHECKPOINT_FILE} does not exist; nothing to resume in --out {out} "
                                 "(a finished run removes its checkpoint; start a new run with --force)")
     return out
 

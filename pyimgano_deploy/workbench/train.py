@@ -277,7 +277,7 @@ def run_training(cfg: TrainConfig, *, force: bool = False, progress: bool = True
     """Run ``cfg`` and write its run directory; returns the JSON-ready summary (run dir,
     metrics, thresholds, timings). ``resume``: continue a trained detector from the checkpoint
     an interrupted run left in ``model/`` (same config), to the same result as an uninterrupted
-    run. Raises RunDirExistsError, ConfigError, DatasetError, CheckpointError, …"""
+    run. Raises RunDirExistsError, NothingToResumeError, ConfigError, DatasetError, CheckpointError, …"""
     log = log or _stderr
     if resume:
         if force:

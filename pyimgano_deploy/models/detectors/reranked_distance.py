@@ -134,11 +134,15 @@ def rerank_nearest_neighbours(module: nn.Module, *, candidates: int, projection_
     return replaced
 
 
+class NoNearestNeighbourHeadError(ValueError):
+    """An option that needs a nearest-neighbour head was given for a detector without one."""
+
+
 def reranked_copy(module: nn.Module, *, candidates: int, projection_dim: int | None = None, source: str = "pca") -> nn.Module:
-    """A copy of the inference ``module`` with re-ranked nearest-neighbour heads; ``ValueError``
-    when it has none (the detector is not a memory-bank detector)."""
+    """A copy of the inference ``module`` with re-ranked nearest-neighbour heads;
+    :class:`NoNearestNeighbourHeadError` when it has none (not a memory-bank detector)."""
     out = copy.deepcopy(module)
     if rerank_nearest_neighbours(out, candidates=candidates, projection_dim=projection_dim, source=source) == 0:
-        raise ValueError(f"{type(module).__name__} has no nearest-neighbour head to re-rank: only memory-bank detectors "
+        raise NoNearestNeighbourHeadError(f"{type(module).__name__} has no nearest-neighbour head to re-rank: only memory-bank detectors "
                          "(PatchCore, SoftPatch, AnomalyDINO) have one")
     return out
