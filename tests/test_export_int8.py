@@ -94,6 +94,8 @@ def test_an_int8_engine_that_scores_differently_here_is_refused(int8_bundle: Pat
                               "--save-jsonl", str(jsonl), "--precision", "int8", "--json")
     assert code == EngineParityError.exit_code == 6 and "does not reproduce" in json.loads(stdout)["error"]
     assert not jsonl.exists()
+    code, stdout, _ = run_cli("validate", str(int8_bundle), "--precision", "int8")
+    assert code == 6 and "outside the parity gate (exported on a CPU with" in stdout and "--precision fp32" in stdout
 
 
 def test_validate_applies_the_int8_gate_and_infer_runs_int8_only_when_named(int8_bundle: Path, hazelnut_root: Path, tmp_path: Path) -> None:

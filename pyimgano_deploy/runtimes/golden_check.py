@@ -52,18 +52,23 @@ def require_golden_parity(runtime: Runtime) -> ParityReport:
     except GoldenShapeError as exc:
         raise EngineParityError(f"{info.get('file')} ({precision}): {exc}") from exc
     if not report.passed:
-        advice = ("this CPU's integer kernels differ from the export machine's. Run the fp32 engine "
-                  "(--precision fp32), or re-export int8 with this version of pyimgano-deploy, whose 7-bit "
-                  "codes give the same results on x86 CPUs with and without VNNI"
-                  if precision == "int8" else "run another engine, or run `validate` on this machine for the table")
         raise EngineParityError(
             f"{info.get('file')} ({precision}) does not reproduce the bundle's golden outputs on this machine"
-            f"{_cpu_note(runtime)}: "
+            f"{cpu_note(runtime.bundle.manifest)}: "
             f"max |Δscore| {report.max_abs_score:.3g} (gate {report.tolerance['score_abs']:.3g}), max |Δmap| "
             f"{report.max_abs_map:.3g} (gate {report.tolerance['map_abs']:.3g}), labels identical: "
-            f"{report.labels_identical}; {advice}"
+            f"{report.labels_identical}; {refusal_advice(precision)}"
         )
     return report
+
+
+def refusal_advice(precision: str) -> str:
+    """What to do when ``precision``'s engine fails the gate on this machine (``infer`` and ``validate``)."""
+    if precision == "int8":
+        return ("this CPU's integer kernels differ from the export machine's. Run the fp32 engine "
+                "(--precision fp32), or re-export int8 with this version of pyimgano-deploy, whose 7-bit "
+                "codes give the same results on x86 CPUs with and without VNNI")
+    return "run another engine, or run `validate` on this machine for the table"
 
 
 def _isa(features: object) -> str:
@@ -71,9 +76,9 @@ def _isa(features: object) -> str:
     return "+".join(isa) if isa else "unknown instruction sets"
 
 
-def _cpu_note(runtime: Runtime) -> str:
-    """" (exported on a CPU with …, this one has …)" when the bundle recorded the export CPU's."""
-    exported = (runtime.bundle.manifest.get("environment") or {}).get("cpu_features")
+def cpu_note(manifest: dict) -> str:
+    """" (exported on a CPU with …, this one has …)" when the manifest recorded the export CPU's."""
+    exported = (manifest.get("environment") or {}).get("cpu_features")
     if not exported:
         return ""
     return f" (exported on a CPU with {_isa(exported)}, this one has {_isa(cpu_features())})"

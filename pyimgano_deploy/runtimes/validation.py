@@ -28,7 +28,13 @@ from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
 from pyimgano_deploy.inputs import decode_image
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
-from pyimgano_deploy.runtimes.golden_check import GoldenShapeError, golden_parity
+from pyimgano_deploy.runtimes.golden_check import (
+    SELF_TESTED_PRECISIONS,
+    GoldenShapeError,
+    cpu_note,
+    golden_parity,
+    refusal_advice,
+)
 from pyimgano_deploy.runtimes.loader import open_runtime
 from pyimgano_deploy.runtimes.runtime import Runtime
 
@@ -200,7 +206,8 @@ def _check_golden(bundle: Bundle, runtime: Runtime, golden: dict[str, np.ndarray
     if _recorded_rule(record) != GATE_RULE:
         summary += f"; exported under gate rule {_recorded_rule(record)}, checked under rule {GATE_RULE}"
     if not report.passed:
-        raise _Failed(EXIT_PARITY, summary + " — outside the parity gate")
+        advice = f"; {refusal_advice(precision)}" if precision in SELF_TESTED_PRECISIONS else ""
+        raise _Failed(EXIT_PARITY, summary + f" — outside the parity gate{cpu_note(bundle.manifest)}{advice}")
     return summary, measured
 
 
