@@ -244,6 +244,27 @@ class NearestNeighbourDistance(nn.Module):
             idx = torch.stack(indices, dim=1).gather(1, which).squeeze(1)
         return (best + q_sq).clamp(min=0.0).sqrt(), idx
 
+    def two_nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distances to the two nearest bank rows, ascending, and their indices:
+        ``q [R, D]`` → (``[R, 2]`` fp32, ``[R, 2]`` int64); a one-row bank gives its row twice. One
+        TopK per chunk: in ONNX Runtime a TopK(2) costs half of the ReduceMin + ArgMin pair that
+        :meth:`nearest` exports to."""
+        q = q.to(torch.float32)
+        q_sq = (q * q).sum(1, keepdim=True)
+        q1 = self.augment_queries(q)
+        values, indices = [], []
+        for s, e in self.chunks:
+            v, i = torch.topk(self.partial_sq_distances(q1, s, e), min(2, e - s), dim=1, largest=False)
+            values.append(v)
+            indices.append(i + s)
+        best, idx = values[0], indices[0]
+        if len(values) > 1:
+            best, which = torch.topk(torch.cat(values, dim=1), 2, dim=1, largest=False)
+            idx = torch.cat(indices, dim=1).gather(1, which)
+        elif self.chunks[0][1] == 1:  # a one-row bank
+            best, idx = best.repeat(1, 2), idx.repeat(1, 2)
+        return (best + q_sq).clamp(min=0.0), idx
+
 
 def augmented_bank(bank: torch.Tensor) -> torch.Tensor:
     """``[M, D]`` bank → ``[D + 1, M]`` fp32 ``[−2·Bᵀ; ‖B‖²]`` (see :class:`NearestNeighbourDistance`)."""

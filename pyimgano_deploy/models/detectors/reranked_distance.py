@@ -92,6 +92,15 @@ class TwoStageNearestNeighbourDistance(nn.Module):
         best, which = d2.min(dim=1, keepdim=True)
         return best.squeeze(1).clamp(min=0.0).sqrt(), idx.gather(1, which).squeeze(1)
 
+    def two_nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`~.layers.NearestNeighbourDistance.two_nearest`, over the candidates (one candidate: given twice)."""
+        d2, idx = self._candidate_sq_distances(q.to(torch.float32))
+        best, which = torch.topk(d2, min(2, self.n_candidates), dim=1, largest=False)
+        idx = idx.gather(1, which)
+        if self.n_candidates == 1:
+            best, idx = best.repeat(1, 2), idx.repeat(1, 2)
+        return best.clamp(min=0.0), idx
+
 
 class RerankedNearestNeighbourDistance(TwoStageNearestNeighbourDistance):
     """Candidates = the bank rows nearest in the bank's ``projection_dim`` leading principal directions."""

@@ -9,6 +9,11 @@ Choices, stated once:
   its position (≈ 1 for typical patches, > 1 for suspicious ones). A query's patch distance
   is its nearest-neighbour distance times the matched bank entry's weight, so a match with a
   suspicious (possibly defective) training patch counts for less normality.
+- Ties: when the two nearest rows are equally near within :data:`TIE_RTOL` (see
+  :func:`tie_blended_weight`), their weights are blended. The paper's rule takes whichever row
+  the arithmetic ranks first, so two fp32 engines (eager and ONNX Runtime, whose GEMMs round
+  differently) could pick different rows and make the map jump by the weights' difference; the
+  blend makes the score continuous in the distances, so both give the same map.
 """
 
 from __future__ import annotations
@@ -30,8 +35,29 @@ from pyimgano_deploy.models.detectors.softpatch.outliers import outlier_scores
 from pyimgano_deploy.models.detectors.softpatch.spec import SPEC, SoftPatchParams
 
 
+#: two nearest rows whose squared distances differ by less than this fraction of ``‖q‖² + d₁²`` count as
+#: tied. fp32 rounds the expanded-form distance by up to about D × 6e-8 of that scale (9e-6 for
+#: D = 152, 9e-5 for 1 536), so 1e-3 leaves a tenfold margin above rounding for the largest backbones,
+#: while a query's score moves by at most half its two weights' difference, and only when the two rows
+#: lie within 0.1 % of each other's distance.
+TIE_RTOL = 1e-3
+
+
+def tie_blended_weight(d2: torch.Tensor, w: torch.Tensor, q_sq: torch.Tensor) -> torch.Tensor:
+    """The matched weight ``[R]`` from the two nearest rows' squared distances ``d2 [R, 2]`` (ascending),
+    their weights ``w [R, 2]`` and the queries' squared norms ``q_sq [R]``.
+
+    ``(w₁ + φ·w₂) / (1 + φ)`` with ``φ = max(0, 1 − (d₂² − d₁²) / (TIE_RTOL · (‖q‖² + d₁²)))``: the
+    nearest row's weight when the second is clearly farther (φ = 0), their mean at an exact tie
+    (φ = 1), and continuous in between and across the swap of the two rows."""
+    width = TIE_RTOL * (q_sq + d2[:, 0]) + 1e-30  # the epsilon keeps 0 / 0 out of an all-zero query
+    phi = torch.relu(1.0 - (d2[:, 1] - d2[:, 0]) / width)
+    return (w[:, 0] + phi * w[:, 1]) / (1.0 + phi)
+
+
 class SoftWeightedScorer(nn.Module):
-    """Embedding ``[B, D, h, w]`` → ``[B, h, w]``: nearest-neighbour distance × the matched entry's weight."""
+    """Embedding ``[B, D, h, w]`` → ``[B, h, w]``: nearest-neighbour distance × the matched entry's
+    weight (:func:`tie_blended_weight` when the two nearest rows tie)."""
 
     def __init__(self, bank: torch.Tensor, weights: torch.Tensor, grid: tuple[int, int], *, chunk_size: int) -> None:
         super().__init__()
@@ -41,8 +67,10 @@ class SoftWeightedScorer(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         q = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
-        d, idx = self.distance.nearest(q)
-        return (d * self.weights.index_select(0, idx)).reshape(-1, self.grid[0], self.grid[1])
+        d2, idx = self.distance.two_nearest(q)
+        w = self.weights.index_select(0, idx.reshape(-1)).reshape(idx.shape)
+        weight = tie_blended_weight(d2, w, (q * q).sum(1))
+        return (d2[:, 0].sqrt() * weight).reshape(-1, self.grid[0], self.grid[1])
 
 
 class SoftPatch(PatchCore):
