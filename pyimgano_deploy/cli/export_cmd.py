@@ -49,7 +49,8 @@ def _projection(ctx: click.Context, param: click.Parameter, value: str) -> int |
 @click.option("--nn-rerank", type=click.IntRange(1, 3840), default=None, metavar="C",
               help="Memory-bank detectors: a two-stage nearest-neighbour head in the engines. C candidates per query from the "
                    "bank's leading principal directions, then the exact fp32 distance for those only. Exact whenever the "
-                   "true neighbour is a candidate; the parity gate compares it with the full eager head.")
+                   "true neighbour is a candidate; the parity gate compares it with the full eager head. It pays only "
+                   "where the fp32 GEMM is slow: measure on the target CPU (docs/PRECISION.md).")
 @click.option("--nn-rerank-dim", type=click.IntRange(1, 4096), default=PCA_PROJECTION_DIM, show_default=True, help="Principal directions used to find the candidates.")
 @click.option("--opset", type=click.IntRange(17, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--max-batch", type=click.IntRange(1, 4096), default=32, show_default=True, help="Largest batch the engines are declared for.")
