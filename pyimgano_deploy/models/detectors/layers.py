@@ -228,21 +228,8 @@ class NearestNeighbourDistance(nn.Module):
 
     def nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance to the nearest bank row and that row's index: ``q [R, D]`` → (``[R]`` fp32, ``[R]`` int64)."""
-        q = q.to(torch.float32)
-        q_sq = (q * q).sum(1)
-        q1 = self.augment_queries(q)
-        values, indices = [], []
-        for s, e in self.chunks:
-            v, i = self.partial_sq_distances(q1, s, e).min(dim=1)
-            values.append(v)
-            indices.append(i + s)
-        if len(values) == 1:
-            best, idx = values[0], indices[0]
-        else:
-            which = torch.stack(values, dim=1).argmin(dim=1, keepdim=True)
-            best = torch.stack(values, dim=1).gather(1, which).squeeze(1)
-            idx = torch.stack(indices, dim=1).gather(1, which).squeeze(1)
-        return (best + q_sq).clamp(min=0.0).sqrt(), idx
+        d2, idx = self.two_nearest(q)
+        return d2[:, 0].sqrt(), idx[:, 0]
 
     def two_nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared distances to the two nearest bank rows, ascending, and their indices:

@@ -87,10 +87,7 @@ class TwoStageNearestNeighbourDistance(nn.Module):
             return d2.amin(dim=1).clamp(min=0.0).sqrt()
         return torch.topk(d2, self.k, dim=1, largest=False).values.clamp(min=0.0).sqrt().mean(dim=1)
 
-    def nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        d2, idx = self._candidate_sq_distances(q.to(torch.float32))
-        best, which = d2.min(dim=1, keepdim=True)
-        return best.squeeze(1).clamp(min=0.0).sqrt(), idx.gather(1, which).squeeze(1)
+    nearest = NearestNeighbourDistance.nearest  # the nearest of two_nearest, as in the full head
 
     def two_nearest(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`~.layers.NearestNeighbourDistance.two_nearest`, over the candidates (one candidate: given twice)."""
