@@ -13,5 +13,9 @@ INPUT_LAYOUT = "NHWC"
 INPUT_DTYPE = "uint8"
 INPUT_CHANNELS = "RGB"
 OUTPUT_DTYPE = "float32"
+#: ``input`` key of the full-scale value the training set declared for its 16-bit files
+#: (``dataset.u16_max``; absent when the set was 8-bit). Provenance: the runtime still needs
+#: ``u16_max`` named at each call, and warns when it differs.
+U16_MAX_KEY = "u16_max"
 
-__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES"]
+__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES", "U16_MAX_KEY"]

@@ -24,8 +24,9 @@ from pyimgano_deploy.checks import MISSING, describe, is_int, is_number
 from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
+from pyimgano_deploy.inputs.formats import validate_u16_max
 
-SCHEMA_VERSION = "1.3"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2
+SCHEMA_VERSION = "1.4"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -247,6 +248,11 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(inp, "height", "input", "int", minimum=1)
         ck.field(inp, "width", "input", "int", minimum=1)
         ck.field(inp, "preprocess", "input", "object")
+        if io.U16_MAX_KEY in inp:
+            try:
+                validate_u16_max(inp[io.U16_MAX_KEY])
+            except ValueError as exc:
+                ck.add(f"input.{io.U16_MAX_KEY}", f"the training set's 16-bit full scale: {exc}")
 
 
 def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:

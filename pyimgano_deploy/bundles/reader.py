@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.errors import ChecksumMismatchError, InvalidBundleError, format_problems
 from pyimgano_deploy.bundles.golden import load_golden
 from pyimgano_deploy.bundles.hashing import sha256_file
@@ -132,6 +133,12 @@ class Bundle:
     def defects_block(self) -> dict[str, Any] | None:
         """The manifest's ``defects`` defaults (``None``: the bundle sets none)."""
         return self.manifest.get("defects")
+
+    @property
+    def trained_u16_max(self) -> int | None:
+        """The full-scale value the training set declared for its 16-bit files (``input.u16_max``;
+        ``None``: the set was 8-bit, or the bundle predates the key)."""
+        return self.manifest["input"].get(io.U16_MAX_KEY)
 
     @property
     def tiling_block(self) -> dict[str, Any] | None:

@@ -81,6 +81,9 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--dataset", "dataset_kind", type=click.Choice(["mvtec", "folder", "synthetic"]), default=None, help="Data set layout.")
 @click.option("--root", default=None, help="Data set root (MVTec: a category or a folder of categories).")
 @click.option("--category", default=None, help="MVTec category, or 'all' (one run per category).")
+@click.option("--u16-max", type=click.IntRange(1, 65535), default=None,
+              help="Full-scale value of the set's 16-bit images (4095 for a 12-bit camera, 65535 for the full range); "
+                   "16-bit files are an error without it. Recorded in the run and its bundles (dataset.u16_max).")
 @click.option("--out", default=None, help="Run directory to write (refused when not empty, unless --force).")
 @click.option("--name", default=None, help="Run name. [the --out folder's name]")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N. [cpu]")
@@ -114,7 +117,7 @@ def build_config_dict(config_path: str | None, overrides: dict[str, Any], model_
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary (JSON) on stdout at the end.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 def train(config_path: str | None, model: str | None, model_kwargs: str | None, recipe: str | None, dataset_kind: str | None,
-          root: str | None, category: str | None, out: str | None, name: str | None, device: str | None, seed: int | None,
+          root: str | None, category: str | None, u16_max: int | None, out: str | None, name: str | None, device: str | None, seed: int | None,
           calibration_fraction: float | None, quantile: float | None, pixel_quantile: float | None, pixel_strategy: str | None, threshold_strategy: str | None,
           threshold_margin: float | None, target_fpr: float | None, validation_dir: str | None, save_maps: bool | None,
           report: bool | None, sets: tuple[str, ...], dry_run: bool, force: bool, resume: bool, as_json: bool, progress: bool) -> None:
@@ -141,6 +144,7 @@ def train(config_path: str | None, model: str | None, model_kwargs: str | None, 
         _fail("without --config, --dataset and --out are required (e.g. --dataset synthetic --out runs/demo)", EXIT_USAGE, as_json)
     overrides = {
         "model.name": model, "recipe": recipe, "dataset.kind": dataset_kind, "dataset.root": root, "dataset.category": category,
+        "dataset.u16_max": u16_max,
         "output.dir": out, "name": name, "device": device, "seed": seed, "calibration.fraction": calibration_fraction,
         "calibration.quantile": quantile, "calibration.pixel_quantile": pixel_quantile,
         "calibration.pixel_strategy": pixel_strategy, "calibration.strategy": threshold_strategy,

@@ -121,11 +121,11 @@ def golden_batch(source: RunSource, preprocess: Preprocess, n: int, seed: int) -
     paths = sample_golden_inputs(source.calibration_inputs, n, seed)
     tiling = source.infer_config.get("tiling")
     if not tiling:
-        return preprocess.batch([read_image(p) for p in paths])
+        return preprocess.batch([read_image(p, u16_max=source.u16_max) for p in paths])
     from pyimgano_deploy.runtimes.tiling import TilingSpec, tile_image
 
     spec = TilingSpec.from_dict(tiling)
-    per_image = [tile_image(read_image(p), spec)[1] for p in paths]
+    per_image = [tile_image(read_image(p, u16_max=source.u16_max), spec)[1] for p in paths]
     tiles: list[np.ndarray] = []
     for k in range(max(len(t) for t in per_image)):
         for image_tiles in per_image:
@@ -145,7 +145,7 @@ def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[
         if files and sum(map(len, files)) + len(data) > MAX_SOURCE_BYTES:
             break
         files.append(data)
-    images = [decode_image(data, name=path) for data, path in zip(files, paths)]
+    images = [decode_image(data, name=path, u16_max=source.u16_max) for data, path in zip(files, paths)]
     tiling = source.infer_config.get("tiling")
     if not tiling:
         scores = detector.predict_batch(detector.preprocess.batch(images))[0]
@@ -184,7 +184,8 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
         "model": {"name": detector.model_name, "family": detector.family, "parameters": detector.hyperparameters(), "fitted": detector.fit_summary,
                   "fp32_scopes": list(detector.inference_module.fp32_scopes), "nn_head": nn_head},
         "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
-                  "preprocess": detector.preprocess.to_dict()},
+                  "preprocess": detector.preprocess.to_dict(),
+                  **({} if source.u16_max is None else {io.U16_MAX_KEY: source.u16_max})},
         "outputs": [
             {"name": io.OUTPUT_NAMES[0], "shape": ["batch"], "dtype": io.OUTPUT_DTYPE},
             {"name": io.OUTPUT_NAMES[1], "shape": ["batch", h, w], "dtype": io.OUTPUT_DTYPE},

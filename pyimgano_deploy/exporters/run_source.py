@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pyimgano_deploy.bundles import config_sha256
+from pyimgano_deploy.inputs.formats import validate_u16_max
 from pyimgano_deploy.workbench import rundir
 
 
@@ -30,6 +31,17 @@ class RunSource:
     @property
     def config_sha256(self) -> str:
         return config_sha256(self.config)
+
+    @property
+    def u16_max(self) -> int | None:
+        """The full-scale value the run declared for its 16-bit files (``dataset.u16_max``), or None."""
+        value = (self.config.get("dataset") or {}).get("u16_max")
+        if value is None:
+            return None
+        try:
+            return validate_u16_max(value)
+        except ValueError as exc:
+            raise RunDirError(f"{self.root / rundir.CONFIG}: dataset.u16_max: {exc}") from exc
 
     def load_detector(self, device: str = "cpu") -> Any:
         from pyimgano_deploy.models.detectors.base import Detector

@@ -22,6 +22,7 @@ def infer(
     include_maps: bool = False,
     batch_size: int | None = None,
     postprocess: MapPostprocess | None = None,
+    u16_max: int | None = None,
 ) -> list[InferenceResult]:
     """Score every input; a bad input becomes that item's ``error`` and the rest go on.
 
@@ -29,7 +30,8 @@ def infer(
     (``float32 [H, W]``, model resolution) when ``include_maps``. ``postprocess`` is applied
     to a copy of each returned map (e.g. ``postprocess.maps.normalize_map``) and never
     changes scores. An element that is neither a path nor an array (``None``, say) is that
-    item's error; the others are scored.
+    item's error; the others are scored. ``u16_max`` is the full-scale value of 16-bit inputs
+    (without it they are errors: a bit depth is never guessed).
     """
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise ValueError(f"batch_size must be an integer >= 1 or None (the detector's own), got {batch_size!r}")
@@ -57,7 +59,7 @@ def infer(
             results[i] = InferenceResult(score=float(s), label=apply_threshold(float(s), threshold), threshold=threshold, anomaly_map=amap)
         pending.clear()
 
-    reading = Reading(input_format=input_format)
+    reading = Reading(input_format=input_format, u16_max=u16_max)
     for i, item in enumerate(items):
         loaded = load_item(item, i, detector.preprocess, reading)  # type: ignore[attr-defined]
         if loaded.error is not None:

@@ -13,6 +13,7 @@ def calibrate_threshold(
     quantile: float = 0.99,
     source_split: str = "calibration",
     pixel_quantile: float | None = None,
+    u16_max: int | None = None,
 ) -> ThresholdCalibration:
     """Image threshold = ``quantile`` of the detector's scores on ``normal_images``.
 
@@ -22,11 +23,11 @@ def calibrate_threshold(
     16.8 M values exactly as ``train`` does — one implementation,
     ``postprocess.thresholds.calibrate_thresholds``) and returns the image calibration.
     A detector that ``needs_calibration`` (an ensemble's member scales) is calibrated on the
-    same images first, as ``train`` does.
+    same images first, as ``train`` does. ``u16_max``: the full-scale value of 16-bit images.
     """
     if getattr(detector, "needs_calibration", False):
-        detector.calibrate(normal_images, input_format=input_format, source_split=source_split)  # type: ignore[attr-defined]
-    scores, maps = detector.score_and_maps(normal_images, input_format=input_format)  # type: ignore[attr-defined]
+        detector.calibrate(normal_images, input_format=input_format, source_split=source_split, u16_max=u16_max)  # type: ignore[attr-defined]
+    scores, maps = detector.score_and_maps(normal_images, input_format=input_format, u16_max=u16_max)  # type: ignore[attr-defined]
     found = calibrate_thresholds(scores, maps, quantile=quantile, pixel_quantile=pixel_quantile, source_split=source_split)
     detector.threshold = found.image  # type: ignore[attr-defined]
     if found.pixel is not None:

@@ -138,7 +138,8 @@ def _describe(image: np.ndarray) -> str:
     return text + f", min={image.min()!r}, max={image.max()!r}"
 
 
-def _validate_u16_max(u16_max: object) -> int:
+def validate_u16_max(u16_max: object) -> int:
+    """``u16_max`` as an int in 1..65535 (the full-scale value of 16-bit images), or ImageFormatError."""
     if isinstance(u16_max, (bool, np.bool_)) or not isinstance(u16_max, (int, np.integer)):
         raise ImageFormatError(f"u16_max must be an integer in 1..65535; got {u16_max!r}")
     value = int(u16_max)
@@ -172,7 +173,7 @@ def normalize_numpy_image(
     """
     fmt = parse_image_format(input_format)
     spec = _SPECS[fmt]
-    u16 = _validate_u16_max(u16_max)
+    u16 = validate_u16_max(u16_max)
     expected = f"{spec.expected_shape()} {np.dtype(spec.dtype).name}"
 
     def fail(problem: str) -> ImageFormatError:

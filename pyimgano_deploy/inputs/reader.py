@@ -65,6 +65,10 @@ class ImageReadError(ValueError):
         super().__init__(f"cannot read image '{self.path}': {reason}")
 
 
+class Undeclared16BitError(ImageReadError):
+    """A 16-bit file was read without ``u16_max``: its bit depth is never guessed."""
+
+
 def _read_bytes(path: str | os.PathLike) -> bytes:
     p = Path(os.fspath(path))
     if not p.exists():
@@ -199,9 +203,10 @@ def _canonical(image: np.ndarray, rgb_order: bool, label: str, u16_max: int | No
         fmt = ImageFormat.GRAY_U8_HW if image.ndim == 2 else colour
     elif image.dtype == np.uint16:
         if u16_max is None:
-            raise ImageReadError(
+            raise Undeclared16BitError(
                 label, "16-bit image: its bit depth is never guessed; declare the sensor's full-scale value "
-                "with u16_max (--u16-max), e.g. 4095 for a 12-bit camera or 65535 for the full range"
+                "with u16_max (--u16-max; dataset.u16_max in a train config), e.g. 4095 for a 12-bit camera "
+                "or 65535 for the full range"
             )
         fmt = ImageFormat.GRAY_U16_HW if image.ndim == 2 else ImageFormat.BGR_U16_HWC
     else:

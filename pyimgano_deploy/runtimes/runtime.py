@@ -20,15 +20,17 @@ threads call ``infer``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
 from pyimgano_deploy.inputs.loading import InferenceError, LoadedItem, Reading, load_item
+from pyimgano_deploy.inputs.reader import Undeclared16BitError
 from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
@@ -36,6 +38,8 @@ from pyimgano_deploy.runtimes.results import InferenceResult
 from pyimgano_deploy.runtimes.streams import ScheduledSession, Session
 from pyimgano_deploy.runtimes.tile_scorer import TiledScorer, bundle_tiling
 from pyimgano_deploy.runtimes.workers import prepared_chunks
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class Runtime:
             max_batch=getattr(session, "max_batch", None),
         )
         self.num_workers = int(num_workers)
+        self._u16_noted: set[int] = set()
         self.streams = self.engine.streams
         self.micro_batch = self.engine.micro_batch
         spec = bundle_tiling(bundle)
@@ -137,8 +142,19 @@ class Runtime:
         else:
             items = images
         reading = Reading(fmt, u16_max, max_pixels)
+        self._note_u16_max(u16_max)
         for chunk in prepared_chunks(items, self.batch_size, lambda i, item: self._prepare(i, item, reading), self.num_workers):
             yield from self._score_chunk(chunk, include_maps, defects)
+
+    def _note_u16_max(self, u16_max: int | None) -> None:
+        """Warn once per value when ``u16_max`` is not the full scale the bundle was trained with:
+        the same pixels then reach the model at another brightness."""
+        trained = self.bundle.trained_u16_max
+        if u16_max is None or trained is None or u16_max == trained or u16_max in self._u16_noted:
+            return
+        self._u16_noted.add(u16_max)
+        _LOG.warning("u16_max %d differs from the %d this bundle's training images declared (bundle.json input.u16_max): "
+                     "16-bit inputs are scaled %.3g× as bright as in training", u16_max, trained, trained / u16_max)
 
     def close(self) -> None:
         self.stop_streams()
@@ -172,6 +188,10 @@ class Runtime:
             )
         loaded = load_item(item, index, self.preprocess if self.tiled is None else self.tiled.prepare, reading)
         loaded.ms = (time.perf_counter() - t0) * 1e3
+        trained = self.bundle.trained_u16_max
+        if loaded.error is not None and loaded.error.type == Undeclared16BitError.__name__ and trained is not None:
+            loaded.error = replace(loaded.error, message=f"{loaded.error.message}; this bundle was trained on 16-bit images "
+                                   f"with u16_max {trained} (bundle.json input.u16_max): pass --u16-max {trained} for that camera")
         return loaded
 
     # ------------------------------------------------------------------ scoring

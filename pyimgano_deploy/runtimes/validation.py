@@ -216,7 +216,8 @@ def _check_pipeline(runtime: Runtime, golden: dict[str, np.ndarray]) -> str:
     files = unpack_sources(golden)
     if not files:
         raise _Skipped("this bundle carries no golden source files (exported before schema 1.1)")
-    images = [decode_image(data, name=f"golden source #{i}") for i, data in enumerate(files)]
+    u16_max = runtime.bundle.trained_u16_max  # the export decoded its sources with the training set's value
+    images = [decode_image(data, name=f"golden source #{i}", u16_max=u16_max) for i, data in enumerate(files)]
     results = runtime.infer(images, input_format="rgb_u8_hwc")
     failed = [f"#{i}: {r.error.message}" for i, r in enumerate(results) if r.error is not None]
     if failed:

@@ -23,6 +23,7 @@ from pyimgano_deploy.workbench.config_checks import (
     check_keys,
     mapping_of,
 )
+from pyimgano_deploy.inputs.formats import validate_u16_max
 from pyimgano_deploy.workbench.recipes import get_recipe
 from pyimgano_deploy.workbench.size_policy import is_size_policy, short_side
 
@@ -85,6 +86,8 @@ class DatasetConfig:
     test_normal_dir: str | None = None
     test_anomalous_dir: str | None = None
     mask_dir: str | None = None
+    #: full-scale value of 16-bit image files (4095 for a 12-bit camera); None: 16-bit files are refused
+    u16_max: int | None = None
     # synthetic
     seed: int | None = None
     n_train: int = 40
@@ -92,8 +95,8 @@ class DatasetConfig:
     size: int = 128
 
     PER_KIND = {
-        "mvtec": ("kind", "root", "category"),
-        "folder": ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir"),
+        "mvtec": ("kind", "root", "category", "u16_max"),
+        "folder": ("kind", "root", "category", "train_dir", "test_normal_dir", "test_anomalous_dir", "mask_dir", "u16_max"),
         "synthetic": ("kind", "root", "category", "seed", "n_train", "n_test", "size"),
     }
 
@@ -107,6 +110,11 @@ class DatasetConfig:
         root = as_str(d.get("root"), "dataset.root", optional=True)
         category = as_str(d.get("category"), "dataset.category", optional=True)
         out = cls(kind=kind, root=None if root is None else str(Path(root).expanduser().absolute()), category=category)
+        if d.get("u16_max") is not None:
+            try:
+                out.u16_max = validate_u16_max(d["u16_max"])
+            except ValueError as exc:
+                raise ConfigError(f"dataset.u16_max: {exc}; e.g. 4095 for a 12-bit camera, 65535 for the full range") from exc
         if kind == "mvtec":
             if out.root is None:
                 raise ConfigError("dataset.root: required for kind 'mvtec' (a category folder or a folder of categories)")
@@ -144,7 +152,8 @@ class DatasetConfig:
         self.category = self.category or "folder"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.PER_KIND[self.kind]}
+        """The config's ``dataset`` block; ``u16_max`` only when declared (older runs stay as they were)."""
+        return {k: getattr(self, k) for k in self.PER_KIND[self.kind] if k != "u16_max" or self.u16_max is not None}
 
 
 @dataclass

@@ -16,8 +16,8 @@ MAX_SIDE = 256  # images in the gallery are downsized to this (keeps the HTML sm
 WORST_K = 4
 
 
-def _thumbnail(path: str) -> np.ndarray:
-    image = read_image(path)
+def _thumbnail(path: str, u16_max: int | None) -> np.ndarray:
+    image = read_image(path, u16_max=u16_max)
     h, w = image.shape[:2]
     scale = MAX_SIDE / max(h, w)
     if scale < 1.0:
@@ -35,17 +35,19 @@ def write_run_report(
     threshold: float,
     preprocess: Any = None,
     training: list[dict[str, Any]] | None = None,
+    u16_max: int | None = None,
 ) -> Path:
     """Write ``report.html`` for the test split (worst cases from ``select_worst_cases``).
 
     ``preprocess``: the detector's (plain runs); with a centre crop the thumbnail is cut to the
-    area the map covers. The map is resized onto the thumbnail.
+    area the map covers. The map is resized onto the thumbnail. ``u16_max``: the set's, for
+    16-bit files.
     """
     names = [s.path for s in test.samples]
     y = [s.label for s in test.samples]
     cases = []
     for i in select_worst_cases(names, y, test.scores, threshold, k=WORST_K):
-        image = _center_fraction(_thumbnail(names[i]), preprocess)
+        image = _center_fraction(_thumbnail(names[i], u16_max), preprocess)
         cases.append({"name": names[i], "score": float(test.scores[i]),
                       "y_true": int(y[i]), "image_rgb_u8": image, "anomaly_map": test.maps[i]})
     return write_report_html(path, title=title, metrics=metrics, thresholds=thresholds, y_true=y, scores=test.scores,

@@ -48,12 +48,14 @@ def _tick(bar: Any, n: int = 1) -> None:
 
 
 class SplitScorer:
-    """Scores samples with ``detector`` (plain, or tiled when ``tiling`` is given)."""
+    """Scores samples with ``detector`` (plain, or tiled when ``tiling`` is given); ``u16_max`` is
+    the full-scale value of the set's 16-bit files (``dataset.u16_max``; None: they are refused)."""
 
-    def __init__(self, detector: Any, tiling: TilingSpec | None, *, progress: bool) -> None:
+    def __init__(self, detector: Any, tiling: TilingSpec | None, *, progress: bool, u16_max: int | None = None) -> None:
         self.detector = detector
         self.tiling = tiling
         self.progress = progress
+        self.u16_max = u16_max
 
     # ------------------------------------------------------------------ fitting inputs
     def fit_inputs(self, samples: Sequence[Sample]) -> list[Any]:
@@ -66,7 +68,7 @@ class SplitScorer:
         bar = progress_bar(len(samples), "cutting tiles", self.progress)
         try:
             for s in samples:
-                image = read_image(s.path)
+                image = read_image(s.path, u16_max=self.u16_max)
                 tiles.extend(cut_tiles(image, tile_grid(image.shape[0], image.shape[1], spec.tile, spec.stride), spec.tile))
                 _tick(bar)
         finally:
@@ -77,6 +79,11 @@ class SplitScorer:
     @property
     def fit_input_format(self) -> str | None:
         return None if self.tiling is None else "rgb_u8_hwc"
+
+    @property
+    def fit_u16_max(self) -> int | None:
+        """The ``u16_max`` of :meth:`fit_inputs` (tiles are already 8-bit arrays)."""
+        return self.u16_max if self.tiling is None else None
 
     # ------------------------------------------------------------------ scoring
     def score(self, samples: Sequence[Sample], desc: str) -> ScoredSplit:
@@ -102,7 +109,8 @@ class SplitScorer:
         from pyimgano_deploy.models.detectors.batches import iter_batches
 
         det = self.detector
-        for idx, batch in iter_batches([s.path for s in samples], det.preprocess, input_format=None, batch_size=det.batch_size):
+        for idx, batch in iter_batches([s.path for s in samples], det.preprocess, input_format=None, batch_size=det.batch_size,
+                                       u16_max=self.u16_max):
             s, m = det.predict_batch(batch)
             yield len(idx), [float(v) for v in s], [np.ascontiguousarray(x, dtype=np.float32) for x in m]
 
@@ -118,7 +126,7 @@ class SplitScorer:
         spec = self.tiling
         assert spec is not None
         for s in samples:
-            image = read_image(s.path)
+            image = read_image(s.path, u16_max=self.u16_max)
             score, full = score_tiled(image, spec, self._predict_tile_maps)
             yield 1, [score], [self.to_model_scale(full)]
 

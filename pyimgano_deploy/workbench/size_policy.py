@@ -33,15 +33,16 @@ def short_side(policy: str) -> int:
     return int(text)
 
 
-def resolve_image_size(policy: str, images: Sequence[str]) -> tuple[tuple[int, int], dict[str, Any]]:
-    """``(height, width)`` for ``policy`` from up to 32 evenly spaced ``images`` (paths), and the record."""
+def resolve_image_size(policy: str, images: Sequence[str], *, u16_max: int | None = None) -> tuple[tuple[int, int], dict[str, Any]]:
+    """``(height, width)`` for ``policy`` from up to 32 evenly spaced ``images`` (paths; ``u16_max``
+    for 16-bit files), and the record."""
     from pyimgano_deploy.inputs import read_image
 
     if not images:
         raise ValueError(f"image_size {policy!r}: there are no fit images to measure the aspect ratio on")
     side = short_side(policy)
     picks = [images[i] for i in np.linspace(0, len(images) - 1, min(SAMPLE, len(images))).round().astype(int)]
-    shapes = [read_image(p).shape[:2] for p in picks]
+    shapes = [read_image(p, u16_max=u16_max).shape[:2] for p in picks]
     aspect = float(np.median([w / h for h, w in shapes]))  # width / height
     long_side = max(STRIDE, int(round(side * max(aspect, 1 / aspect) / STRIDE)) * STRIDE)
     size = (side, long_side) if aspect >= 1 else (long_side, side)

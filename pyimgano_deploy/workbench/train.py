@@ -119,6 +119,7 @@ def _set_training_hooks(detector: Any, cfg: TrainConfig, out: Path, scorer: Spli
     detector.training_hooks = TrainingHooks(
         checkpoint=out / rundir.CHECKPOINT_FILE, resume=resume,
         validation_images=scorer.fit_inputs(cal_samples) if cal_samples else None, validation_format=scorer.fit_input_format,
+        validation_u16_max=scorer.fit_u16_max,
         fingerprint=fingerprint_of(__version__, config),
     )
     if resume:
@@ -147,22 +148,23 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
     tiling = None if cfg.tiling is None else TilingSpec.from_dict(cfg.tiling)
     kwargs, size_record = cfg.model_kwargs(progress=progress), None
     if is_size_policy(kwargs.get("image_size")):
-        kwargs["image_size"], size_record = resolve_image_size(kwargs["image_size"], [s.path for s in fit_samples])
+        kwargs["image_size"], size_record = resolve_image_size(kwargs["image_size"], [s.path for s in fit_samples],
+                                                               u16_max=cfg.dataset.u16_max)
         log(f"[{cfg.name}] image_size {size_record['policy']}: median aspect {size_record['median_aspect_w_over_h']} → {size_record['image_size']}")
     detector = create_model(cfg.model.name, **kwargs)
-    scorer = SplitScorer(detector, tiling, progress=progress)
+    scorer = SplitScorer(detector, tiling, progress=progress, u16_max=cfg.dataset.u16_max)
     fit_inputs = scorer.fit_inputs(fit_samples)
     _set_training_hooks(detector, cfg, out, scorer, cal_samples, resume=resume, log=log)
     what = f"{len(fit_inputs)} tiles of {len(fit_samples)} images" if tiling else f"{len(fit_samples)} images"
     how = "training for its epochs" if hasattr(detector, "training_hooks") else "feature extraction, then the detector head"
     log(f"[{cfg.name}] fitting {cfg.model.name} on {what} ({how})")
-    detector.fit(fit_inputs, input_format=scorer.fit_input_format)
+    detector.fit(fit_inputs, input_format=scorer.fit_input_format, u16_max=scorer.fit_u16_max)
     del fit_inputs
     lap("fit")
 
     if detector.needs_calibration:  # e.g. an ensemble's member scales: calibration images only
         log(f"[{cfg.name}] calibrating {cfg.model.name} on the {len(cal_samples)} calibration images")
-        detector.calibrate(scorer.fit_inputs(cal_samples), input_format=scorer.fit_input_format)
+        detector.calibrate(scorer.fit_inputs(cal_samples), input_format=scorer.fit_input_format, u16_max=scorer.fit_u16_max)
     cal = scorer.score(cal_samples, "scoring calibration")
     c = cfg.calibration
     scored = {"calibration": cal}
@@ -204,7 +206,7 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         write_run_report(out / rundir.REPORT_HTML, title=f"{cfg.name} — {cfg.model.name} on {ds.category}",
                          metrics=rundir.json_safe(metrics), thresholds=thr_dict, test=test, threshold=threshold,
                          preprocess=None if tiling else detector.preprocess,
-                         training=(detector.fit_summary.get("training") or {}).get("history"))
+                         training=(detector.fit_summary.get("training") or {}).get("history"), u16_max=cfg.dataset.u16_max)
         lap("report")
     timings["total"] = round(time.perf_counter() - t_start, 4)
 

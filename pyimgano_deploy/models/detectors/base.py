@@ -114,20 +114,23 @@ class Detector(ABC):
         return (-(-h // stride), -(-w // stride))
 
     # ------------------------------------------------------------------ fitting
-    def batch_source(self, images: object, *, input_format: str | None = None, desc: str = "extracting features") -> BatchSource:
+    def batch_source(self, images: object, *, input_format: str | None = None, desc: str = "extracting features",
+                     u16_max: int | None = None) -> BatchSource:
         """A re-iterable source of this detector's preprocessed batches of ``images``."""
         return BatchSource(images, self.preprocess, input_format=input_format, batch_size=self.batch_size,
-                           progress=self.progress, desc=desc)
+                           progress=self.progress, desc=desc, u16_max=u16_max)
 
-    def fit(self, images: object, *, input_format: str | None = None) -> "Detector":
-        """Fit on normal images (paths, arrays with ``input_format``, or an (N,H,W,C) array)."""
+    def fit(self, images: object, *, input_format: str | None = None, u16_max: int | None = None) -> "Detector":
+        """Fit on normal images (paths, arrays with ``input_format``, or an (N,H,W,C) array);
+        ``u16_max``: the full-scale value of 16-bit images (required for them, never guessed)."""
         torch.manual_seed(self.seed)
         self.inference_module = None
-        source = self.batch_source(images, input_format=input_format)
+        source = self.batch_source(images, input_format=input_format, u16_max=u16_max)
         self.inference_module = self._fit(source).eval().to(self.device)
         return self
 
-    def calibrate(self, images: object, *, input_format: str | None = None, source_split: str = "calibration") -> None:
+    def calibrate(self, images: object, *, input_format: str | None = None, source_split: str = "calibration",
+                  u16_max: int | None = None) -> None:
         """Fit what the calibration split decides (only when :attr:`needs_calibration`):
         called by the workbench after :meth:`fit`, before thresholds are calibrated."""
 
@@ -164,25 +167,28 @@ class Detector(ABC):
         return score.float().cpu().numpy(), amap.float().cpu().numpy()
 
     def score_and_maps(
-        self, images: object, *, input_format: str | None = None, batch_size: int | None = None
+        self, images: object, *, input_format: str | None = None, batch_size: int | None = None, u16_max: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores ``[N]`` and maps ``[N, H, W]`` (model resolution) for all inputs; the first bad
         input raises :class:`~pyimgano_deploy.models.detectors.batches.InputError`."""
         self._require_fitted()
         scores, maps = [], []
-        for _, batch in iter_batches(images, self.preprocess, input_format=input_format, batch_size=batch_size or self.batch_size):
+        for _, batch in iter_batches(images, self.preprocess, input_format=input_format, batch_size=batch_size or self.batch_size,
+                                     u16_max=u16_max):
             s, m = self.predict_batch(batch)
             scores.append(s)
             maps.append(m)
         return np.concatenate(scores), np.concatenate(maps)
 
-    def decision_function(self, images: object, *, input_format: str | None = None, batch_size: int | None = None) -> np.ndarray:
+    def decision_function(self, images: object, *, input_format: str | None = None, batch_size: int | None = None,
+                          u16_max: int | None = None) -> np.ndarray:
         """Anomaly scores ``float32 [N]`` (higher = more anomalous)."""
-        return self.score_and_maps(images, input_format=input_format, batch_size=batch_size)[0]
+        return self.score_and_maps(images, input_format=input_format, batch_size=batch_size, u16_max=u16_max)[0]
 
-    def anomaly_maps(self, images: object, *, input_format: str | None = None, batch_size: int | None = None) -> np.ndarray:
+    def anomaly_maps(self, images: object, *, input_format: str | None = None, batch_size: int | None = None,
+                     u16_max: int | None = None) -> np.ndarray:
         """Anomaly maps ``float32 [N, H, W]`` at the model input resolution."""
-        return self.score_and_maps(images, input_format=input_format, batch_size=batch_size)[1]
+        return self.score_and_maps(images, input_format=input_format, batch_size=batch_size, u16_max=u16_max)[1]
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:

@@ -26,10 +26,11 @@ class InputError(ValueError):
         self.error = error
 
 
-def prepare_one(item: ImageInput, index: int, preprocess: Preprocess, input_format: str | None) -> np.ndarray:
+def prepare_one(item: ImageInput, index: int, preprocess: Preprocess, input_format: str | None, u16_max: int | None = None) -> np.ndarray:
     """Read/normalise and preprocess one input with the shared loader
-    (:func:`~pyimgano_deploy.inputs.loading.load_item`); raises :class:`InputError` naming it."""
-    loaded = load_item(item, index, preprocess, Reading(input_format=input_format))
+    (:func:`~pyimgano_deploy.inputs.loading.load_item`; ``u16_max``: full scale of 16-bit inputs);
+    raises :class:`InputError` naming it."""
+    loaded = load_item(item, index, preprocess, Reading(input_format=input_format, u16_max=u16_max))
     if loaded.error is not None:
         raise InputError(index, loaded.input, loaded.error)
     return loaded.value  # type: ignore[return-value]
@@ -41,18 +42,20 @@ def iter_batches(
     *,
     input_format: str | None,
     batch_size: int,
+    u16_max: int | None = None,
 ) -> Iterator[tuple[list[int], np.ndarray]]:
     """Yield ``(indices, uint8 [n, H, W, 3])`` batches; the first bad input raises."""
     items: Sequence[ImageInput] = as_image_list(images, input_format=input_format)
     if len(items) == 0:
         raise ValueError("no images were given")
-    yield from _batches_of(items, preprocess, input_format, batch_size)
+    yield from _batches_of(items, preprocess, input_format, batch_size, u16_max)
 
 
-def _batches_of(items: Sequence[ImageInput], preprocess: Preprocess, input_format: str | None, batch_size: int) -> Iterator[tuple[list[int], np.ndarray]]:
+def _batches_of(items: Sequence[ImageInput], preprocess: Preprocess, input_format: str | None, batch_size: int,
+                u16_max: int | None) -> Iterator[tuple[list[int], np.ndarray]]:
     for start in range(0, len(items), batch_size):
         idx = list(range(start, min(start + batch_size, len(items))))
-        yield idx, np.stack([prepare_one(items[i], i, preprocess, input_format) for i in idx])
+        yield idx, np.stack([prepare_one(items[i], i, preprocess, input_format, u16_max) for i in idx])
 
 
 class BatchSource:
@@ -61,16 +64,19 @@ class BatchSource:
     Every ``iter()`` is one full pass over the inputs in order (a head may take several
     passes; trained detectors take epochs). ``len()`` is the number of images. The first
     complete pass is cached when the whole set fits in ``cache_bytes``; the first bad input
-    raises :class:`InputError`. ``progress`` shows a bar on stderr per pass, titled ``desc``.
+    raises :class:`InputError`. ``progress`` shows a bar on stderr per pass, titled ``desc``;
+    ``u16_max`` is the full-scale value of 16-bit inputs (required for them, never guessed).
     """
 
     def __init__(self, images: object, preprocess: Preprocess, *, input_format: str | None, batch_size: int,
-                 progress: bool = False, desc: str = "reading images", cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 progress: bool = False, desc: str = "reading images", cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 u16_max: int | None = None) -> None:
         self.items: Sequence[ImageInput] = as_image_list(images, input_format=input_format)
         if len(self.items) == 0:
             raise ValueError("no images were given")
         self.preprocess = preprocess
         self.input_format = input_format
+        self.u16_max = u16_max
         self.batch_size = int(batch_size)
         self.progress = progress
         self.desc = desc
@@ -89,7 +95,7 @@ class BatchSource:
             return
         kept: list[np.ndarray] = []
         with progress_bar(len(self.items), f"{self.desc} (pass {self.passes})" if self.passes > 1 else self.desc, "img", self.progress) as bar:
-            for idx, batch in _batches_of(self.items, self.preprocess, self.input_format, self.batch_size):
+            for idx, batch in _batches_of(self.items, self.preprocess, self.input_format, self.batch_size, self.u16_max):
                 if self._cacheable:
                     kept.append(batch)
                 yield batch

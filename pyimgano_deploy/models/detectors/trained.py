@@ -73,7 +73,8 @@ class TrainedDetector(Detector):
         """Mean score of the validation images under the model being trained (None: no early stop)."""
         if hooks.validation_images is None or self.params.early_stop_patience is None:
             return None
-        source = self.batch_source(hooks.validation_images, input_format=hooks.validation_format, desc="validation")
+        source = self.batch_source(hooks.validation_images, input_format=hooks.validation_format, desc="validation",
+                                   u16_max=hooks.validation_u16_max)
 
         def mean_score() -> float:
             module = self._inference_module(task).eval()

@@ -40,7 +40,8 @@ class TrainingTask(Protocol):
 class TrainingHooks:
     """What the caller adds to a fit: ``checkpoint`` file (written after every epoch),
     ``resume`` from it, ``validation_images`` (normal images never fitted on, e.g. the
-    calibration split: their mean score drives the optional early stop) and ``fingerprint``
+    calibration split: their mean score drives the optional early stop; read with
+    ``validation_format`` and ``validation_u16_max``) and ``fingerprint``
     (identifies the configuration a checkpoint belongs to; derived from the model and data
     when empty)."""
 
@@ -48,6 +49,7 @@ class TrainingHooks:
     resume: bool = False
     validation_images: Any = None
     validation_format: str | None = None
+    validation_u16_max: int | None = None
     fingerprint: str = ""
 
 

@@ -105,13 +105,14 @@ class Ensemble(Detector):
         return self._assemble(modules)
 
     @torch.no_grad()
-    def calibrate(self, images: object, *, input_format: str | None = None, source_split: str = "calibration") -> None:
+    def calibrate(self, images: object, *, input_format: str | None = None, source_split: str = "calibration",
+                  u16_max: int | None = None) -> None:
         """Fix every member's score and map scale from ``images`` (normal, never fit images)."""
         module = self._require_fitted()
         n = len(self.members)
         scores: list[list[np.ndarray]] = [[] for _ in range(n)]
         pixels: list[list[np.ndarray]] = [[] for _ in range(n)]
-        source = self.batch_source(images, input_format=input_format, desc="calibrating the ensemble")
+        source = self.batch_source(images, input_format=input_format, desc="calibrating the ensemble", u16_max=u16_max)
         stride = max(1, int(np.ceil(len(source) * self.input_size[0] * self.input_size[1] / MAX_PIXEL_SAMPLES)))
         for batch in source:
             x = torch.from_numpy(batch).to(self.device)
