@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import run_cli
 
 from pyimgano_deploy.workbench.config import ConfigError, ModelConfig
-from pyimgano_deploy.workbench.size_policy import resolve_image_size
+from pyimgano_deploy.workbench.size_policy import aspect_spread_warning, resolve_image_size
 
 
 def _images(folder: Path, h: int, w: int, n: int = 3) -> list[str]:
@@ -28,6 +28,19 @@ def _images(folder: Path, h: int, w: int, n: int = 3) -> list[str]:
 def test_keep_aspect_follows_the_median_aspect_in_multiples_of_32(tmp_path: Path, h: int, w: int, expected: tuple) -> None:
     size, record = resolve_image_size("keep_aspect:64", _images(tmp_path, h, w))
     assert size == expected and record["image_size"] == list(expected) and record["n_images_measured"] == 3
+
+
+def test_fit_images_of_mixed_aspect_are_recorded_and_warned_about(tmp_path: Path) -> None:
+    paths = _images(tmp_path / "wide", 100, 250, n=2) + _images(tmp_path / "tall", 250, 100, n=1)
+    size, record = resolve_image_size("keep_aspect:64", paths)
+    assert size == (64, 160) and record["aspect_range_w_over_h"] == [0.4, 2.5]
+    warning = aspect_spread_warning(record)
+    assert warning is not None and "0.4 to 2.5" in warning and "64 × 160" in warning
+
+
+def test_fit_images_of_one_aspect_get_no_warning(tmp_path: Path) -> None:
+    _, record = resolve_image_size("keep_aspect:64", _images(tmp_path, 100, 250))
+    assert record["aspect_range_w_over_h"] == [2.5, 2.5] and aspect_spread_warning(record) is None
 
 
 def test_a_bad_policy_is_a_config_error_naming_the_form() -> None:

@@ -130,3 +130,16 @@ def test_the_eager_api_reads_16_bit_files_with_u16_max_and_refuses_them_without(
     assert list(detector.decision_function(paths, u16_max=FULL_SCALE)) == pytest.approx([r.score for r in results], rel=1e-6)
     refused = infer(detector, paths)
     assert all(r.error is not None and r.error.stage == "decode" and "u16_max" in r.error.message for r in refused)
+
+
+def test_export_triton_serves_16_bit_requests_only_with_u16_max_named(tmp_path: Path, trained: tuple[Path, Path, Path]) -> None:
+    _, _, bundle = trained
+    code, _, err = run_cli("export-triton", "--bundle", str(bundle), "--out", str(tmp_path / "plain"))
+    assert code == 0, err
+    assert "trained on 16-bit images with u16_max 4095" in err and "--u16-max" in err
+    name = json.loads((bundle / "bundle.json").read_text())["model"]["name"]
+    assert json.loads((tmp_path / "plain" / f"{name}_preprocess" / "bundle_info.json").read_text())["u16_max"] is None
+    code, _, err = run_cli("export-triton", "--bundle", str(bundle), "--out", str(tmp_path / "u16"), "--u16-max", str(FULL_SCALE))
+    assert code == 0, err
+    assert json.loads((tmp_path / "u16" / f"{name}_preprocess" / "bundle_info.json").read_text())["u16_max"] == FULL_SCALE
+    assert "note:" not in err

@@ -21,11 +21,13 @@ from pyimgano_deploy.cli.failing import fail
               help="Serve the engine on Triton's onnxruntime backend, or with ONNX Runtime inside the Python backend "
                    "(for Triton builds without the onnxruntime backend, such as nvidia-pytriton's; CPU only).")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Instances of each model.")
+@click.option("--u16-max", type=click.IntRange(1, 65535), default=None,
+              help="Full-scale value of 16-bit request images (4095 for a 12-bit camera); without it the served model refuses them.")
 @click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Refuse the bundle unless its digest is this one (exit 4).")
 @click.option("--force", is_flag=True, help="Replace an existing, non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def export_triton(bundle_path: str, out_dir: str, name: str | None, gpu: bool, engine_backend: str, instances: int, expect_digest: str | None,
-                  force: bool, as_json: bool) -> None:
+def export_triton(bundle_path: str, out_dir: str, name: str | None, gpu: bool, engine_backend: str, instances: int, u16_max: int | None,
+                  expect_digest: str | None, force: bool, as_json: bool) -> None:
     """Write a Triton model repository for BUNDLE: the ONNX engine (onnxruntime_onnx, dynamic
     batching), Python-backend models for decoding/preprocessing and for the threshold (our own
     runtime code; pyimgano-deploy must be installed in Triton's Python environment), and an
@@ -43,7 +45,7 @@ def export_triton(bundle_path: str, out_dir: str, name: str | None, gpu: bool, e
 
     try:
         summary = write_repository(bundle_path, out_dir, name=name, gpu=gpu, instances=instances, engine_backend=engine_backend, force=force,
-                                   expected_digest=expect_digest)
+                                   expected_digest=expect_digest, u16_max=u16_max)
     except BundleError as exc:
         fail(f"invalid bundle {bundle_path}: {exc}", exc.exit_code, as_json=as_json)
     except RepositoryExistsError as exc:
@@ -69,4 +71,8 @@ def export_triton(bundle_path: str, out_dir: str, name: str | None, gpu: bool, e
     for model in summary["models"]:
         click.echo(f"  {model}")
     click.echo(f"schema: {summary['schema_check']}")
+    trained = summary["trained_u16_max"]
+    if trained is not None and u16_max != trained:
+        click.echo(f"note: this bundle was trained on 16-bit images with u16_max {trained}; the served model "
+                   + ("refuses 16-bit requests (pass --u16-max)" if u16_max is None else f"scales them with {u16_max}"), err=True)
     click.echo(f"serve:  tritonserver --model-repository {summary['path']}   (ensemble '{summary['name']}': IMAGE bytes -> label, score, threshold, anomaly_map)")

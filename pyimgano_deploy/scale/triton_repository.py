@@ -54,15 +54,16 @@ class RepositoryExistsError(FileExistsError):
     """The output folder holds files and ``force`` was not given."""
 
 
-def bundle_info(bundle: Bundle, role: str) -> dict[str, Any]:
-    """What a served model needs of the bundle (``role``: engine, preprocess, postprocess, ensemble)."""
+def bundle_info(bundle: Bundle, role: str, u16_max: int | None = None) -> dict[str, Any]:
+    """What a served model needs of the bundle (``role``: engine, preprocess, postprocess, ensemble);
+    ``u16_max``: the full scale of 16-bit request images (None: they are refused)."""
     image, pixel = bundle.image_threshold, bundle.pixel_threshold
     return {
         "schema_version": INFO_SCHEMA_VERSION, "role": role, "bundle_digest": bundle.digest, "bundle_path": str(bundle.root),
         "model": bundle.manifest["model"]["name"], "input_size": list(bundle.input_size),
         "preprocess": bundle.preprocess.to_dict(),
         "thresholds": {"image": None if image is None else image.value, "pixel": None if pixel is None else pixel.value},
-        "u16_max": None,
+        "u16_max": u16_max,
     }
 
 
@@ -76,7 +77,7 @@ ENGINE_BACKENDS = ("onnxruntime", "python")
 
 
 def model_configs(bundle: Bundle, name: str, *, gpu: bool = False, instances: int = 1,
-                  engine_backend: str = "onnxruntime") -> dict[str, ModelConfig]:
+                  engine_backend: str = "onnxruntime", u16_max: int | None = None) -> dict[str, ModelConfig]:
     """The four configurations of the repository for ``bundle`` served as ``name``.
     ``engine_backend="python"`` serves the engine with ONNX Runtime inside the Python backend
     (:class:`~pyimgano_deploy.runtimes.onnx_session.OnnxSession`), for Triton builds without the
@@ -95,7 +96,7 @@ def model_configs(bundle: Bundle, name: str, *, gpu: bool = False, instances: in
     digest = {"bundle_digest": bundle.digest}
 
     def python_params(role: str) -> dict[str, str]:
-        return {**digest, INFO_PARAMETER: json.dumps(bundle_info(bundle, role), sort_keys=True)}
+        return {**digest, INFO_PARAMETER: json.dumps(bundle_info(bundle, role, u16_max), sort_keys=True)}
 
     images = Tensor("images", "TYPE_UINT8", (h, w, 3))
     score, amap = Tensor("score", "TYPE_FP32", (1,), reshape=()), Tensor("anomaly_map", "TYPE_FP32", (mh, mw))
@@ -160,9 +161,10 @@ def _copy_engine(bundle: Bundle, dest: Path) -> None:
 
 def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike[str], *, name: str | None = None,
                      gpu: bool = False, instances: int = 1, engine_backend: str = "onnxruntime", force: bool = False,
-                     expected_digest: str | None = None) -> dict[str, Any]:
+                     expected_digest: str | None = None, u16_max: int | None = None) -> dict[str, Any]:
     """Verify the bundle, then write the repository to ``out`` (replaced as a whole with
-    ``force``; refused when it holds files otherwise). Returns ``{path, models, digest}``."""
+    ``force``; refused when it holds files otherwise); ``u16_max``: the full scale of 16-bit
+    request images. Returns ``{path, models, digest, …}``."""
     bundle = read_bundle(bundle_path, expected_digest=expected_digest)
     if bundle.tiling_block is not None:
         raise ValueError(f"{bundle.root} is a tiled bundle: its engine scores tiles, which a Triton ensemble cannot blend; "
@@ -173,7 +175,7 @@ def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise RepositoryExistsError(f"{out} already holds files; pass --force to replace it")
-    configs = model_configs(bundle, name, gpu=gpu, instances=instances, engine_backend=engine_backend)
+    configs = model_configs(bundle, name, gpu=gpu, instances=instances, engine_backend=engine_backend, u16_max=u16_max)
     problems = ensemble_problems(configs)
     if problems:  # our own layout is inconsistent: a bug, never a user's error
         raise AssertionError("; ".join(problems))
@@ -185,7 +187,7 @@ def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike
             (folder / "1").mkdir(parents=True)
             (folder / "config.pbtxt").write_text(config.text())
             role = model[len(name) + 1:] if model != name else "ensemble"
-            (folder / INFO_FILE).write_text(json.dumps(bundle_info(bundle, role), indent=2) + "\n")
+            (folder / INFO_FILE).write_text(json.dumps(bundle_info(bundle, role, u16_max), indent=2) + "\n")
             if role == "engine":
                 _copy_engine(bundle, folder / "1")
             if role in ROLES or (role == "engine" and engine_backend == "python"):
@@ -197,4 +199,4 @@ def write_repository(bundle_path: str | os.PathLike[str], out: str | os.PathLike
         if tmp.exists():
             shutil.rmtree(tmp)
     return {"path": out.as_posix(), "models": sorted(configs), "digest": bundle.digest, "name": name, "gpu": gpu,
-            "engine_backend": engine_backend}
+            "engine_backend": engine_backend, "u16_max": u16_max, "trained_u16_max": bundle.trained_u16_max}

@@ -17,6 +17,9 @@ KEEP_ASPECT = "keep_aspect"
 DEFAULT_SHORT_SIDE = 224
 STRIDE = 32
 SAMPLE = 32  # images read to measure the aspect ratio
+#: fit images whose aspect ratios differ by more than this factor get a warning: one input size
+#: stretches the others (a 5 % spread is rounding of crops; 20 % visibly distorts a part)
+ASPECT_SPREAD_WARN = 1.2
 
 
 def is_size_policy(value: Any) -> bool:
@@ -43,9 +46,21 @@ def resolve_image_size(policy: str, images: Sequence[str], *, u16_max: int | Non
     side = short_side(policy)
     picks = [images[i] for i in np.linspace(0, len(images) - 1, min(SAMPLE, len(images))).round().astype(int)]
     shapes = [read_image(p, u16_max=u16_max).shape[:2] for p in picks]
-    aspect = float(np.median([w / h for h, w in shapes]))  # width / height
+    aspects = [w / h for h, w in shapes]  # width / height
+    aspect = float(np.median(aspects))
     long_side = max(STRIDE, int(round(side * max(aspect, 1 / aspect) / STRIDE)) * STRIDE)
     size = (side, long_side) if aspect >= 1 else (long_side, side)
     record = {"policy": policy, "short_side": side, "median_aspect_w_over_h": round(aspect, 4), "n_images_measured": len(picks),
-              "image_size": list(size)}
+              "aspect_range_w_over_h": [round(min(aspects), 4), round(max(aspects), 4)], "image_size": list(size)}
     return size, record
+
+
+def aspect_spread_warning(record: dict[str, Any]) -> str | None:
+    """What to tell the user when the measured fit images disagree on their aspect ratio (None: they agree)."""
+    lo, hi = record["aspect_range_w_over_h"]
+    if hi / lo <= ASPECT_SPREAD_WARN:
+        return None
+    h, w = record["image_size"]
+    return (f"the fit images' aspect ratios (width / height) range from {lo:g} to {hi:g}: every image is resized to "
+            f"{h} × {w}, so those far from the median {record['median_aspect_w_over_h']:g} are stretched. If the set mixes "
+            "views or orientations, train one run per view, or give model.kwargs.image_size explicitly")

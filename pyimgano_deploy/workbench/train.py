@@ -29,7 +29,7 @@ from pyimgano_deploy.datasets import (
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench import rundir
 from pyimgano_deploy.workbench.calibration import Thresholds, calibrate_thresholds, split_calibration
-from pyimgano_deploy.workbench.size_policy import is_size_policy, resolve_image_size
+from pyimgano_deploy.workbench.size_policy import aspect_spread_warning, is_size_policy, resolve_image_size
 from pyimgano_deploy.workbench.config import TrainConfig
 from pyimgano_deploy.workbench.config_checks import ConfigError
 from pyimgano_deploy.workbench.evaluate import defects_check, image_metrics, pixel_metrics
@@ -151,6 +151,9 @@ def _run_single(cfg: TrainConfig, out: Path, *, progress: bool, log: Log, resume
         kwargs["image_size"], size_record = resolve_image_size(kwargs["image_size"], [s.path for s in fit_samples],
                                                                u16_max=cfg.dataset.u16_max)
         log(f"[{cfg.name}] image_size {size_record['policy']}: median aspect {size_record['median_aspect_w_over_h']} → {size_record['image_size']}")
+        spread = aspect_spread_warning(size_record)
+        if spread is not None:
+            log(f"[{cfg.name}] warning: {spread}")
     detector = create_model(cfg.model.name, **kwargs)
     scorer = SplitScorer(detector, tiling, progress=progress, u16_max=cfg.dataset.u16_max)
     fit_inputs = scorer.fit_inputs(fit_samples)
