@@ -19,7 +19,7 @@ from torch import nn
 from pyimgano_deploy._version import __version__
 from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.models.backbones import FeatureExtractor, create_feature_extractor
-from pyimgano_deploy.models.detectors.batches import BatchSource, iter_batches, progress_bar
+from pyimgano_deploy.models.detectors.batches import DEFAULT_CACHE_BYTES, BatchSource, iter_batches, progress_bar
 from pyimgano_deploy.models.detectors.params import CommonParams
 from pyimgano_deploy.models.illumination import host_contrast
 from pyimgano_deploy.postprocess.thresholds import ThresholdCalibration
@@ -41,6 +41,9 @@ class Detector(ABC):
     Params: ClassVar[type[CommonParams]]
     #: True when :meth:`calibrate` must see the calibration split before scores are final.
     needs_calibration: ClassVar[bool] = False
+    #: True when the head reads the fit images in one pass: :meth:`fit` then keeps no cache of
+    #: the preprocessed batches (up to 1 GiB otherwise, held until the head is built)
+    fits_in_one_pass: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any) -> None:
         try:
@@ -115,17 +118,18 @@ class Detector(ABC):
 
     # ------------------------------------------------------------------ fitting
     def batch_source(self, images: object, *, input_format: str | None = None, desc: str = "extracting features",
-                     u16_max: int | None = None) -> BatchSource:
-        """A re-iterable source of this detector's preprocessed batches of ``images``."""
+                     u16_max: int | None = None, cache: bool = True) -> BatchSource:
+        """A re-iterable source of this detector's preprocessed batches of ``images`` (``cache``:
+        keep the first pass in memory when it fits, for heads that read the images again)."""
         return BatchSource(images, self.preprocess, input_format=input_format, batch_size=self.batch_size,
-                           progress=self.progress, desc=desc, u16_max=u16_max)
+                           progress=self.progress, desc=desc, u16_max=u16_max, cache_bytes=DEFAULT_CACHE_BYTES if cache else 0)
 
     def fit(self, images: object, *, input_format: str | None = None, u16_max: int | None = None) -> "Detector":
         """Fit on normal images (paths, arrays with ``input_format``, or an (N,H,W,C) array);
         ``u16_max``: the full-scale value of 16-bit images (required for them, never guessed)."""
         torch.manual_seed(self.seed)
         self.inference_module = None
-        source = self.batch_source(images, input_format=input_format, u16_max=u16_max)
+        source = self.batch_source(images, input_format=input_format, u16_max=u16_max, cache=not self.fits_in_one_pass)
         self.inference_module = self._fit(source).eval().to(self.device)
         return self
 

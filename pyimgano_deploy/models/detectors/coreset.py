@@ -55,19 +55,24 @@ def random_projection(features: np.ndarray, dim: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(features.astype(np.float32, copy=False) @ proj)
 
 
-def quantize(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """``x`` rounded to integers in ``[-L, L]`` (float32) with ``4·p·L² < 2²⁴``; returns (q, L)."""
+def quantize(x: np.ndarray, *, in_place: bool = False) -> tuple[np.ndarray, int]:
+    """``x`` rounded to integers in ``[-L, L]`` (float32) with ``4·p·L² < 2²⁴``; returns (q, L).
+    ``in_place`` reuses a float32 ``x`` the caller owns: a fit's projection is hundreds of MB, and
+    each temporary copy of it adds that much to the peak."""
     p = x.shape[1]
     levels = int(np.floor(np.sqrt((_EXACT_LIMIT - 1) / (4.0 * p))))
     if levels < 15:
         raise ValueError(f"projection dimension {p} is too large for exact float32 distances; use <= 4096")
-    scale = levels / max(float(np.abs(x).max()), 1e-30)
-    return np.rint(x * scale).astype(np.float32), levels
+    scale = np.float32(levels / max(float(x.max()), -float(x.min()), 1e-30))  # max |x| without an |x| copy
+    q = x if in_place and x.dtype == np.float32 else x.astype(np.float32)
+    np.multiply(q, scale, out=q)
+    return np.rint(q, out=q), levels
 
 
 def _projected(features: np.ndarray, projection_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    q, levels = quantize(random_projection(features, projection_dim, seed))
-    return q, (q * q).sum(1), levels
+    x = random_projection(features, projection_dim, seed)
+    q, levels = quantize(x, in_place=x is not features)  # never round the caller's features
+    return q, np.einsum("ij,ij->i", q, q), levels
 
 
 def _min_sq_dist(q: np.ndarray, sq: np.ndarray, centres: np.ndarray, rows: np.ndarray | None, chunk: int = 4096) -> np.ndarray:

@@ -20,12 +20,22 @@ from pyimgano_deploy.models.detectors.coreset import greedy_coreset
 @torch.no_grad()
 def patch_features(embed: Callable[[np.ndarray], torch.Tensor], batches: BatchSource) -> np.ndarray:
     """``float32 [N, P, D]``: the embedding ``[B, D, h, w]`` of every fit image, positions
-    flattened row-major (``P = h·w``). ``embed`` maps a uint8 batch to that embedding."""
-    feats = []
+    flattened row-major (``P = h·w``). ``embed`` maps a uint8 batch to that embedding.
+
+    The array is allocated once, at the first batch, and filled in place: gathering per-batch
+    arrays and concatenating them held every feature twice at the end of extraction."""
+    out: np.ndarray | None = None
+    filled = 0
     for batch in batches:
         emb = embed(batch).to(torch.float32)
-        feats.append(emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).cpu().numpy())
-    return np.concatenate(feats)
+        rows = emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).cpu().numpy()
+        if out is None:
+            out = np.empty((len(batches), *rows.shape[1:]), dtype=np.float32)
+        out[filled : filled + len(rows)] = rows
+        filled += len(rows)
+    if out is None or filled != len(out):
+        raise RuntimeError(f"the batch source yielded {filled} images, expected {len(batches)}")
+    return out
 
 
 def coreset_bank(features: np.ndarray, ratio: float, *, projection_dim: int, seed: int,

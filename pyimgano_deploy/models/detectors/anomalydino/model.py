@@ -103,6 +103,7 @@ class AnomalyDino(Detector):
     family = SPEC.family
     model_name = SPEC.name
     Params = AnomalyDinoParams
+    fits_in_one_pass = True
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
         return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), neighbourhood=1)

@@ -29,6 +29,7 @@ class PaDiM(Detector):
     model_name = SPEC.name
 
     Params = PaDiMParams
+    fits_in_one_pass = True
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
         total = sum(extractor.stage_channels[s] for s in extractor.stages)

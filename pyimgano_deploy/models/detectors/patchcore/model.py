@@ -112,6 +112,7 @@ class PatchCore(Detector):
     model_name = SPEC.name
 
     Params = PatchCoreParams
+    fits_in_one_pass = True
 
     def _embedding(self, extractor: FeatureExtractor) -> PatchEmbedding:
         return PatchEmbedding.of_stages(extractor, extractor.stages, self._grid(extractor), neighbourhood=self.params.neighbourhood,

@@ -89,6 +89,7 @@ class Spade(Detector):
     family = SPEC.family
     model_name = SPEC.name
     Params = SpadeParams
+    fits_in_one_pass = True
 
     def _extractor_stages(self) -> tuple[str, ...]:
         return tuple(self.params.stages) + (self.params.image_stage,)  # type: ignore[arg-type, operator]
