@@ -77,3 +77,18 @@ def test_one_pass_heads_fit_without_a_batch_cache(name: str, cached: bool, monke
     images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
     create_model(name, pretrained=False, image_size=32, progress=False, **kwargs).fit(images, input_format="rgb_u8_hwc")
     assert seen[0] is cached
+
+
+def test_a_fit_larger_than_the_available_memory_is_announced(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    from pyimgano_deploy.models.detectors.memory_bank import available_memory_bytes, warn_if_features_exceed_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    1048576 kB\n")
+    assert available_memory_bytes(meminfo) == 1 << 30
+    assert available_memory_bytes(tmp_path / "absent") is None
+    warn_if_features_exceed_memory(1000, (1904, 152), 1 << 30)  # 2.0 GiB of features alone
+    assert "fitting on 1000 images needs about 2.0 GiB" in caplog.text and "1.0 GiB are available" in caplog.text
+    caplog.clear()
+    warn_if_features_exceed_memory(100, (1904, 152), 1 << 30)
+    warn_if_features_exceed_memory(10**6, (1904, 152), None)  # unknown: no claim
+    assert caplog.text == ""

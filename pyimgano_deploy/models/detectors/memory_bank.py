@@ -6,7 +6,9 @@ Patch features of every fit image, and a greedy k-centre coreset of them
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +17,33 @@ from torch import nn
 
 from pyimgano_deploy.models.detectors.batches import BatchSource
 from pyimgano_deploy.models.detectors.coreset import greedy_coreset
+
+_LOG = logging.getLogger(__name__)
+#: the coreset's random projection width (PatchCore's coreset_projection_dim default), for the estimate
+_PROJECTION_DIM = 128
+
+
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Memory the kernel can give this process without swapping (Linux ``MemAvailable``; None elsewhere)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def warn_if_features_exceed_memory(n_images: int, per_image: tuple[int, int], available: int | None) -> None:
+    """Say before extraction when ``n_images`` × ``per_image`` ``(P, D)`` fp32 features and their
+    coreset projection will not fit in ``available`` bytes: the kernel would otherwise kill the
+    fit part-way with no message."""
+    p, d = per_image
+    need = n_images * p * (d + min(d, _PROJECTION_DIM)) * 4
+    if available is not None and need > available:
+        _LOG.warning("fitting on %d images needs about %.1f GiB for the patch features (%d × %d × %d fp32) and the "
+                     "coreset's projection, and %.1f GiB are available: fit on fewer images, lower image_size, or use "
+                     "a machine with more memory", n_images, need / 2**30, n_images, p, d, available / 2**30)
 
 
 @torch.no_grad()
@@ -30,6 +59,7 @@ def patch_features(embed: Callable[[np.ndarray], torch.Tensor], batches: BatchSo
         emb = embed(batch).to(torch.float32)
         rows = emb.permute(0, 2, 3, 1).reshape(emb.shape[0], -1, emb.shape[1]).cpu().numpy()
         if out is None:
+            warn_if_features_exceed_memory(len(batches), rows.shape[1:], available_memory_bytes())
             out = np.empty((len(batches), *rows.shape[1:]), dtype=np.float32)
         out[filled : filled + len(rows)] = rows
         filled += len(rows)
