@@ -143,3 +143,30 @@ def test_export_triton_serves_16_bit_requests_only_with_u16_max_named(tmp_path: 
     assert code == 0, err
     assert json.loads((tmp_path / "u16" / f"{name}_preprocess" / "bundle_info.json").read_text())["u16_max"] == FULL_SCALE
     assert "note:" not in err
+
+
+def test_overlays_of_16_bit_inputs_read_the_image_as_the_run_did(tmp_path: Path, trained: tuple[Path, Path, Path]) -> None:
+    data, _, bundle = trained
+    code, _, err = run_cli("infer", "--bundle", str(bundle), "--input", str(data / "bad"), "--save-jsonl", str(tmp_path / "d.jsonl"),
+                           "--u16-max", str(FULL_SCALE), "--defects", "--save-overlays", str(tmp_path / "overlays"))
+    assert code == 0, err  # the overlay re-read each file without u16_max, so every record failed at postprocess
+    records = jsonl_records(tmp_path / "d.jsonl")
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert all(Path(r["defects"]["overlay"]).is_file() for r in records)
+
+
+def test_an_overlay_reads_its_image_with_the_runs_pixel_limit(tmp_path: Path) -> None:
+    from pyimgano_deploy.cli.defects_options import DefectsPlan
+    from pyimgano_deploy.inputs import ImageReadError
+    from pyimgano_deploy.postprocess.defects import DefectsConfig, extract_defects
+
+    image = tmp_path / "part.png"
+    cv2.imwrite(str(image), np.zeros((40, 60, 3), np.uint8))
+    amap = np.zeros((40, 60), np.float32)
+    amap[10:20, 10:20] = 2.0
+    plan = DefectsPlan(config=DefectsConfig(), runtime_config=DefectsConfig(), base="default", overrides={}, pixel_threshold=1.0,
+                       provenance={"source": "fixed", "value": 1.0}, overlays_dir=tmp_path)
+    found = extract_defects(amap, DefectsConfig(), pixel_threshold=1.0, image_size=(40, 60))
+    assert Path(plan.record(0, str(image), found, amap, max_pixels=None)["overlay"]).is_file()
+    with pytest.raises(ImageReadError, match="pixels"):
+        plan.record(1, str(image), found, amap, max_pixels=100)

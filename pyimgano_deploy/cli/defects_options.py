@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import click
 
 from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
+from pyimgano_deploy.inputs.reader import DEFAULT_MAX_PIXELS
 from pyimgano_deploy.postprocess.defects.config import DEFECTS_PRESETS, SMOOTHING_METHODS, DefectsConfig
 
 #: click parameter name → CLI flag (for messages), in the order they are listed in --help.
@@ -192,12 +193,14 @@ class DefectsPlan:
             "images_with_regions": self.n_images_with_regions,
         }
 
-    def record(self, index: int, input_label: str, found: Any, image_map: Any) -> dict[str, Any]:
+    def record(self, index: int, input_label: str, found: Any, image_map: Any, *, u16_max: int | None = None,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
         """The ``defects`` object of one record; writes the mask / overlay PNGs when asked.
 
         ``found`` is the item's ``DefectsResult``; ``image_map`` its anomaly map at the original
-        image size (needed for overlays). Raises ``OSError`` / ``ValueError`` when a file cannot
-        be read or written."""
+        image size (needed for overlays, which read the image again as the run read it:
+        ``u16_max``, ``max_pixels``). Raises ``OSError`` / ``ValueError`` when a file cannot be
+        read or written."""
         import cv2
 
         from pyimgano_deploy.inputs import read_image
@@ -211,7 +214,7 @@ class DefectsPlan:
             if self.overlays_dir is not None:
                 thr = self.pixel_threshold
                 value_range = (0.5 * thr, 1.5 * thr) if thr > 0 else None  # threshold = mid colour
-                overlay_path = save_overlay(read_image(input_label), image_map, found,
+                overlay_path = save_overlay(read_image(input_label, u16_max=u16_max, max_pixels=max_pixels), image_map, found,
                                             self.overlays_dir / f"{stem}_overlay.png", value_range=value_range).as_posix()
         except cv2.error as exc:
             raise ValueError(f"cannot write defects images for {input_label}: {exc}") from exc

@@ -334,7 +334,8 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
                 result = InferenceResult.failure(err, result.threshold)
         if result.ok and dplan is not None and item.defects_result is not None:
             try:
-                result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map))
+                result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map,
+                                                                           u16_max=u16_max, max_pixels=max_pixels))
             except (OSError, ValueError) as exc:
                 err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
                 result = InferenceResult.failure(err, result.threshold)
