@@ -90,6 +90,16 @@ def test_python_api_batching_workers_and_arrays_agree(tiled: tuple[Path, Path, l
     assert res[0].anomaly_map.shape == (SIZE, SIZE) and res[0].anomaly_map.dtype == np.float32
 
 
+def test_model_scale_maps_of_a_tiled_bundle_are_the_runs_maps(tiled: tuple[Path, Path, list[dict[str, Any]]]) -> None:
+    run, bundle, records = tiled
+    with load_bundle(bundle) as rt:
+        res = rt.infer([r["input"] for r in records[:3]], include_maps="model")
+    for got, r in zip(res, records):  # model scale: the image at model input / tile (256 × 64 / 128)
+        want = np.load(run / r["map"], allow_pickle=False)
+        assert got.anomaly_map.shape == want.shape == (SIZE * MODEL_HW[0] // TILING["tile"],) * 2
+        assert np.abs(got.anomaly_map - want).max() <= _tol(records)
+
+
 class _StaticSession:
     """Wraps a real session as a static-batch engine; fails on call number ``fail_call``."""
 

@@ -20,11 +20,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
-from pyimgano_deploy.checks import MISSING, describe, is_int, is_number
+from pyimgano_deploy.checks import MISSING, describe, is_int, is_number, u16_max_problem
 from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
-from pyimgano_deploy.inputs.formats import validate_u16_max
 
 SCHEMA_VERSION = "1.4"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max
 SUPPORTED_MAJOR = 1
@@ -248,11 +247,9 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         ck.field(inp, "height", "input", "int", minimum=1)
         ck.field(inp, "width", "input", "int", minimum=1)
         ck.field(inp, "preprocess", "input", "object")
-        if io.U16_MAX_KEY in inp:
-            try:
-                validate_u16_max(inp[io.U16_MAX_KEY])
-            except ValueError as exc:
-                ck.add(f"input.{io.U16_MAX_KEY}", f"the training set's 16-bit full scale: {exc}")
+        problem = u16_max_problem(inp[io.U16_MAX_KEY]) if io.U16_MAX_KEY in inp else None
+        if problem is not None:
+            ck.add(f"input.{io.U16_MAX_KEY}", f"the training set's 16-bit full scale: {problem}")
 
 
 def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:

@@ -14,6 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
 from pyimgano_deploy.runtimes.selection import PRECISIONS
 
 _LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json); failed inputs listed in both
@@ -61,7 +62,7 @@ def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[b
     return done, errors, anomalies
 
 
-def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[str, Any]:
+def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any, resolution: str) -> dict[str, Any]:
     import numpy as np
 
     from pyimgano_deploy.runtimes.jsonl import text_and_raw
@@ -69,7 +70,8 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
     path = maps_dir / f"{index:06d}_{Path(text_and_raw(input_label)[0]).stem}.npy"
     arr = np.ascontiguousarray(amap, dtype=np.float32)
     np.save(path, arr, allow_pickle=False)
-    return {"path": path.as_posix(), "shape": list(arr.shape), "dtype": "float32"}
+    saved = {"path": path.as_posix(), "shape": list(arr.shape), "dtype": "float32"}
+    return saved if resolution == "original" else {**saved, "resolution": resolution}  # records of original maps as before
 
 
 @click.command("infer", epilog=EXIT_CODE_TABLE)
@@ -79,7 +81,12 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any) -> dict[s
     help="Image file, directory (recursive, sorted), glob, or list file (@list.txt / a .txt file). Repeatable.",
 )
 @click.option("--save-jsonl", "jsonl_path", required=True, type=click.Path(dir_okay=False), help="Write one JSON record per input here.")
-@click.option("--save-maps", "maps_dir", type=click.Path(file_okay=False), default=None, help="Save anomaly maps (.npy float32, original image size) here.")
+@click.option("--save-maps", "maps_dir", type=click.Path(file_okay=False), default=None,
+              help="Save anomaly maps (.npy float32, at --maps-resolution) here.")
+@click.option("--maps-resolution", type=click.Choice(list(MAP_RESOLUTIONS)), default="original", show_default=True,
+              help="Size of the saved maps: the image's ('original'), or the model's map as the engine gives it, "
+                   "the one defects are found on ('model': for a 1130 × 460 image at 224 × 544, a quarter of the bytes). "
+                   "Not with --save-overlays, which draws the original-size map.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="Preprocessing threads.")
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
@@ -122,6 +129,7 @@ def infer(
     inputs: tuple[str, ...],
     jsonl_path: str,
     maps_dir: str | None,
+    maps_resolution: str,
     batch_size: int,
     num_workers: int,
     engine: str,
@@ -159,6 +167,9 @@ def infer(
     from pyimgano_deploy.runtimes.sources import expand_inputs
 
     defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
+    if maps_resolution == "model" and defects_kwargs.get("save_overlays"):
+        raise click.UsageError("--maps-resolution model and --save-overlays exclude each other: overlays draw the map at "
+                               "the original image size; save the maps at --maps-resolution original with them")
     try:
         plan = expand_inputs(inputs)
     except ValueError as exc:
@@ -199,7 +210,8 @@ def infer(
     except ValueError as exc:  # a bad --streams value, or a combination that cannot work (--streams with TensorRT)
         raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
     with runtime:
-        _run(runtime, plan, jsonl, maps_dir=maps_dir, defects_flags=defects_flags, resume=resume, overwrite=overwrite, fsync=fsync,
+        _run(runtime, plan, jsonl, maps_dir=maps_dir, maps_resolution=maps_resolution, defects_flags=defects_flags, resume=resume,
+             overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
              max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path))
 
@@ -232,7 +244,7 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
         _fail(f"cannot connect to Ray at {address!r}: {exc}", as_json, EXIT_ENGINE)
 
 
-def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_flags: DefectsFlags, resume: bool,
+def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, maps_resolution: str, defects_flags: DefectsFlags, resume: bool,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
          parquet: Path | None = None) -> None:
     """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
@@ -279,8 +291,8 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, defects_
     show_bar = not as_json and sys.stderr.isatty()
     try:
         with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info):
-            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, dplan, digest,
-                                                         u16_max, max_pixels)
+            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, maps_resolution, dplan,
+                                                         digest, u16_max, max_pixels)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
@@ -311,8 +323,9 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None, dplan: Any,
-               digest: str, u16_max: int | None, max_pixels: int | None) -> tuple[int, int, list[dict[str, Any]]]:
+def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None,
+               maps_resolution: str, dplan: Any, digest: str, u16_max: int | None,
+               max_pixels: int | None) -> tuple[int, int, list[dict[str, Any]]]:
     """Score and record every pending input; returns this run's (errors, anomalies, the first
     ``_LIST_LIMIT`` failures as ``{index, input, type, stage, message}``)."""
     import dataclasses
@@ -322,13 +335,15 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
 
     errors = anomalies = 0
     first_errors: list[dict[str, Any]] = []
-    stream = runtime.infer_iter((p for _, p in todo), include_maps=maps_out is not None or (dplan is not None and dplan.needs_maps),
+    # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
+    include_maps: bool | str = maps_resolution if maps_out is not None else (dplan is not None and dplan.needs_maps)
+    stream = runtime.infer_iter((p for _, p in todo), include_maps=include_maps,
                                 defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
     for (index, path), item in zip(todo, stream):
         result, saved = item.result, None
         if result.ok and maps_out is not None and result.anomaly_map is not None:
             try:
-                saved = _save_map(maps_out, index, path, result.anomaly_map)
+                saved = _save_map(maps_out, index, path, result.anomaly_map, maps_resolution)
             except (OSError, ValueError) as exc:
                 err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
                 result = InferenceResult.failure(err, result.threshold)

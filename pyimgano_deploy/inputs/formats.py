@@ -23,6 +23,8 @@ from enum import Enum
 
 import numpy as np
 
+from pyimgano_deploy.checks import u16_max_problem
+
 __all__ = [
     "FORMAT_NDIM",
     "ImageFormat",
@@ -140,12 +142,10 @@ def _describe(image: np.ndarray) -> str:
 
 def validate_u16_max(u16_max: object) -> int:
     """``u16_max`` as an int in 1..65535 (the full-scale value of 16-bit images), or ImageFormatError."""
-    if isinstance(u16_max, (bool, np.bool_)) or not isinstance(u16_max, (int, np.integer)):
-        raise ImageFormatError(f"u16_max must be an integer in 1..65535; got {u16_max!r}")
-    value = int(u16_max)
-    if not 1 <= value <= 65535:
-        raise ImageFormatError(f"u16_max must be an integer in 1..65535; got {value}")
-    return value
+    problem = u16_max_problem(u16_max)
+    if problem is not None:
+        raise ImageFormatError(problem)
+    return int(u16_max)  # type: ignore[arg-type]
 
 
 def normalize_numpy_image(

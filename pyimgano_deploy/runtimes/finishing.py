@@ -2,9 +2,11 @@
 tiled bundles alike.
 
 The rules: a non-finite score or map is an ``inference`` error (never a made-up score); the
-map returned with ``include_maps`` is at the original image size (plain: the model map
-resized back, a centre-cropped border filled with the map's minimum; tiled: the blended
-full-resolution map); defects are extracted on the model-scale map with the pixel threshold
+map returned with ``include_maps`` (or ``"original"``) is at the original image size (plain:
+the model map resized back, a centre-cropped border filled with the map's minimum; tiled: the
+blended full-resolution map); with ``include_maps="model"`` it is the model-scale map (plain:
+the engine's map, of the centre crop when there is one; tiled: the blended map at model scale),
+what defects are extracted on; defects are extracted on the model-scale map with the pixel threshold
 their config asks for (resolved once per config by the library's one resolver); a failure
 there is a ``postprocess`` error; the label is ``score >= threshold``.
 """
@@ -22,7 +24,7 @@ from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.inputs.loading import InferenceError
 from pyimgano_deploy.postprocess.maps import resize_map
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
-from pyimgano_deploy.runtimes.results import InferenceResult
+from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS, InferenceResult, map_resolution
 
 
 def map_to_original(preprocess: Preprocess, amap: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
@@ -61,26 +63,30 @@ class ResultBuilder:
         *,
         model_map: Callable[[], np.ndarray],
         full_map: np.ndarray | None,
-        include_maps: bool,
+        include_maps: bool | str,
         defects: Any,
     ) -> tuple[InferenceResult, Any]:
         """The result of one item and its ``DefectsResult`` (``None`` without defects).
 
-        ``model_map()`` gives the model-scale map (called only when defects are asked, or maps
-        without a ``full_map``); ``full_map`` is the original-size map when the caller already
-        has one (tiled bundles).
+        ``model_map()`` gives the model-scale map (called only when defects or model-scale maps
+        are asked, or original-size maps without a ``full_map``); ``full_map`` is the
+        original-size map when the caller already has one (tiled bundles). ``include_maps``: see
+        :func:`map_resolution`.
         """
+        maps = map_resolution(include_maps)
         value = float(score)
         if not math.isfinite(value):
             return self.failure(InferenceError("NonFiniteScore", f"engine returned score={value} for {name}", "inference")), None
         out_map, found = None, None
-        if include_maps or defects is not None:
+        if maps is not None or defects is not None:
             try:
-                amap = model_map() if (defects is not None or full_map is None) else None
+                amap = model_map() if (defects is not None or full_map is None or maps == "model") else None
                 if amap is not None and not np.all(np.isfinite(amap)):
                     return self.failure(InferenceError("NonFiniteAnomalyMap", f"engine returned NaN/inf map values for {name}",
                                                        "inference")), None
-                if include_maps:
+                if maps == "model":
+                    out_map = amap
+                elif maps == "original":
                     out_map = full_map if full_map is not None else map_to_original(self.preprocess, amap, orig_hw)  # type: ignore[arg-type]
                 if defects is not None:
                     found = self.extract_defects(amap, orig_hw, defects)  # type: ignore[arg-type]

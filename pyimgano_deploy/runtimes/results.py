@@ -9,6 +9,21 @@ import numpy as np
 
 from pyimgano_deploy.inputs.loading import InferenceError  # the per-item error record, defined once
 
+#: what ``include_maps`` may ask for besides True (= "original") and False: the map at the
+#: original image size, or at the model's scale (the one defects are found on)
+MAP_RESOLUTIONS = ("original", "model")
+
+
+def map_resolution(include_maps: bool | str | None) -> str | None:
+    """``include_maps`` → ``None`` (no maps), ``"original"`` or ``"model"``; ValueError otherwise."""
+    if include_maps is None or include_maps is False:
+        return None
+    if include_maps is True:
+        return "original"
+    if include_maps in MAP_RESOLUTIONS:
+        return str(include_maps)
+    raise ValueError(f"include_maps must be True, False or one of {list(MAP_RESOLUTIONS)}, got {include_maps!r}")
+
 
 @dataclass
 class InferenceResult:

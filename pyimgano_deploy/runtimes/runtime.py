@@ -34,7 +34,7 @@ from pyimgano_deploy.inputs.reader import Undeclared16BitError
 from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
-from pyimgano_deploy.runtimes.results import InferenceResult
+from pyimgano_deploy.runtimes.results import InferenceResult, map_resolution
 from pyimgano_deploy.runtimes.streams import ScheduledSession, Session
 from pyimgano_deploy.runtimes.tile_scorer import TiledScorer, bundle_tiling
 from pyimgano_deploy.runtimes.workers import prepared_chunks
@@ -115,7 +115,8 @@ class Runtime:
         array in the declared ``input_format``. One ``InferenceResult`` per input, in order:
         an element that is neither a path nor an array (``None``, say) is that item's error.
 
-        ``options`` are :meth:`infer_iter`'s: ``input_format``, ``include_maps``, ``defects``
+        ``options`` are :meth:`infer_iter`'s: ``input_format``, ``include_maps`` (True or
+        ``"original"``: maps at the original image size; ``"model"``: at the model's scale), ``defects``
         (a ``postprocess.defects.DefectsConfig``; ``result.defects`` is then the
         ``DefectsResult.to_record()`` dict, boxes also scaled to the original image),
         ``u16_max`` (the full-scale value of 16-bit inputs, required for 16-bit files, never
@@ -128,7 +129,7 @@ class Runtime:
         images: Any,
         *,
         input_format: str | ImageFormat | None = None,
-        include_maps: bool = False,
+        include_maps: bool | str = False,
         defects: Any = None,
         u16_max: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -141,6 +142,7 @@ class Runtime:
             items: Iterable[Any] = as_image_list(images, input_format=fmt)
         else:
             items = images
+        map_resolution(include_maps)  # a bad value fails here, before any input is read
         reading = Reading(fmt, u16_max, max_pixels)
         self._note_u16_max(u16_max)
         for chunk in prepared_chunks(items, self.batch_size, lambda i, item: self._prepare(i, item, reading), self.num_workers):
@@ -195,7 +197,7 @@ class Runtime:
         return loaded
 
     # ------------------------------------------------------------------ scoring
-    def _score_chunk(self, prepared: list[LoadedItem], include_maps: bool, defects: Any) -> Iterator[RuntimeItem]:
+    def _score_chunk(self, prepared: list[LoadedItem], include_maps: bool | str, defects: Any) -> Iterator[RuntimeItem]:
         ok = [p for p in prepared if p.error is None]
         done: dict[int, tuple[InferenceResult, float, Any]] = {}
         if ok:
@@ -208,7 +210,7 @@ class Runtime:
                 result, ms, found = done[p.index]
                 yield RuntimeItem(p.index, p.input, result, ms, found)
 
-    def _score_plain(self, ok: list[LoadedItem], include_maps: bool, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
+    def _score_plain(self, ok: list[LoadedItem], include_maps: bool | str, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
         """One engine batch for the whole chunk; an engine failure fails every item of it."""
         done: dict[int, tuple[InferenceResult, float, Any]] = {}
         t0 = time.perf_counter()
@@ -226,7 +228,7 @@ class Runtime:
             done[p.index] = (result, p.ms + share + (time.perf_counter() - t1) * 1e3, found)
         return done
 
-    def _score_tiled(self, ok: list[LoadedItem], include_maps: bool, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
+    def _score_tiled(self, ok: list[LoadedItem], include_maps: bool | str, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
         """Tiles of the whole chunk through the engine (:mod:`.tile_scorer`), results built here."""
         tiled = self.tiled
         assert tiled is not None

@@ -116,7 +116,7 @@ class RayRuntime:
             ray.init(address=self.address, configure_logging=False, log_to_driver=False)
         self._owns_ray = True
 
-    def infer_iter(self, images: Iterable[str | os.PathLike[str]], *, include_maps: bool = False, defects: Any = None,
+    def infer_iter(self, images: Iterable[str | os.PathLike[str]], *, include_maps: bool | str = False, defects: Any = None,
                    u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, input_format: Any = None) -> Iterator[Any]:
         """Score the image *paths* ``images`` on the actors; yields a ``RuntimeItem`` per input, in order,
         with ``index`` its position in ``images``. Arrays are not accepted (they would be shipped
@@ -168,7 +168,7 @@ class RayRuntime:
 
 def ray_infer(bundle: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str]], *, address: str = LOCAL, actors: int = 2,
               save_jsonl: str | os.PathLike[str] | None = None, save_parquet: str | os.PathLike[str] | None = None,
-              include_maps: bool = False, defects: Any = None, u16_max: int | None = None,
+              include_maps: bool | str = False, defects: Any = None, u16_max: int | None = None,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, **runtime_options: Any) -> list[dict[str, Any]] | dict[str, Any]:
     """Score ``inputs`` (files, folders, globs or list files, expanded as ``infer --input`` does)
     with the bundle on a Ray cluster. Without ``save_jsonl``: returns the JSONL records (local
