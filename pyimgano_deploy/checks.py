@@ -61,9 +61,6 @@ def unknown_keys_message(where: str, unknown: list[str], allowed: Iterable[str])
     return f"{where}: unknown key(s) {unknown}; allowed keys: {list(allowed)}"
 
 
-__all__ = ["MISSING", "describe", "expected", "is_int", "is_number", "unknown_keys", "unknown_keys_message"]
-
-
 def u16_max_problem(value: Any) -> str | None:
     """What is wrong with ``value`` as the full-scale value of 16-bit images (an integer in
     1..65535), or None when nothing is."""
@@ -72,3 +69,6 @@ def u16_max_problem(value: Any) -> str | None:
     if not 1 <= int(value) <= 65535:
         return f"u16_max must be an integer in 1..65535; got {int(value)}"
     return None
+
+
+__all__ = ["MISSING", "describe", "expected", "is_int", "is_number", "u16_max_problem", "unknown_keys", "unknown_keys_message"]

@@ -30,6 +30,8 @@ from typing import Callable
 import numpy as np
 
 _EXACT_LIMIT = 2**24  # float32 represents every integer below this exactly
+#: width of the random projection the selection measures distances in (the paper's 128)
+DEFAULT_PROJECTION_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def greedy_coreset(
     features: np.ndarray,
     n_select: int,
     *,
-    projection_dim: int = 128,
+    projection_dim: int = DEFAULT_PROJECTION_DIM,
     seed: int = 0,
     block: int = 128,
     top: int = 1024,
@@ -178,7 +180,7 @@ def greedy_coreset(
     return np.sort(selected), stats
 
 
-def greedy_coreset_reference(features: np.ndarray, n_select: int, *, projection_dim: int = 128, seed: int = 0) -> np.ndarray:
+def greedy_coreset_reference(features: np.ndarray, n_select: int, *, projection_dim: int = DEFAULT_PROJECTION_DIM, seed: int = 0) -> np.ndarray:
     """The textbook O(N·k) greedy loop on the same quantised projection (the definition)."""
     q, sq, _ = _projected(features, projection_dim, seed)
     mind = np.full(q.shape[0], np.inf, dtype=np.float32)

@@ -16,11 +16,9 @@ import torch
 from torch import nn
 
 from pyimgano_deploy.models.detectors.batches import BatchSource
-from pyimgano_deploy.models.detectors.coreset import greedy_coreset
+from pyimgano_deploy.models.detectors.coreset import DEFAULT_PROJECTION_DIM, greedy_coreset
 
 _LOG = logging.getLogger(__name__)
-#: the coreset's random projection width (PatchCore's coreset_projection_dim default), for the estimate
-_PROJECTION_DIM = 128
 
 
 def available_memory_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -39,7 +37,7 @@ def warn_if_features_exceed_memory(n_images: int, per_image: tuple[int, int], av
     coreset projection will not fit in ``available`` bytes: the kernel would otherwise kill the
     fit part-way with no message."""
     p, d = per_image
-    need = n_images * p * (d + min(d, _PROJECTION_DIM)) * 4
+    need = n_images * p * (d + min(d, DEFAULT_PROJECTION_DIM)) * 4  # the default projection: an estimate
     if available is not None and need > available:
         _LOG.warning("fitting on %d images needs about %.1f GiB for the patch features (%d × %d × %d fp32) and the "
                      "coreset's projection, and %.1f GiB are available: fit on fewer images, lower image_size, or use "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyimgano_deploy.models.detectors.coreset import DEFAULT_PROJECTION_DIM
 from pyimgano_deploy.models.detectors.params import CommonParams, require_multiple
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
@@ -24,7 +25,7 @@ class AnomalyDinoParams(CommonParams):
     image_size: int | tuple[int, int] | list[int] = 448
     top_fraction: float = 0.01
     coreset_ratio: float = 0.1
-    coreset_projection_dim: int = 128
+    coreset_projection_dim: int = DEFAULT_PROJECTION_DIM
     masking: bool = False
     bank_chunk_size: int = 16384
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyimgano_deploy.models.detectors.coreset import DEFAULT_PROJECTION_DIM
 from pyimgano_deploy.models.detectors.params import MapScoreParams, require_neighbourhood
 from pyimgano_deploy.models.detectors.spec import DetectorSpec
 
@@ -22,7 +23,7 @@ class PatchCoreParams(MapScoreParams):
     neighbourhood: int = 3
     projection_dim: int | None = None
     coreset_ratio: float = 0.1
-    coreset_projection_dim: int = 128
+    coreset_projection_dim: int = DEFAULT_PROJECTION_DIM
     k: int = 1
     reweight: bool = False
     reweight_neighbors: int = 9
