@@ -18,7 +18,7 @@ def _ok(i: int) -> InferenceResult:
 
 def test_record_fields() -> None:
     rec = make_record(3, "a/b.png", _ok(3), timing_ms=1.23456, anomaly_map={"path": "m/000003_b.npy", "shape": [4, 5], "dtype": "float32"})
-    assert rec["schema_version"] == "1.1" and rec["index"] == 3 and rec["input"] == "a/b.png"
+    assert rec["schema_version"] == "1.2" and rec["index"] == 3 and rec["input"] == "a/b.png"
     assert rec["status"] == "ok" and rec["label"] == 1 and rec["threshold"] == 0.25
     assert rec["anomaly_map"]["shape"] == [4, 5] and rec["timing_ms"] == 1.235
     assert "error" not in rec

@@ -37,11 +37,14 @@ def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[b
     """Inputs already in ``jsonl`` (keyed by resolved path), their errors and anomalies.
 
     ``ValueError`` — before anything in the file is changed — when a record was written by
-    another bundle (or names none); only then is a truncated tail repaired."""
+    another bundle (or names none), or when a recorded input's file no longer has the size its
+    record's ``source`` gives (the path now holds other bytes, so skipping it would leave a
+    result for an image that is gone); only then is a truncated tail repaired."""
     from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail, resume_key
 
     if not jsonl.exists() or jsonl.stat().st_size == 0:
         return set(), 0, 0
+    changed: list[str] = []
     for record in iter_records(jsonl, tolerate_torn_tail=True):
         other = record.get("bundle_digest")
         if other != digest:
@@ -49,6 +52,15 @@ def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[b
                 f"it holds records of {'another bundle (' + str(other) + ')' if other else 'a run that names no bundle'}, "
                 f"this bundle is {digest}; nothing was changed: write to another --save-jsonl"
             )
+        key = resume_key(record)
+        if key in wanted:
+            changed += _changed_since(key, record)
+    if changed:
+        shown = "; ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
+        raise ValueError(
+            f"{len(changed)} input(s) recorded there changed after they were scored: {shown}. Their records describe "
+            "other bytes; nothing was changed: write to another --save-jsonl, or rescore every input with --overwrite"
+        )
     repair_tail(jsonl)
     done: set[bytes] = set()
     errors = anomalies = 0
@@ -60,6 +72,23 @@ def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[b
         errors += record.get("status") != "ok"
         anomalies += record.get("label") == 1
     return done, errors, anomalies
+
+
+def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
+    """``["'path' is now N bytes, recorded M"]`` when the file at ``key`` (a resolved path) no
+    longer has the size its record's ``source`` gives; ``[]`` when it does, or the record has none
+    (schema < 1.2, array inputs). Size, not digest: re-reading every scored file would cost a
+    resume as much I/O as the run."""
+    import os
+
+    recorded = (record.get("source") or {}).get("size_bytes")
+    if not isinstance(recorded, int):
+        return []
+    try:
+        now = os.stat(key).st_size
+    except OSError:
+        return []  # listed by the input plan a moment ago; if it vanished since, scoring reports it
+    return [] if now == recorded else [f"'{os.fsdecode(key)}' is now {now} bytes, recorded {recorded}"]
 
 
 def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any, resolution: str) -> dict[str, Any]:
@@ -103,7 +132,8 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any, resolutio
 )
 @click.option("--micro-batch", type=click.IntRange(min=1), default=None, help="Images per engine call within a stream (default: the batch split evenly).")
 @click.option("--resume", is_flag=True, help="Continue --save-jsonl: skip inputs already recorded there (matched by resolved path; "
-              "a truncated last line is repaired). Refused when the file was written by another bundle.")
+              "a truncated last line is repaired). Refused when the file was written by another bundle, or when a "
+              "recorded file's size is no longer the one its record gives (the path holds another image now).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty --save-jsonl (without it, or --resume, infer refuses).")
 @click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Refuse the bundle unless its digest is this one (exit 4).")
 @click.option("--public-key", type=click.Path(dir_okay=False), default=None, help="Require a bundle.sig that verifies with this Ed25519 PEM public key (exit 7).")
@@ -346,14 +376,14 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
                 saved = _save_map(maps_out, index, path, result.anomaly_map, maps_resolution)
             except (OSError, ValueError) as exc:
                 err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
-                result = InferenceResult.failure(err, result.threshold)
+                result = InferenceResult.failure(err, result.threshold, result.source)
         if result.ok and dplan is not None and item.defects_result is not None:
             try:
                 result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map,
                                                                            u16_max=u16_max, max_pixels=max_pixels))
             except (OSError, ValueError) as exc:
                 err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
-                result = InferenceResult.failure(err, result.threshold)
+                result = InferenceResult.failure(err, result.threshold, result.source)
         writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
                                  bundle_digest=digest, resolved_path=resolved[index], u16_max=u16_max))
         errors += not result.ok

@@ -8,6 +8,7 @@ import numpy as np
 
 from pyimgano_deploy.inputs import as_image_list
 from pyimgano_deploy.inputs.loading import Reading, load_item
+from pyimgano_deploy.inputs.source_info import SourceInfo
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 
@@ -41,6 +42,7 @@ def infer(
     bs = batch_size or int(getattr(detector, "batch_size", 8))
     results: list[InferenceResult | None] = [None] * len(items)
     pending: list[tuple[int, np.ndarray]] = []
+    sources: dict[int, SourceInfo | None] = {}
 
     def flush() -> None:
         if not pending:
@@ -50,13 +52,14 @@ def infer(
         for (i, _), s, m in zip(pending, scores, maps):
             if not np.isfinite(s):
                 results[i] = InferenceResult.failure(
-                    InferenceError("NonFiniteScore", f"the model returned {s} for this input", "inference"), threshold
+                    InferenceError("NonFiniteScore", f"the model returned {s} for this input", "inference"), threshold, sources.pop(i)
                 )
                 continue
             amap = None
             if include_maps:
                 amap = postprocess(m.copy()) if postprocess is not None else m.copy()
-            results[i] = InferenceResult(score=float(s), label=apply_threshold(float(s), threshold), threshold=threshold, anomaly_map=amap)
+            results[i] = InferenceResult(score=float(s), label=apply_threshold(float(s), threshold), threshold=threshold,
+                                         anomaly_map=amap, source=sources.pop(i))
         pending.clear()
 
     reading = Reading(input_format=input_format, u16_max=u16_max)
@@ -66,6 +69,7 @@ def infer(
             results[i] = InferenceResult.failure(loaded.error, threshold)
         else:
             pending.append((i, loaded.value))  # type: ignore[arg-type]
+            sources[i] = loaded.source
         if len(pending) >= bs:
             flush()
     flush()

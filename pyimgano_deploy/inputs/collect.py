@@ -14,9 +14,10 @@ from pyimgano_deploy.inputs.formats import (
     normalize_numpy_image,
     parse_image_format,
 )
-from pyimgano_deploy.inputs.reader import DEFAULT_MAX_PIXELS, read_image
+from pyimgano_deploy.inputs.reader import DEFAULT_MAX_PIXELS, read_image_source
+from pyimgano_deploy.inputs.source_info import SourceInfo, array_source
 
-__all__ = ["ImageInput", "as_image_list", "describe_input", "load_canonical"]
+__all__ = ["ImageInput", "as_image_list", "describe_input", "load_canonical", "load_canonical_source"]
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 
@@ -79,12 +80,25 @@ def load_canonical(
     ``input_format`` (a declared 16-bit format without ``u16_max`` means the full 0..65535). Errors: ``ImageReadError`` /
     ``ImageFormatError`` (both ``ValueError``), ``TypeError`` for other item types.
     """
+    return load_canonical_source(item, input_format=input_format, u16_max=u16_max, max_pixels=max_pixels)[0]
+
+
+def load_canonical_source(
+    item: ImageInput,
+    *,
+    input_format: str | ImageFormat | None = None,
+    u16_max: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, SourceInfo]:
+    """:func:`load_canonical`, and the input's :class:`~pyimgano_deploy.inputs.source_info.SourceInfo`
+    (a file's sha256, encoding and stored pixels; an array's declared format)."""
     if isinstance(item, (str, os.PathLike)):
-        return read_image(item, u16_max=u16_max, max_pixels=max_pixels)
+        return read_image_source(item, u16_max=u16_max, max_pixels=max_pixels)
     if isinstance(item, np.ndarray):
         if input_format is None:
             raise _undeclared_error()
-        return normalize_numpy_image(item, input_format=input_format, u16_max=65535 if u16_max is None else u16_max)
+        canonical = normalize_numpy_image(item, input_format=input_format, u16_max=65535 if u16_max is None else u16_max)
+        return canonical, array_source(item, input_format, canonical)
     raise TypeError(f"an image input must be a path or a numpy array; got {type(item).__name__}")
 
 

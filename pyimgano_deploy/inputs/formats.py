@@ -29,6 +29,7 @@ __all__ = [
     "FORMAT_NDIM",
     "ImageFormat",
     "ImageFormatError",
+    "format_channels",
     "normalize_numpy_image",
     "parse_image_format",
 ]
@@ -121,6 +122,11 @@ def parse_image_format(value: str | ImageFormat) -> ImageFormat:
 def FORMAT_NDIM(fmt: str | ImageFormat) -> int:  # noqa: N802 (name fixed by the interface)
     """Number of dimensions of *one* image in format ``fmt`` (2 for ``gray_*_hw``, else 3)."""
     return _SPECS[parse_image_format(fmt)].ndim
+
+
+def format_channels(fmt: str | ImageFormat) -> int:
+    """Channels of one image in format ``fmt`` as the caller holds it (1 for grey, else 3)."""
+    return _SPECS[parse_image_format(fmt)].channels
 
 
 def _describe(image: np.ndarray) -> str:

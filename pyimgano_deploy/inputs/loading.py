@@ -21,9 +21,10 @@ from typing import Any, Callable, Generic, TypeVar
 import cv2
 import numpy as np
 
-from pyimgano_deploy.inputs.collect import describe_input, load_canonical
+from pyimgano_deploy.inputs.collect import describe_input, load_canonical_source
 from pyimgano_deploy.inputs.formats import ImageFormat
 from pyimgano_deploy.inputs.reader import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from pyimgano_deploy.inputs.source_info import SourceInfo
 
 T = TypeVar("T")
 
@@ -56,8 +57,8 @@ class Reading:
 
 @dataclass
 class LoadedItem(Generic[T]):
-    """One input after :func:`load_item`: ``value`` (what ``prepare`` returned) and the canonical
-    image's ``(H, W)``, or ``error``."""
+    """One input after :func:`load_item`: ``value`` (what ``prepare`` returned), the canonical
+    image's ``(H, W)`` and the input's ``source``, or ``error``."""
 
     index: int
     input: str
@@ -65,6 +66,7 @@ class LoadedItem(Generic[T]):
     orig_hw: tuple[int, int] | None
     error: InferenceError | None
     ms: float = 0.0  # time spent loading, filled in by callers that report timings
+    source: SourceInfo | None = None
 
 
 def _path_problem(path: Path) -> InferenceError | None:
@@ -102,12 +104,13 @@ def load_item(item: Any, index: int, prepare: Callable[[np.ndarray], T], reading
             return LoadedItem(index, desc, None, None, problem)
     stage = "decode"
     try:
-        canonical = load_canonical(item, input_format=reading.input_format, u16_max=reading.u16_max, max_pixels=reading.max_pixels)
+        canonical, source = load_canonical_source(item, input_format=reading.input_format, u16_max=reading.u16_max,
+                                                  max_pixels=reading.max_pixels)
         stage = "preprocess"
         value = prepare(canonical)
     except INPUT_ERRORS as exc:
         return LoadedItem(index, desc, None, None, InferenceError(type(exc).__name__, str(exc), stage))
-    return LoadedItem(index, desc, value, (int(canonical.shape[0]), int(canonical.shape[1])), None)
+    return LoadedItem(index, desc, value, (int(canonical.shape[0]), int(canonical.shape[1])), None, source=source)
 
 
 __all__ = ["INPUT_ERRORS", "InferenceError", "LoadedItem", "Reading", "load_item"]

@@ -45,8 +45,10 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from pyimgano_deploy.inputs.formats import ImageFormat, ImageFormatError, normalize_numpy_image
+from pyimgano_deploy.inputs.source_info import SourceInfo, file_source
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "read_image", "read_mask"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "decode_image_source", "read_image",
+           "read_image_source", "read_mask"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: 8192 x 16384: an 8K line-scan frame of 16k lines is accepted, a 20000 x 20000 bomb is not
@@ -219,6 +221,14 @@ def _canonical(image: np.ndarray, rgb_order: bool, label: str, u16_max: int | No
         raise ImageReadError(label, str(exc)) from exc
 
 
+def _decode(raw: bytes, name: str, u16_max: int | None, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(canonical image, pixels as stored)`` of a file's bytes."""
+    if not raw:
+        raise ImageReadError(name, "file is empty (0 bytes)")
+    image, rgb_order = _decode_buffer(raw, name, max_pixels)
+    return _canonical(image, rgb_order, name, u16_max), image
+
+
 def read_image(path: str | os.PathLike, *, u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as canonical RGB / uint8 / ``(H, W, 3)``, C-contiguous.
 
@@ -227,16 +237,27 @@ def read_image(path: str | os.PathLike, *, u16_max: int | None = None, max_pixel
     ``max_pixels`` (None: no limit) are refused from their header. Raises
     :class:`ImageReadError` naming the path for every failure.
     """
-    image, rgb_order = _decode_buffer(_read_bytes(path), str(os.fspath(path)), max_pixels)
-    return _canonical(image, rgb_order, str(os.fspath(path)), u16_max)
+    return _decode(_read_bytes(path), str(os.fspath(path)), u16_max, max_pixels)[0]
+
+
+def read_image_source(path: str | os.PathLike, *, u16_max: int | None = None,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, SourceInfo]:
+    """:func:`read_image`, and the :class:`SourceInfo` of the bytes read (sha256, encoding, the
+    pixels as stored): what a result record names as its source."""
+    return decode_image_source(_read_bytes(path), name=str(os.fspath(path)), u16_max=u16_max, max_pixels=max_pixels)
 
 
 def decode_image(data: bytes, *, name: str, u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """:func:`read_image` for the encoded bytes of a file; ``name`` labels errors."""
-    if not data:
-        raise ImageReadError(name, "file is empty (0 bytes)")
-    image, rgb_order = _decode_buffer(bytes(data), name, max_pixels)
-    return _canonical(image, rgb_order, name, u16_max)
+    return _decode(bytes(data), name, u16_max, max_pixels)[0]
+
+
+def decode_image_source(data: bytes, *, name: str, u16_max: int | None = None,
+                        max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, SourceInfo]:
+    """:func:`decode_image`, and the :class:`SourceInfo` of ``data``."""
+    raw = bytes(data)
+    canonical, stored = _decode(raw, name, u16_max, max_pixels)
+    return canonical, file_source(raw, stored)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

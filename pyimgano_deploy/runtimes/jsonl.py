@@ -29,7 +29,7 @@ import numpy as np
 
 from pyimgano_deploy.runtimes.results import InferenceResult
 
-SCHEMA_VERSION = "1.1"  # 1.1: bundle_digest, resolved, *_raw for names that are not UTF-8
+SCHEMA_VERSION = "1.2"  # 1.1: bundle_digest, resolved, *_raw for names that are not UTF-8; 1.2: source
 
 
 class OutputError(OSError):
@@ -102,6 +102,8 @@ def make_record(
         record["bundle_digest"] = bundle_digest
     if u16_max is not None:
         record["u16_max"] = int(u16_max)
+    if result.source is not None:
+        record["source"] = result.source.to_dict()
     if anomaly_map is not None:
         record["anomaly_map"] = dict(anomaly_map)
     if result.defects is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pyimgano_deploy.inputs.loading import InferenceError  # the per-item error record, defined once
+from pyimgano_deploy.inputs.source_info import SourceInfo
 
 #: what ``include_maps`` may ask for besides True (= "original") and False: the map at the
 #: original image size, or at the model's scale (the one defects are found on)
@@ -32,7 +33,9 @@ class InferenceResult:
     ``score`` is the raw anomaly score (higher is more anomalous); ``label`` is 1/0 when a
     threshold is known (``score >= threshold``) and ``None`` otherwise. ``anomaly_map`` is a
     float32 ``[H, W]`` array when maps were requested. A failed input has ``error`` set and
-    ``score``/``label`` left as ``None`` — never a made-up value.
+    ``score``/``label`` left as ``None`` — never a made-up value. ``source`` says what the input
+    was (a file's sha256, encoding and stored pixels; an array's declared format) whenever it
+    was read, failed or not; ``None`` when it could not be read at all.
     """
 
     score: float | None
@@ -41,11 +44,12 @@ class InferenceResult:
     anomaly_map: np.ndarray | None = None
     defects: dict[str, Any] | None = None
     error: InferenceError | None = field(default=None)
+    source: SourceInfo | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @classmethod
-    def failure(cls, error: InferenceError, threshold: float | None = None) -> "InferenceResult":
-        return cls(score=None, label=None, threshold=threshold, anomaly_map=None, error=error)
+    def failure(cls, error: InferenceError, threshold: float | None = None, source: SourceInfo | None = None) -> "InferenceResult":
+        return cls(score=None, label=None, threshold=threshold, anomaly_map=None, error=error, source=source)

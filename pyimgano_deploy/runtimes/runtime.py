@@ -208,7 +208,7 @@ class Runtime:
                 yield RuntimeItem(p.index, p.input, self.results.failure(p.error), p.ms)
             else:
                 result, ms, found = done[p.index]
-                yield RuntimeItem(p.index, p.input, result, ms, found)
+                yield RuntimeItem(p.index, p.input, replace(result, source=p.source), ms, found)
 
     def _score_plain(self, ok: list[LoadedItem], include_maps: bool | str, defects: Any) -> dict[int, tuple[InferenceResult, float, Any]]:
         """One engine batch for the whole chunk; an engine failure fails every item of it."""

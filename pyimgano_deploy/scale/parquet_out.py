@@ -4,8 +4,9 @@ The JSONL file stays the record of truth (it is what ``--resume`` continues); th
 written from it once the run is complete, to a temporary file renamed into place. Columns:
 the record's scalar fields (``index``, ``input``, ``status``, ``score``, ``label``,
 ``threshold``, ``resolved``, ``bundle_digest``, ``timing_ms``, ...), the error's ``type`` /
-``message`` / ``stage`` as ``error_type`` / ``error_message`` / ``error_stage``, the number of
-defect regions as ``defect_regions``, and every nested field as JSON text (``*_json``)."""
+``message`` / ``stage`` as ``error_type`` / ``error_message`` / ``error_stage``, the input's
+``source`` fields as ``source_sha256``, ``source_width`` and so on, the number of defect regions
+as ``defect_regions``, and the other nested fields as JSON text (``*_json``)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from typing import Any, Iterator
 
 from pyimgano_deploy.scale.extras import require_pyarrow
 
-PARQUET_SCHEMA_VERSION = "1.0"
+PARQUET_SCHEMA_VERSION = "1.1"  # 1.1: source_* columns
 _ROW_GROUP = 10_000
 _COLUMNS = {  # name → pyarrow type name; every record gets every column (None when absent)
     "schema_version": "string", "index": "int64", "input": "string", "status": "string", "score": "float64",
     "label": "int8", "threshold": "float64", "resolved": "string", "bundle_digest": "string", "u16_max": "int32",
     "timing_ms": "float64", "error_type": "string", "error_message": "string", "error_stage": "string",
     "defect_regions": "int32", "defects_json": "string", "anomaly_map_json": "string",
+    **{f"source_{k}": kind for k, kind in {"sha256": "string", "size_bytes": "int64", "encoding": "string", "input_format": "string",
+                                         "width": "int32", "height": "int32", "channels": "int8", "bit_depth": "int8"}.items()},
 }
 
 
@@ -31,6 +34,9 @@ def flat_row(record: dict[str, Any]) -> dict[str, Any]:
     row = {k: record.get(k) for k in _COLUMNS if k in record and not isinstance(record.get(k), (dict, list))}
     error = record.get("error") or {}
     row.update(error_type=error.get("type"), error_message=error.get("message"), error_stage=error.get("stage"))
+    source = record.get("source")
+    if isinstance(source, dict):
+        row.update({f"source_{k}": v for k, v in source.items() if f"source_{k}" in _COLUMNS})
     defects = record.get("defects")
     if defects is not None:
         regions = defects.get("regions") if isinstance(defects, dict) else None
