@@ -69,3 +69,35 @@ def test_model_scale_maps_and_overlays_exclude_each_other(bundle: Path, tmp_path
                            "--maps-resolution", "model", "--defects", "--save-overlays", str(tmp_path / "ov"))
     assert code == 2 and "--save-overlays" in err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_float16_maps_halve_the_bytes_and_keep_three_digits(bundle: Path, tmp_path: Path) -> None:
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.random.default_rng(1).integers(0, 256, size=(60, 90, 3), dtype=np.uint8))
+    common = ("infer", "--bundle", str(bundle), "--input", str(tmp_path / "a.png"), "--json")
+    code, out32, err = run_cli(*common, "--save-jsonl", str(tmp_path / "32.jsonl"), "--save-maps", str(tmp_path / "m32"))
+    assert code == 0, err
+    code, out16, err = run_cli(*common, "--save-jsonl", str(tmp_path / "16.jsonl"), "--save-maps", str(tmp_path / "m16"),
+                               "--maps-dtype", "float16")
+    assert code == 0, err
+    assert json.loads(out16)["maps_dtype"] == "float16" and json.loads(out32)["maps_dtype"] == "float32"
+    (r16,), (r32,) = jsonl_records(tmp_path / "16.jsonl"), jsonl_records(tmp_path / "32.jsonl")
+    m16, m32 = np.load(r16["anomaly_map"]["path"]), np.load(r32["anomaly_map"]["path"])
+    assert r16["anomaly_map"]["dtype"] == "float16" and m16.dtype == np.float16 and m16.nbytes * 2 == m32.nbytes
+    np.testing.assert_allclose(m16.astype(np.float32), m32, rtol=1e-3, atol=1e-3 * float(np.abs(m32).max()))
+    assert r16["score"] == r32["score"]  # the dtype of a saved map never touches the score
+
+
+def test_a_map_beyond_float16s_range_is_an_error_not_an_inf(tmp_path: Path) -> None:
+    from pyimgano_deploy.cli.maps_output import MapsOutput
+
+    with pytest.raises(ValueError, match="float16's largest"):
+        MapsOutput(tmp_path, dtype="float16").save(0, "x.png", np.full((2, 2), 7e4, np.float32))
+    assert not list(tmp_path.iterdir())
+
+
+def test_map_options_without_save_maps_are_a_usage_error(bundle: Path, tmp_path: Path) -> None:
+    code, _, err = run_cli("infer", "--bundle", str(bundle), "--input", str(tmp_path), "--save-jsonl", str(tmp_path / "u.jsonl"),
+                           "--maps-dtype", "float16")
+    assert code == 2 and "--maps-dtype describes the saved maps" in err

@@ -14,6 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
 from pyimgano_deploy.runtimes.selection import PRECISIONS
 
@@ -91,18 +92,6 @@ def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
     return [] if now == recorded else [f"'{os.fsdecode(key)}' is now {now} bytes, recorded {recorded}"]
 
 
-def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any, resolution: str) -> dict[str, Any]:
-    import numpy as np
-
-    from pyimgano_deploy.runtimes.jsonl import text_and_raw
-
-    path = maps_dir / f"{index:06d}_{Path(text_and_raw(input_label)[0]).stem}.npy"
-    arr = np.ascontiguousarray(amap, dtype=np.float32)
-    np.save(path, arr, allow_pickle=False)
-    saved = {"path": path.as_posix(), "shape": list(arr.shape), "dtype": "float32"}
-    return saved if resolution == "original" else {**saved, "resolution": resolution}  # records of original maps as before
-
-
 @click.command("infer", epilog=EXIT_CODE_TABLE)
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(), help="Bundle directory (or its bundle.json).")
 @click.option(
@@ -111,11 +100,14 @@ def _save_map(maps_dir: Path, index: int, input_label: str, amap: Any, resolutio
 )
 @click.option("--save-jsonl", "jsonl_path", required=True, type=click.Path(dir_okay=False), help="Write one JSON record per input here.")
 @click.option("--save-maps", "maps_dir", type=click.Path(file_okay=False), default=None,
-              help="Save anomaly maps (.npy float32, at --maps-resolution) here.")
+              help="Save anomaly maps (.npy, at --maps-resolution, as --maps-dtype) here.")
 @click.option("--maps-resolution", type=click.Choice(list(MAP_RESOLUTIONS)), default="original", show_default=True,
               help="Size of the saved maps: the image's ('original'), or the model's map as the engine gives it, "
                    "the one defects are found on ('model': for a 1130 × 460 image at 224 × 544, a quarter of the bytes). "
                    "Not with --save-overlays, which draws the original-size map.")
+@click.option("--maps-dtype", type=click.Choice(list(MAP_DTYPES)), default="float32", show_default=True,
+              help="dtype of the saved maps: float32 as the engine gives them, or float16 for half the bytes (about three "
+                   "significant digits; a map with values over 65504 is then that input's error, never an inf).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True, help="Preprocessing threads.")
 @click.option("--engine", type=click.Choice(["auto", "onnx", "tensorrt"]), default="auto", show_default=True)
@@ -160,6 +152,7 @@ def infer(
     jsonl_path: str,
     maps_dir: str | None,
     maps_resolution: str,
+    maps_dtype: str,
     batch_size: int,
     num_workers: int,
     engine: str,
@@ -200,6 +193,12 @@ def infer(
     if maps_resolution == "model" and defects_kwargs.get("save_overlays"):
         raise click.UsageError("--maps-resolution model and --save-overlays exclude each other: overlays draw the map at "
                                "the original image size; save the maps at --maps-resolution original with them")
+    given = click.get_current_context().get_parameter_source
+    unused = [f"--{n.replace('_', '-')}" for n in ("maps_resolution", "maps_dtype")
+              if maps_dir is None and given(n) is click.core.ParameterSource.COMMANDLINE]
+    if unused:
+        verb = "describes" if len(unused) == 1 else "describe"
+        raise click.UsageError(f"{' and '.join(unused)} {verb} the saved maps; add --save-maps DIRECTORY")
     try:
         plan = expand_inputs(inputs)
     except ValueError as exc:
@@ -240,7 +239,8 @@ def infer(
     except ValueError as exc:  # a bad --streams value, or a combination that cannot work (--streams with TensorRT)
         raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
     with runtime:
-        _run(runtime, plan, jsonl, maps_dir=maps_dir, maps_resolution=maps_resolution, defects_flags=defects_flags, resume=resume,
+        maps = None if maps_dir is None else MapsOutput(Path(maps_dir), maps_resolution, maps_dtype)
+        _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume,
              overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
              max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path))
@@ -274,7 +274,7 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
         _fail(f"cannot connect to Ray at {address!r}: {exc}", as_json, EXIT_ENGINE)
 
 
-def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, maps_resolution: str, defects_flags: DefectsFlags, resume: bool,
+def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
          parquet: Path | None = None) -> None:
     """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
@@ -313,21 +313,20 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps_dir: str | None, maps_res
             writer.close()
             _fail(f"cannot resume from {jsonl}: {exc}", as_json, EXIT_OUTPUT)
     todo = [(i, path) for i, path in enumerate(plan.items) if keys[i] not in done]
-    maps_out = Path(maps_dir) if maps_dir else None
-    if maps_out is not None:
-        maps_out.mkdir(parents=True, exist_ok=True)
+    if maps is not None:
+        maps.prepare()
 
     start = time.perf_counter()
     show_bar = not as_json and sys.stderr.isatty()
     try:
         with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info):
-            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps_out, maps_resolution, dplan,
+            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps, dplan,
                                                          digest, u16_max, max_pixels)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
-    _summarise(runtime, plan, todo, jsonl, maps_out, dplan, errors + prev_errors, anomalies + prev_anomalies,
+    _summarise(runtime, plan, todo, jsonl, maps, dplan, errors + prev_errors, anomalies + prev_anomalies,
                max_errors, elapsed, as_json, table, first_errors)
 
 
@@ -353,8 +352,8 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps_out: Path | None,
-               maps_resolution: str, dplan: Any, digest: str, u16_max: int | None,
+def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps: MapsOutput | None,
+               dplan: Any, digest: str, u16_max: int | None,
                max_pixels: int | None) -> tuple[int, int, list[dict[str, Any]]]:
     """Score and record every pending input; returns this run's (errors, anomalies, the first
     ``_LIST_LIMIT`` failures as ``{index, input, type, stage, message}``)."""
@@ -366,14 +365,14 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
     errors = anomalies = 0
     first_errors: list[dict[str, Any]] = []
     # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
-    include_maps: bool | str = maps_resolution if maps_out is not None else (dplan is not None and dplan.needs_maps)
+    include_maps: bool | str = maps.resolution if maps is not None else (dplan is not None and dplan.needs_maps)
     stream = runtime.infer_iter((p for _, p in todo), include_maps=include_maps,
                                 defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
     for (index, path), item in zip(todo, stream):
         result, saved = item.result, None
-        if result.ok and maps_out is not None and result.anomaly_map is not None:
+        if result.ok and maps is not None and result.anomaly_map is not None:
             try:
-                saved = _save_map(maps_out, index, path, result.anomaly_map, maps_resolution)
+                saved = maps.save(index, path, result.anomaly_map)
             except (OSError, ValueError) as exc:
                 err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
                 result = InferenceResult.failure(err, result.threshold, result.source)
@@ -395,7 +394,7 @@ def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], w
     return errors, anomalies, first_errors
 
 
-def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path | None, dplan: Any, total_errors: int,
+def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps: MapsOutput | None, dplan: Any, total_errors: int,
                total_anomalies: int, max_errors: int, elapsed: float, as_json: bool, parquet: dict[str, Any] | None = None,
                first_errors: list[dict[str, Any]] | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
@@ -418,7 +417,7 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps_out: Path 
         "skipped_links": [text_and_raw(p)[0] for p in plan.loops],
         "unmatched_inputs": plan.unmatched,
         "jsonl": jsonl.as_posix(),
-        "maps_dir": maps_out.as_posix() if maps_out else None,
+        **(maps.summary() if maps is not None else {"maps_dir": None, "maps_resolution": None, "maps_dtype": None}),
         "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray", "self_test")},
         "parquet": parquet,
     }
