@@ -53,7 +53,7 @@ def test_file_source_pins_the_bytes_and_the_stored_pixels(tmp_path: Path) -> Non
     image, source = read_image_source(path)
     assert np.array_equal(image, read_image(path)) and image.shape == (36, 52, 3)
     assert source.to_dict() == {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "size_bytes": path.stat().st_size,
-                                "encoding": "png", "width": 52, "height": 36, "channels": 1, "bit_depth": 8}
+                                "encoding": "png", "width": 52, "height": 36, "channels": 1, "bit_depth": 8, "grey": True}
 
 
 def test_infer_records_name_content_not_just_the_path(bundle_dir: Path, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_infer_records_name_content_not_just_the_path(bundle_dir: Path, tmp_path
     a, b, c = (records[n]["source"] for n in ("a.jpg", "b.png", "c.png"))
     assert a["sha256"] == b["sha256"] == hashlib.sha256((images / "a.jpg").read_bytes()).hexdigest()
     assert a["encoding"] == b["encoding"] == "jpeg" and records["a.jpg"]["score"] == records["b.png"]["score"]
-    assert (c["encoding"], c["channels"], c["width"], c["height"]) == ("png", 4, 52, 36)
+    assert (c["encoding"], c["channels"], c["width"], c["height"], c["grey"]) == ("png", 4, 52, 36, False)
 
 
 def test_an_undecodable_file_has_no_source(bundle_dir: Path, tmp_path: Path) -> None:
@@ -87,7 +87,8 @@ def test_array_inputs_record_their_declared_format(bundle_dir: Path) -> None:
     with load_bundle(bundle_dir) as runtime:
         (result,) = runtime.infer(chw, input_format="rgb_f32_chw")
     assert result.ok and result.source is not None
-    assert result.source.to_dict() == {"input_format": "rgb_f32_chw", "width": 40, "height": 30, "channels": 3, "bit_depth": 32}
+    assert result.source.to_dict() == {"input_format": "rgb_f32_chw", "width": 40, "height": 30, "channels": 3, "bit_depth": 32,
+                                       "grey": False}
 
 
 def test_resume_refuses_inputs_whose_file_changed_since_scoring(bundle_dir: Path, tmp_path: Path) -> None:
@@ -148,4 +149,5 @@ def test_eager_infer_results_carry_the_source_too(tmp_path: Path) -> None:
     assert cv2.imwrite(str(path), _bgr(30))
     file_result, array_result = infer(_ConstantDetector(), [str(path), np.zeros((5, 7), np.uint8)], input_format="gray_u8_hw")
     assert file_result.source.encoding == "bmp" and file_result.source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert array_result.source.to_dict() == {"input_format": "gray_u8_hw", "width": 7, "height": 5, "channels": 1, "bit_depth": 8}
+    assert array_result.source.to_dict() == {"input_format": "gray_u8_hw", "width": 7, "height": 5, "channels": 1, "bit_depth": 8,
+                                             "grey": True}

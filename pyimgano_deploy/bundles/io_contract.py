@@ -17,5 +17,10 @@ OUTPUT_DTYPE = "float32"
 #: (``dataset.u16_max``; absent when the set was 8-bit). Provenance: the runtime still needs
 #: ``u16_max`` named at each call, and warns when it differs.
 U16_MAX_KEY = "u16_max"
+#: ``input`` key saying whether the run's calibration images (the held-out normals, same camera
+#: as the fit images) were ``grey``, in ``colour`` or ``mixed`` (``inputs.source_info.COLOURS``).
+#: Provenance: the runtime warns once when an input's colour differs; absent in older bundles.
+TRAINED_COLOUR_KEY = "trained_colour"
 
-__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES", "U16_MAX_KEY"]
+__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES", "TRAINED_COLOUR_KEY",
+           "U16_MAX_KEY"]

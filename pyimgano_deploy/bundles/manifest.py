@@ -21,11 +21,12 @@ import numpy as np
 
 from pyimgano_deploy.bundles.errors import InvalidBundleError, format_problems
 from pyimgano_deploy.checks import MISSING, describe, is_int, is_number, u16_max_problem
+from pyimgano_deploy.inputs.source_info import COLOURS
 from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.4"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max
+SCHEMA_VERSION = "1.5"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max; 1.5: input.trained_colour
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -250,6 +251,8 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
         problem = u16_max_problem(inp[io.U16_MAX_KEY]) if io.U16_MAX_KEY in inp else None
         if problem is not None:
             ck.add(f"input.{io.U16_MAX_KEY}", f"the training set's 16-bit full scale: {problem}")
+        if io.TRAINED_COLOUR_KEY in inp and inp[io.TRAINED_COLOUR_KEY] not in COLOURS:
+            ck.add(f"input.{io.TRAINED_COLOUR_KEY}", f"expected one of {list(COLOURS)}, got {describe(inp[io.TRAINED_COLOUR_KEY])}")
 
 
 def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:

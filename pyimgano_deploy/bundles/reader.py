@@ -141,6 +141,12 @@ class Bundle:
         return self.manifest["input"].get(io.U16_MAX_KEY)
 
     @property
+    def trained_colour(self) -> str | None:
+        """Whether the training set's images were ``grey``, in ``colour`` or ``mixed``
+        (``input.trained_colour``; ``None``: the bundle predates the key)."""
+        return self.manifest["input"].get(io.TRAINED_COLOUR_KEY)
+
+    @property
     def tiling_block(self) -> dict[str, Any] | None:
         """The manifest's ``tiling`` block (``None``: whole images are scored)."""
         return self.manifest.get("tiling")

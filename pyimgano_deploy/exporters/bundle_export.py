@@ -36,6 +36,8 @@ from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, on
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
+from pyimgano_deploy.inputs.reader import read_image_source
+from pyimgano_deploy.inputs.source_info import colour_of
 from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
 Log = Callable[[str], None]
@@ -161,6 +163,19 @@ def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[
     return pack_sources(files, np.asarray(scores, dtype=np.float32))
 
 
+#: calibration images surveyed for ``input.trained_colour``, evenly spaced over the split
+COLOUR_SURVEY_IMAGES = 64
+
+
+def trained_colour(source: RunSource) -> str:
+    """``grey``, ``colour`` or ``mixed``: the colour of the run's calibration images (up to
+    :data:`COLOUR_SURVEY_IMAGES` of them, evenly spaced), the held-out normals from the camera
+    the detector was fitted on."""
+    paths = source.calibration_inputs
+    step = max(1, -(-len(paths) // COLOUR_SURVEY_IMAGES))
+    return colour_of([read_image_source(p, u16_max=source.u16_max)[1].grey for p in paths[::step]])
+
+
 def _parity_or_raise(report: ParityReport, label: str) -> None:
     if not report.passed:
         raise ParityError(f"parity gate failed for {label}; nothing was written.\n{report.table()}")
@@ -185,6 +200,7 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
                   "fp32_scopes": list(detector.inference_module.fp32_scopes), "nn_head": nn_head},
         "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
                   "preprocess": detector.preprocess.to_dict(),
+                  io.TRAINED_COLOUR_KEY: trained_colour(source),
                   **({} if source.u16_max is None else {io.U16_MAX_KEY: source.u16_max})},
         "outputs": [
             {"name": io.OUTPUT_NAMES[0], "shape": ["batch"], "dtype": io.OUTPUT_DTYPE},

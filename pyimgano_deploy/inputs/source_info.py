@@ -5,8 +5,10 @@ A JSONL record says which file produced a score by path; the path can later hold
 record to content: the sha256 of the file's bytes (the same digest the bundle uses for its own
 files), the encoding found from the file's signature (the decoder is chosen by content, so a
 JPEG named ``.png`` is recorded as ``jpeg``), and the pixels as stored before conversion to
-canonical RGB / uint8 (``channels`` 1, 3 or 4; ``bit_depth`` 8 or 16), which says when a grey
-or 16-bit image was scored by a bundle trained on colour.
+canonical RGB / uint8 (``channels`` 1, 3 or 4; ``bit_depth`` 8 or 16), and whether its content
+is ``grey`` (one channel, or colour channels that are all equal: a mono camera saved as RGB).
+Exports record the same fact of the run's calibration images (``input.trained_colour``), so
+the runtime can say when a grey image meets a bundle trained on colour, or the reverse.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["SourceInfo", "array_source", "encoding_of", "file_source"]
+__all__ = ["COLOURS", "SourceInfo", "array_source", "colour_of", "encoding_of", "file_source", "is_grey"]
+
+#: what ``input.trained_colour`` may say of a training set: every image grey, every one in
+#: colour, or both kinds
+COLOURS = ("grey", "colour", "mixed")
 
 #: file signatures of the encodings the reader decodes (``reader.IMAGE_EXTENSIONS``)
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -42,16 +48,37 @@ def encoding_of(head: bytes) -> str | None:
     return None
 
 
+def is_grey(pixels: np.ndarray) -> bool:
+    """True when an image (HW, or HWC with 1, 3 or 4 channels; a 4th, alpha, is ignored) has no
+    colour: one channel, or three equal ones. Every 16th row is compared first, so a colour
+    image is told in a fraction of the full comparison."""
+    if pixels.ndim == 2 or pixels.shape[2] == 1:
+        return True
+    for view in (pixels[::16], pixels):
+        if not (np.array_equal(view[..., 0], view[..., 1]) and np.array_equal(view[..., 1], view[..., 2])):
+            return False
+    return True
+
+
+def colour_of(grey_flags: list[bool]) -> str:
+    """One of :data:`COLOURS` for a set of images' :func:`is_grey` results (at least one)."""
+    if not grey_flags:
+        raise ValueError("colour_of needs at least one image")
+    return "grey" if all(grey_flags) else "colour" if not any(grey_flags) else "mixed"
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """One input as it arrived. Files: ``sha256`` (hex) and ``size_bytes`` of the bytes read,
     ``encoding``; arrays: ``input_format`` (the declared format) and no digest. Both: ``width``
-    and ``height`` in pixels, ``channels`` and ``bit_depth`` as stored."""
+    and ``height`` in pixels, ``channels`` and ``bit_depth`` as stored, and ``grey``
+    (:func:`is_grey`)."""
 
     width: int
     height: int
     channels: int
     bit_depth: int
+    grey: bool
     encoding: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
@@ -68,6 +95,7 @@ class SourceInfo:
             "height": self.height,
             "channels": self.channels,
             "bit_depth": self.bit_depth,
+            "grey": self.grey,
         }
         return {k: v for k, v in fields.items() if v is not None}
 
@@ -81,12 +109,13 @@ def _stored(pixels: np.ndarray) -> tuple[int, int, int, int]:
 def file_source(raw: bytes, pixels: np.ndarray) -> SourceInfo:
     """:class:`SourceInfo` of a file's ``raw`` bytes and its ``pixels`` as the decoder stored them."""
     width, height, channels, depth = _stored(pixels)
-    return SourceInfo(width, height, channels, depth, encoding=encoding_of(raw[:16]), size_bytes=len(raw),
+    return SourceInfo(width, height, channels, depth, is_grey(pixels), encoding=encoding_of(raw[:16]), size_bytes=len(raw),
                       sha256=hashlib.sha256(raw).hexdigest())
 
 
 def array_source(array: np.ndarray, input_format: str | ImageFormat, canonical: np.ndarray) -> SourceInfo:
     """:class:`SourceInfo` of a declared numpy input: its format, and the size of the canonical
     image it became (a CHW array's height is not its first axis)."""
-    return SourceInfo(int(canonical.shape[1]), int(canonical.shape[0]), format_channels(input_format),
-                      8 * int(array.dtype.itemsize), input_format=parse_image_format(input_format).value)
+    channels = format_channels(input_format)
+    return SourceInfo(int(canonical.shape[1]), int(canonical.shape[0]), channels, 8 * int(array.dtype.itemsize),
+                      channels == 1 or is_grey(canonical), input_format=parse_image_format(input_format).value)

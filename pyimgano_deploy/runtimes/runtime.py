@@ -85,6 +85,7 @@ class Runtime:
         )
         self.num_workers = int(num_workers)
         self._u16_noted: set[int] = set()
+        self._colour_noted: set[bool] = set()
         self.streams = self.engine.streams
         self.micro_batch = self.engine.micro_batch
         spec = bundle_tiling(bundle)
@@ -158,6 +159,20 @@ class Runtime:
         _LOG.warning("u16_max %d differs from the %d this bundle's training images declared (bundle.json input.u16_max): "
                      "16-bit inputs are scaled %.3g× as bright as in training", u16_max, trained, trained / u16_max)
 
+    def _note_colour(self, grey: bool, label: str) -> None:
+        """Warn once when inputs are grey and the bundle's training images were in colour, and
+        once for the reverse (``input.trained_colour``): the model then sees images unlike any it
+        was fitted on, and its scores say more about the camera than about the part."""
+        trained = self.bundle.trained_colour
+        if trained not in ("grey", "colour") or grey == (trained == "grey") or grey in self._colour_noted:
+            return
+        self._colour_noted.add(grey)
+        what, other = ("grey (no colour)", "in colour") if grey else ("in colour", "grey")
+        _LOG.warning("input %s is %s, but this bundle's training images were %s (bundle.json input.trained_colour): its "
+                     "scores are not comparable with training's; check the camera or export a bundle trained on such "
+                     "images. Further such inputs are not reported; each record's source.grey says which they are.",
+                     label, what, other)
+
     def close(self) -> None:
         self.stop_streams()
         close = getattr(self.session, "close", None)
@@ -190,6 +205,8 @@ class Runtime:
             )
         loaded = load_item(item, index, self.preprocess if self.tiled is None else self.tiled.prepare, reading)
         loaded.ms = (time.perf_counter() - t0) * 1e3
+        if loaded.source is not None:
+            self._note_colour(loaded.source.grey, loaded.input)
         trained = self.bundle.trained_u16_max
         if loaded.error is not None and loaded.error.type == Undeclared16BitError.__name__ and trained is not None:
             loaded.error = replace(loaded.error, message=f"{loaded.error.message}; this bundle was trained on 16-bit images "
