@@ -73,13 +73,17 @@ def test_infer_records_name_content_not_just_the_path(bundle_dir: Path, tmp_path
     assert (c["encoding"], c["channels"], c["width"], c["height"], c["grey"]) == ("png", 4, 52, 36, False)
 
 
-def test_an_undecodable_file_has_no_source(bundle_dir: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.png"
+def test_an_undecodable_file_is_named_by_its_bytes_alone(bundle_dir: Path, tmp_path: Path) -> None:
+    bad, empty = tmp_path / "bad.png", tmp_path / "empty.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    empty.write_bytes(b"")
     out = tmp_path / "out.jsonl"
-    code, _ = _infer("--bundle", str(bundle_dir), "--input", str(bad), "--save-jsonl", str(out), "--max-errors", "1")
-    (record,) = _records(out)
-    assert code == 0 and record["status"] == "error" and "source" not in record
+    code, _ = _infer("--bundle", str(bundle_dir), "--input", str(tmp_path), "--save-jsonl", str(out), "--max-errors", "2")
+    records = {Path(r["input"]).name: r for r in _records(out)}
+    assert code == 0 and all(r["status"] == "error" for r in records.values())
+    assert records["bad.png"]["source"] == {"sha256": hashlib.sha256(bad.read_bytes()).hexdigest(), "size_bytes": 28,
+                                            "encoding": "png"}  # no pixels: none were decoded
+    assert "source" not in records["empty.png"]  # refused before any byte was read
 
 
 def test_array_inputs_record_their_declared_format(bundle_dir: Path) -> None:
@@ -151,3 +155,15 @@ def test_eager_infer_results_carry_the_source_too(tmp_path: Path) -> None:
     assert file_result.source.encoding == "bmp" and file_result.source.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert array_result.source.to_dict() == {"input_format": "gray_u8_hw", "width": 7, "height": 5, "channels": 1, "bit_depth": 8,
                                              "grey": True}
+
+
+def test_resume_refuses_a_corrupt_file_that_was_replaced(bundle_dir: Path, tmp_path: Path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "im0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # half-written by a camera, say
+    out = tmp_path / "out.jsonl"
+    args = ("--bundle", str(bundle_dir), "--input", str(images), "--save-jsonl", str(out))
+    assert _infer(*args, "--max-errors", "1")[0] == 0
+    assert cv2.imwrite(str(images / "im0.png"), _bgr(40))  # now complete: its error record is about bytes that are gone
+    code, err = _infer(*args, "--resume")
+    assert code == 8 and "im0.png" in err

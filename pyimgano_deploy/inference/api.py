@@ -66,7 +66,7 @@ def infer(
     for i, item in enumerate(items):
         loaded = load_item(item, i, detector.preprocess, reading)  # type: ignore[attr-defined]
         if loaded.error is not None:
-            results[i] = InferenceResult.failure(loaded.error, threshold)
+            results[i] = InferenceResult.failure(loaded.error, threshold, loaded.source)
         else:
             pending.append((i, loaded.value))  # type: ignore[arg-type]
             sources[i] = loaded.source

@@ -102,14 +102,15 @@ def load_item(item: Any, index: int, prepare: Callable[[np.ndarray], T], reading
         problem = _path_problem(Path(os.fspath(item)))
         if problem is not None:
             return LoadedItem(index, desc, None, None, problem)
-    stage = "decode"
+    stage, source = "decode", None
     try:
         canonical, source = load_canonical_source(item, input_format=reading.input_format, u16_max=reading.u16_max,
                                                   max_pixels=reading.max_pixels)
         stage = "preprocess"
         value = prepare(canonical)
     except INPUT_ERRORS as exc:
-        return LoadedItem(index, desc, None, None, InferenceError(type(exc).__name__, str(exc), stage))
+        known = source if source is not None else getattr(exc, "source", None)  # a refused file's bytes, when read
+        return LoadedItem(index, desc, None, None, InferenceError(type(exc).__name__, str(exc), stage), source=known)
     return LoadedItem(index, desc, value, (int(canonical.shape[0]), int(canonical.shape[1])), None, source=source)
 
 

@@ -45,7 +45,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from pyimgano_deploy.inputs.formats import ImageFormat, ImageFormatError, normalize_numpy_image
-from pyimgano_deploy.inputs.source_info import SourceInfo, file_source
+from pyimgano_deploy.inputs.source_info import SourceInfo, bytes_source, file_source
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "decode_image_source", "read_image",
            "read_image_source", "read_mask"]
@@ -64,6 +64,8 @@ class ImageReadError(ValueError):
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = str(os.fspath(path))
         self.reason = reason
+        #: the bytes' digest, size and encoding when they were read (set by the ``*_source`` readers)
+        self.source: SourceInfo | None = None
         super().__init__(f"cannot read image '{self.path}': {reason}")
 
 
@@ -254,9 +256,15 @@ def decode_image(data: bytes, *, name: str, u16_max: int | None = None, max_pixe
 
 def decode_image_source(data: bytes, *, name: str, u16_max: int | None = None,
                         max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, SourceInfo]:
-    """:func:`decode_image`, and the :class:`SourceInfo` of ``data``."""
+    """:func:`decode_image`, and the :class:`SourceInfo` of ``data``. An :class:`ImageReadError`
+    raised for bytes that were there carries their digest, size and encoding as ``.source``."""
     raw = bytes(data)
-    canonical, stored = _decode(raw, name, u16_max, max_pixels)
+    try:
+        canonical, stored = _decode(raw, name, u16_max, max_pixels)
+    except ImageReadError as exc:
+        if raw:
+            exc.source = bytes_source(raw)  # a refused file's record still names its bytes
+        raise
     return canonical, file_source(raw, stored)
 
 

@@ -14,14 +14,14 @@ the runtime can say when a grey image meets a bundle trained on colour, or the r
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["COLOURS", "SourceInfo", "array_source", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["COLOURS", "SourceInfo", "array_source", "bytes_source", "colour_of", "encoding_of", "file_source", "is_grey"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
@@ -70,15 +70,15 @@ def colour_of(grey_flags: list[bool]) -> str:
 @dataclass(frozen=True)
 class SourceInfo:
     """One input as it arrived. Files: ``sha256`` (hex) and ``size_bytes`` of the bytes read,
-    ``encoding``; arrays: ``input_format`` (the declared format) and no digest. Both: ``width``
-    and ``height`` in pixels, ``channels`` and ``bit_depth`` as stored, and ``grey``
-    (:func:`is_grey`)."""
+    ``encoding``; arrays: ``input_format`` (the declared format) and no digest. Decoded inputs:
+    ``width`` and ``height`` in pixels, ``channels`` and ``bit_depth`` as stored, and ``grey``
+    (:func:`is_grey`); a file whose bytes were read but not decoded has only the first three."""
 
-    width: int
-    height: int
-    channels: int
-    bit_depth: int
-    grey: bool
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+    bit_depth: int | None = None
+    grey: bool | None = None
     encoding: str | None = None
     size_bytes: int | None = None
     sha256: str | None = None
@@ -106,16 +106,22 @@ def _stored(pixels: np.ndarray) -> tuple[int, int, int, int]:
     return int(pixels.shape[1]), int(pixels.shape[0]), channels, 8 * int(pixels.dtype.itemsize)
 
 
+def bytes_source(raw: bytes) -> SourceInfo:
+    """:class:`SourceInfo` of a file's ``raw`` bytes alone (digest, size, encoding): what an error
+    record of a file that could not be decoded says of it."""
+    return SourceInfo(encoding=encoding_of(raw[:16]), size_bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest())
+
+
 def file_source(raw: bytes, pixels: np.ndarray) -> SourceInfo:
     """:class:`SourceInfo` of a file's ``raw`` bytes and its ``pixels`` as the decoder stored them."""
     width, height, channels, depth = _stored(pixels)
-    return SourceInfo(width, height, channels, depth, is_grey(pixels), encoding=encoding_of(raw[:16]), size_bytes=len(raw),
-                      sha256=hashlib.sha256(raw).hexdigest())
+    return replace(bytes_source(raw), width=width, height=height, channels=channels, bit_depth=depth, grey=is_grey(pixels))
 
 
 def array_source(array: np.ndarray, input_format: str | ImageFormat, canonical: np.ndarray) -> SourceInfo:
     """:class:`SourceInfo` of a declared numpy input: its format, and the size of the canonical
     image it became (a CHW array's height is not its first axis)."""
     channels = format_channels(input_format)
-    return SourceInfo(int(canonical.shape[1]), int(canonical.shape[0]), channels, 8 * int(array.dtype.itemsize),
-                      channels == 1 or is_grey(canonical), input_format=parse_image_format(input_format).value)
+    return SourceInfo(width=int(canonical.shape[1]), height=int(canonical.shape[0]), channels=channels,
+                      bit_depth=8 * int(array.dtype.itemsize), grey=channels == 1 or is_grey(canonical),
+                      input_format=parse_image_format(input_format).value)

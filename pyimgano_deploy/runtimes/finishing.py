@@ -22,6 +22,7 @@ import numpy as np
 from pyimgano_deploy.bundles.golden import GOLDEN_SPLIT
 from pyimgano_deploy.inputs import Preprocess
 from pyimgano_deploy.inputs.loading import InferenceError
+from pyimgano_deploy.inputs.source_info import SourceInfo
 from pyimgano_deploy.postprocess.maps import resize_map
 from pyimgano_deploy.postprocess.thresholds import apply_threshold
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS, InferenceResult, map_resolution
@@ -52,8 +53,8 @@ class ResultBuilder:
         self.threshold: float | None = None if calib is None else float(calib.value)
         self._pixel_thresholds: dict[Any, tuple[float, dict[str, Any]]] = {}  # defects config -> threshold
 
-    def failure(self, error: InferenceError) -> InferenceResult:
-        return InferenceResult.failure(error, self.threshold)
+    def failure(self, error: InferenceError, source: SourceInfo | None = None) -> InferenceResult:
+        return InferenceResult.failure(error, self.threshold, source)
 
     def finish(
         self,

@@ -205,7 +205,7 @@ class Runtime:
             )
         loaded = load_item(item, index, self.preprocess if self.tiled is None else self.tiled.prepare, reading)
         loaded.ms = (time.perf_counter() - t0) * 1e3
-        if loaded.source is not None:
+        if loaded.source is not None and loaded.source.grey is not None:
             self._note_colour(loaded.source.grey, loaded.input)
         trained = self.bundle.trained_u16_max
         if loaded.error is not None and loaded.error.type == Undeclared16BitError.__name__ and trained is not None:
@@ -222,7 +222,7 @@ class Runtime:
             done = score(ok, include_maps, defects)
         for p in prepared:
             if p.error is not None:
-                yield RuntimeItem(p.index, p.input, self.results.failure(p.error), p.ms)
+                yield RuntimeItem(p.index, p.input, self.results.failure(p.error, p.source), p.ms)
             else:
                 result, ms, found = done[p.index]
                 yield RuntimeItem(p.index, p.input, replace(result, source=p.source), ms, found)
