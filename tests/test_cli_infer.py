@@ -119,7 +119,7 @@ def test_summary_caps_the_failed_list_and_points_to_the_records(bundle_dir: Path
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import pyimgano_deploy.cli.infer_cmd as infer_cmd
 
-    monkeypatch.setattr(infer_cmd, "_LIST_LIMIT", 2)
+    monkeypatch.setattr(infer_cmd, "LIST_LIMIT", 2)
     for i in range(3):
         (tmp_path / "imgs").mkdir(exist_ok=True)
         (tmp_path / "imgs" / f"e{i}.png").write_bytes(b"")

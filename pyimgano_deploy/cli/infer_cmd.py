@@ -7,18 +7,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import click
 
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.cli.infer_records import LIST_LIMIT, previous_stats, score_all
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
+from pyimgano_deploy.runtimes.folder_watch import FolderWatch
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
 from pyimgano_deploy.runtimes.selection import PRECISIONS
 
-_LIST_LIMIT = 20  # skipped files listed in the human summary (all of them are in --json); failed inputs listed in both
 
 
 def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
@@ -32,64 +33,6 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         return
     with click.progressbar(length=total, label="infer", file=sys.stderr, show_pos=True, show_eta=True) as bar:
         yield bar
-
-
-def _previous_stats(jsonl: Path, wanted: set[bytes], digest: str) -> tuple[set[bytes], int, int]:
-    """Inputs already in ``jsonl`` (keyed by resolved path), their errors and anomalies.
-
-    ``ValueError`` — before anything in the file is changed — when a record was written by
-    another bundle (or names none), or when a recorded input's file no longer has the size its
-    record's ``source`` gives (the path now holds other bytes, so skipping it would leave a
-    result for an image that is gone); only then is a truncated tail repaired."""
-    from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail, resume_key
-
-    if not jsonl.exists() or jsonl.stat().st_size == 0:
-        return set(), 0, 0
-    changed: list[str] = []
-    for record in iter_records(jsonl, tolerate_torn_tail=True):
-        other = record.get("bundle_digest")
-        if other != digest:
-            raise ValueError(
-                f"it holds records of {'another bundle (' + str(other) + ')' if other else 'a run that names no bundle'}, "
-                f"this bundle is {digest}; nothing was changed: write to another --save-jsonl"
-            )
-        key = resume_key(record)
-        if key in wanted:
-            changed += _changed_since(key, record)
-    if changed:
-        shown = "; ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
-        raise ValueError(
-            f"{len(changed)} input(s) recorded there changed after they were scored: {shown}. Their records describe "
-            "other bytes; nothing was changed: write to another --save-jsonl, or rescore every input with --overwrite"
-        )
-    repair_tail(jsonl)
-    done: set[bytes] = set()
-    errors = anomalies = 0
-    for record in iter_records(jsonl):
-        key = resume_key(record)
-        if key is None or key not in wanted or key in done:
-            continue
-        done.add(key)
-        errors += record.get("status") != "ok"
-        anomalies += record.get("label") == 1
-    return done, errors, anomalies
-
-
-def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
-    """``["'path' is now N bytes, recorded M"]`` when the file at ``key`` (a resolved path) no
-    longer has the size its record's ``source`` gives; ``[]`` when it does, or the record has none
-    (schema < 1.2, array inputs). Size, not digest: re-reading every scored file would cost a
-    resume as much I/O as the run."""
-    import os
-
-    recorded = (record.get("source") or {}).get("size_bytes")
-    if not isinstance(recorded, int):
-        return []
-    try:
-        now = os.stat(key).st_size
-    except OSError:
-        return []  # listed by the input plan a moment ago; if it vanished since, scoring reports it
-    return [] if now == recorded else [f"'{os.fsdecode(key)}' is now {now} bytes, recorded {recorded}"]
 
 
 @click.command("infer", epilog=EXIT_CODE_TABLE)
@@ -145,6 +88,16 @@ def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
 @click.option("--ray-actors", type=click.IntRange(min=1), default=2, show_default=True, help="Ray actors, each loading the bundle once.")
 @click.option("--ray-cpus-per-actor", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPUs reserved per actor, and its ONNX Runtime threads.")
+@click.option("--watch", is_flag=True,
+              help="Hot folder: keep scoring image files as they appear under --input, each once its size and time have "
+                   "not changed for --watch-settle seconds (never half-written), until SIGINT/SIGTERM (the batch in flight "
+                   "is recorded first) or --watch-idle-exit. Each path is scored once; indices continue the results file.")
+@click.option("--watch-settle", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Seconds a file's size and modification time must stay unchanged before it is read.")
+@click.option("--watch-poll", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds between scans of the --input folders.")
+@click.option("--watch-idle-exit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="End the watch once no new file has appeared for this many seconds (default: run until stopped).")
 @defects_options
 def infer(
     bundle_path: str,
@@ -174,6 +127,10 @@ def infer(
     ray_address: str | None,
     ray_actors: int,
     ray_cpus_per_actor: int,
+    watch: bool,
+    watch_settle: float,
+    watch_poll: float,
+    watch_idle_exit: float | None,
     **defects_kwargs: Any,
 ) -> None:
     """Score images with a bundle and write JSONL records (one per input, flushed as written,
@@ -190,25 +147,18 @@ def infer(
     from pyimgano_deploy.runtimes.sources import expand_inputs
 
     defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
-    if maps_resolution == "model" and defects_kwargs.get("save_overlays"):
-        raise click.UsageError("--maps-resolution model and --save-overlays exclude each other: overlays draw the map at "
-                               "the original image size; save the maps at --maps-resolution original with them")
-    given = click.get_current_context().get_parameter_source
-    unused = [f"--{n.replace('_', '-')}" for n in ("maps_resolution", "maps_dtype")
-              if maps_dir is None and given(n) is click.core.ParameterSource.COMMANDLINE]
-    if unused:
-        verb = "describes" if len(unused) == 1 else "describe"
-        raise click.UsageError(f"{' and '.join(unused)} {verb} the saved maps; add --save-maps DIRECTORY")
+    _check_combinations(maps_dir is not None, maps_resolution, bool(defects_kwargs.get("save_overlays")), watch, ray_address)
     try:
         plan = expand_inputs(inputs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--input") from exc
-    for spec in plan.unmatched:
-        click.echo(f"warning: --input {spec!r} matched no files", err=True)
-    if not plan.items:
-        _fail(f"no input images found in {list(inputs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""), as_json)
-    for link in plan.loops:
-        click.echo(f"warning: not following {link}: its folder was already walked (a link loop or alias)", err=True)
+    if not watch:  # a watched folder may start empty, and globs may match later
+        for spec in plan.unmatched:
+            click.echo(f"warning: --input {spec!r} matched no files", err=True)
+        if not plan.items:
+            _fail(f"no input images found in {list(inputs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""), as_json)
+        for link in plan.loops:
+            click.echo(f"warning: not following {link}: its folder was already walked (a link loop or alias)", err=True)
     jsonl = Path(jsonl_path)
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
@@ -243,7 +193,23 @@ def infer(
         _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume,
              overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
-             max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path))
+             max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path),
+             watch=FolderWatch(list(inputs), settle_s=watch_settle, poll_s=watch_poll, idle_exit_s=watch_idle_exit) if watch else None)
+
+
+def _check_combinations(save_maps: bool, maps_resolution: str, save_overlays: bool, watch: bool, ray_address: str | None) -> None:
+    """Usage errors (exit 2) for options that contradict each other or describe nothing."""
+    if maps_resolution == "model" and save_overlays:
+        raise click.UsageError("--maps-resolution model and --save-overlays exclude each other: overlays draw the map at "
+                               "the original image size; save the maps at --maps-resolution original with them")
+    given = click.get_current_context().get_parameter_source
+    for names, needs, what in ((("maps_resolution", "maps_dtype"), save_maps, "the saved maps; add --save-maps DIRECTORY"),
+                               (("watch_settle", "watch_poll", "watch_idle_exit"), watch, "a watch; add --watch")):
+        unused = [f"--{n.replace('_', '-')}" for n in names if not needs and given(n) is click.core.ParameterSource.COMMANDLINE]
+        if unused:
+            raise click.UsageError(f"{' and '.join(unused)} {'describes' if len(unused) == 1 else 'describe'} {what}")
+    if watch and ray_address is not None:
+        raise click.UsageError("--watch scores files as they arrive on this machine; it does not run on Ray (--ray-address)")
 
 
 def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: int, *, threads: int | None, num_workers: int,
@@ -276,8 +242,9 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
-         parquet: Path | None = None) -> None:
-    """Score ``plan.items`` with the open ``runtime`` into ``jsonl``; exits with the run's code."""
+         parquet: Path | None = None, watch: FolderWatch | None = None) -> None:
+    """Score ``plan.items`` (or, with ``watch``, the files that appear) with the open ``runtime``
+    into ``jsonl``; exits with the run's code."""
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
 
     info = runtime.engine_info
@@ -307,27 +274,62 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     keys = [path_key(resolved) for resolved in plan.resolved]
     done, prev_errors, prev_anomalies = (set(), 0, 0)
     if resume:
-        try:
-            done, prev_errors, prev_anomalies = _previous_stats(jsonl, set(keys), digest)
+        try:  # a watch continues after every recorded input, a plain run after those of its plan
+            done, prev_errors, prev_anomalies = previous_stats(jsonl, None if watch else set(keys), digest)
         except (ValueError, OSError) as exc:
             writer.close()
             _fail(f"cannot resume from {jsonl}: {exc}", as_json, EXIT_OUTPUT)
-    todo = [(i, path) for i, path in enumerate(plan.items) if keys[i] not in done]
+    resumed = len(done)
+    todo = [(i, path, plan.resolved[i]) for i, path in enumerate(plan.items) if keys[i] not in done]
+    rounds: Iterable[list[tuple[int, str, str]]] = [todo] if watch is None else _watch_rounds(watch, done)
     if maps is not None:
         maps.prepare()
 
     start = time.perf_counter()
-    show_bar = not as_json and sys.stderr.isatty()
+    show_bar = not as_json and sys.stderr.isatty() and watch is None
+    errors = anomalies = processed = 0
+    first_errors: list[dict[str, Any]] = []
     try:
-        with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info):
-            errors, anomalies, first_errors = _score_all(runtime, todo, plan.resolved, writer, bar, maps, dplan,
-                                                         digest, u16_max, max_pixels)
+        with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
+            for batch in rounds:
+                e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,
+                                         keep_errors=LIST_LIMIT - len(first_errors))
+                errors, anomalies, processed = errors + e, anomalies + a, processed + len(batch)
+                first_errors += failed
+                if watch is not None and not as_json:
+                    click.echo(f"watch: {processed} image(s) scored ({errors} error(s), {anomalies} anomalous)", err=True)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
-    _summarise(runtime, plan, todo, jsonl, maps, dplan, errors + prev_errors, anomalies + prev_anomalies,
-               max_errors, elapsed, as_json, table, first_errors)
+    _summarise(runtime, plan if watch is None else watch.plan, processed, resumed, jsonl, maps, dplan, errors + prev_errors,
+               anomalies + prev_anomalies, max_errors, elapsed, as_json, table, first_errors,
+               watch_changed=None if watch is None else watch.changed)
+
+
+def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[int, str, str]]]:
+    """The watch's rounds as ``(index, path, resolved)``; indices continue after the recorded inputs."""
+    index = len(done)
+    for ready in watch.rounds(done):
+        yield [(index + j, path, resolved) for j, (path, resolved) in enumerate(ready)]
+        index += len(ready)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(watch: FolderWatch | None) -> Iterator[None]:
+    """While watching, SIGINT and SIGTERM end the watch after the batch in flight (its records
+    are written, then the summary), instead of killing the process mid-batch."""
+    if watch is None:
+        yield
+        return
+    import signal
+
+    previous = {sig: signal.signal(sig, lambda *_: watch.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _driver_messages_to_stderr(engine_info: dict[str, Any]) -> Any:
@@ -352,51 +354,10 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-def _score_all(runtime: Any, todo: list[tuple[int, str]], resolved: list[str], writer: Any, bar: Any, maps: MapsOutput | None,
-               dplan: Any, digest: str, u16_max: int | None,
-               max_pixels: int | None) -> tuple[int, int, list[dict[str, Any]]]:
-    """Score and record every pending input; returns this run's (errors, anomalies, the first
-    ``_LIST_LIMIT`` failures as ``{index, input, type, stage, message}``)."""
-    import dataclasses
-
-    from pyimgano_deploy.runtimes.jsonl import make_record
-    from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
-
-    errors = anomalies = 0
-    first_errors: list[dict[str, Any]] = []
-    # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
-    include_maps: bool | str = maps.resolution if maps is not None else (dplan is not None and dplan.needs_maps)
-    stream = runtime.infer_iter((p for _, p in todo), include_maps=include_maps,
-                                defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
-    for (index, path), item in zip(todo, stream):
-        result, saved = item.result, None
-        if result.ok and maps is not None and result.anomaly_map is not None:
-            try:
-                saved = maps.save(index, path, result.anomaly_map)
-            except (OSError, ValueError) as exc:
-                err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
-                result = InferenceResult.failure(err, result.threshold, result.source)
-        if result.ok and dplan is not None and item.defects_result is not None:
-            try:
-                result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map,
-                                                                           u16_max=u16_max, max_pixels=max_pixels))
-            except (OSError, ValueError) as exc:
-                err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
-                result = InferenceResult.failure(err, result.threshold, result.source)
-        writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
-                                 bundle_digest=digest, resolved_path=resolved[index], u16_max=u16_max))
-        errors += not result.ok
-        anomalies += result.label == 1
-        if not result.ok and len(first_errors) < _LIST_LIMIT:
-            first_errors.append({"index": index, "input": path, **result.error.to_dict()})
-        if bar is not None:
-            bar.update(1)
-    return errors, anomalies, first_errors
-
-
-def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps: MapsOutput | None, dplan: Any, total_errors: int,
-               total_anomalies: int, max_errors: int, elapsed: float, as_json: bool, parquet: dict[str, Any] | None = None,
-               first_errors: list[dict[str, Any]] | None = None) -> None:
+def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Path, maps: MapsOutput | None, dplan: Any,
+               total_errors: int, total_anomalies: int, max_errors: int, elapsed: float, as_json: bool,
+               parquet: dict[str, Any] | None = None, first_errors: list[dict[str, Any]] | None = None, *,
+               watch_changed: list[str] | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -404,15 +365,15 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps: MapsOutpu
         "schema_version": SCHEMA_VERSION,
         "ok": total_errors <= max_errors,
         "bundle_digest": runtime.bundle.digest,
-        "images": len(plan.items),
-        "processed": len(todo),
-        "resumed_skipped": len(plan.items) - len(todo),
+        "images": processed + resumed,
+        "processed": processed,
+        "resumed_skipped": resumed,
         "errors": total_errors,
         "first_errors": [{**e, "input": text_and_raw(e["input"])[0]} for e in first_errors or []],
         "anomalies": total_anomalies,
         "max_errors": max_errors,
         "elapsed_s": round(elapsed, 3),
-        "images_per_s": round(len(todo) / elapsed, 2) if elapsed > 0 else None,
+        "images_per_s": round(processed / elapsed, 2) if elapsed > 0 else None,
         "skipped_files": [text_and_raw(p)[0] for p in plan.skipped],
         "skipped_links": [text_and_raw(p)[0] for p in plan.loops],
         "unmatched_inputs": plan.unmatched,
@@ -421,6 +382,8 @@ def _summarise(runtime: Any, plan: Any, todo: list, jsonl: Path, maps: MapsOutpu
         "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray", "self_test")},
         "parquet": parquet,
     }
+    if watch_changed is not None:  # paths a watch saw change after scoring them: not scored again
+        summary["watch_changed"] = [text_and_raw(p)[0] for p in watch_changed]
     if dplan is not None:
         summary["defects"] = dplan.summary()
     if as_json:
@@ -452,9 +415,13 @@ def _print_summary(s: dict[str, Any]) -> None:
     skipped = s["skipped_files"]
     if skipped:
         lines.append(f"skipped {len(skipped)} non-image file(s):")
-        lines += [f"  {p}" for p in skipped[:_LIST_LIMIT]]
-        if len(skipped) > _LIST_LIMIT:
-            lines.append(f"  ... and {len(skipped) - _LIST_LIMIT} more (see --json)")
+        lines += [f"  {p}" for p in skipped[:LIST_LIMIT]]
+        if len(skipped) > LIST_LIMIT:
+            lines.append(f"  ... and {len(skipped) - LIST_LIMIT} more (see --json)")
+    changed = s.get("watch_changed") or []
+    if changed:
+        lines.append(f"{len(changed)} scored file(s) changed afterwards and were not scored again (give new images new names):")
+        lines += [f"  {p}" for p in changed[:LIST_LIMIT]]
     failed = s["first_errors"]
     if failed:
         shown_all = len(failed) == s["errors"]

@@ -1,0 +1,114 @@
+"""The records of one ``infer`` run: what a results file already holds, and scoring inputs into it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pyimgano_deploy.cli.maps_output import MapsOutput
+
+#: failures listed in the summary (every failure is a record)
+LIST_LIMIT = 20
+
+
+def previous_stats(jsonl: Path, wanted: set[bytes] | None, digest: str) -> tuple[set[bytes], int, int]:
+    """Inputs already in ``jsonl`` (keyed by resolved path; ``wanted`` None: every recorded one),
+    their errors and anomalies.
+
+    ``ValueError`` — before anything in the file is changed — when a record was written by
+    another bundle (or names none), or when a recorded input's file no longer has the size its
+    record's ``source`` gives (the path now holds other bytes, so skipping it would leave a
+    result for an image that is gone); only then is a truncated tail repaired."""
+    from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail, resume_key
+
+    if not jsonl.exists() or jsonl.stat().st_size == 0:
+        return set(), 0, 0
+    changed: list[str] = []
+    for record in iter_records(jsonl, tolerate_torn_tail=True):
+        other = record.get("bundle_digest")
+        if other != digest:
+            raise ValueError(
+                f"it holds records of {'another bundle (' + str(other) + ')' if other else 'a run that names no bundle'}, "
+                f"this bundle is {digest}; nothing was changed: write to another --save-jsonl"
+            )
+        key = resume_key(record)
+        if key is not None and (wanted is None or key in wanted):
+            changed += _changed_since(key, record)
+    if changed:
+        shown = "; ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
+        raise ValueError(
+            f"{len(changed)} input(s) recorded there changed after they were scored: {shown}. Their records describe "
+            "other bytes; nothing was changed: write to another --save-jsonl, or rescore every input with --overwrite"
+        )
+    repair_tail(jsonl)
+    done: set[bytes] = set()
+    errors = anomalies = 0
+    for record in iter_records(jsonl):
+        key = resume_key(record)
+        if key is None or (wanted is not None and key not in wanted) or key in done:
+            continue
+        done.add(key)
+        errors += record.get("status") != "ok"
+        anomalies += record.get("label") == 1
+    return done, errors, anomalies
+
+
+def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
+    """``["'path' is now N bytes, recorded M"]`` when the file at ``key`` (a resolved path) no
+    longer has the size its record's ``source`` gives; ``[]`` when it does, or the record has none
+    (schema < 1.2, array inputs). Size, not digest: re-reading every scored file would cost a
+    resume as much I/O as the run."""
+    recorded = (record.get("source") or {}).get("size_bytes")
+    if not isinstance(recorded, int):
+        return []
+    try:
+        now = os.stat(key).st_size
+    except OSError:
+        return []  # listed by the input plan a moment ago; if it vanished since, scoring reports it
+    return [] if now == recorded else [f"'{os.fsdecode(key)}' is now {now} bytes, recorded {recorded}"]
+
+
+def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: Any, maps: MapsOutput | None,
+              dplan: Any, digest: str, u16_max: int | None, max_pixels: int | None,
+              keep_errors: int = LIST_LIMIT) -> tuple[int, int, list[dict[str, Any]]]:
+    """Score and record every pending ``(index, path, resolved path)``; returns (errors,
+    anomalies, the first ``keep_errors`` failures as ``{index, input, type, stage, message}``)."""
+    import dataclasses
+
+    from pyimgano_deploy.runtimes.jsonl import make_record
+    from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
+
+    errors = anomalies = 0
+    first_errors: list[dict[str, Any]] = []
+    # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
+    include_maps: bool | str = maps.resolution if maps is not None else (dplan is not None and dplan.needs_maps)
+    stream = runtime.infer_iter((p for _, p, _ in todo), include_maps=include_maps,
+                                defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
+    for (index, path, resolved), item in zip(todo, stream):
+        result, saved = item.result, None
+        if result.ok and maps is not None and result.anomaly_map is not None:
+            try:
+                saved = maps.save(index, path, result.anomaly_map)
+            except (OSError, ValueError) as exc:
+                err = InferenceError(type(exc).__name__, f"cannot save anomaly map: {exc}", "postprocess")
+                result = InferenceResult.failure(err, result.threshold, result.source)
+        if result.ok and dplan is not None and item.defects_result is not None:
+            try:
+                result = dataclasses.replace(result, defects=dplan.record(index, path, item.defects_result, result.anomaly_map,
+                                                                           u16_max=u16_max, max_pixels=max_pixels))
+            except (OSError, ValueError) as exc:
+                err = InferenceError(type(exc).__name__, f"cannot save defects output: {exc}", "postprocess")
+                result = InferenceResult.failure(err, result.threshold, result.source)
+        writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
+                                 bundle_digest=digest, resolved_path=resolved, u16_max=u16_max))
+        errors += not result.ok
+        anomalies += result.label == 1
+        if not result.ok and len(first_errors) < keep_errors:
+            first_errors.append({"index": index, "input": path, **result.error.to_dict()})
+        if bar is not None:
+            bar.update(1)
+    return errors, anomalies, first_errors
+
+
+__all__ = ["LIST_LIMIT", "previous_stats", "score_all"]

@@ -1,0 +1,123 @@
+"""Hot-folder input: image files that appear under the ``--input`` specs, each once it is complete.
+
+A camera or a line PC writes images into a folder; ``infer --watch`` scores them as they come.
+A file is taken only once its size and modification time have not changed for ``settle_s``
+seconds, so a file still being written is not read half-way (it would be a ``decode`` error
+record of a truncated image). Each resolved path is scored once: a path that changes after it
+was scored (a camera that reuses names) is reported, never scored over its first record, and
+never silently dropped. The specs are expanded as ``infer --input`` expands them
+(:func:`~pyimgano_deploy.runtimes.sources.expand_inputs`), non-image files are reported once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from pyimgano_deploy.runtimes.jsonl import path_key
+from pyimgano_deploy.runtimes.sources import InputPlan, expand_inputs
+
+__all__ = ["FolderWatch"]
+
+_LOG = logging.getLogger(__name__)
+
+_Signature = tuple[int, int]  # (size in bytes, mtime in ns)
+
+
+@dataclass
+class FolderWatch:
+    """Polls ``specs`` every ``poll_s`` seconds and yields rounds of complete, new files.
+
+    ``idle_exit_s``: stop once nothing new has appeared for that long and no file is still
+    settling (``None``: run until :meth:`stop`). ``plan`` accumulates what was taken (``items``,
+    ``resolved``) and what was not (``skipped`` non-image files, ``loops``, ``unmatched`` specs);
+    ``changed`` lists scored paths that changed afterwards.
+    """
+
+    specs: Sequence[str]
+    settle_s: float = 2.0
+    poll_s: float = 1.0
+    idle_exit_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    plan: InputPlan = field(default_factory=InputPlan)
+    changed: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("settle_s", "poll_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)!r}")
+        if self.idle_exit_s is not None and not self.idle_exit_s > 0:
+            raise ValueError(f"idle_exit_s must be > 0 seconds or None, got {self.idle_exit_s!r}")
+
+    def stop(self) -> None:
+        """End the watch after the round in progress (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def rounds(self, done: set[bytes]) -> Iterator[list[tuple[str, str]]]:
+        """Yield ``[(path, resolved path), ...]`` of files that became complete since the last
+        round, in the specs' order. ``done`` (resolved-path keys, :func:`~.jsonl.path_key`) are
+        never yielded; yielded ones are added to it."""
+        settling: dict[bytes, tuple[_Signature, float]] = {}
+        scored: dict[bytes, _Signature] = {}
+        reported: set[tuple[str, str]] = set()
+        last_new = self.clock()
+        while not self._stop.is_set():
+            now = self.clock()
+            ready = self._scan(done, settling, scored, reported, now)
+            if settling or ready:
+                last_new = now
+            if ready:
+                yield ready
+                continue
+            if self.idle_exit_s is not None and now - last_new >= self.idle_exit_s:
+                return
+            self._stop.wait(self.poll_s)
+
+    def _scan(self, done: set[bytes], settling: dict[bytes, tuple[_Signature, float]], scored: dict[bytes, _Signature],
+              reported: set[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+        found = expand_inputs(self.specs)
+        for kind in ("skipped", "loops", "unmatched"):
+            for entry in getattr(found, kind):
+                if (kind, entry) not in reported:
+                    reported.add((kind, entry))
+                    getattr(self.plan, kind).append(entry)
+        ready: list[tuple[str, str]] = []
+        for path, resolved in zip(found.items, found.resolved):
+            key = path_key(resolved)
+            signature = _signature(path)
+            if signature is None:
+                settling.pop(key, None)  # gone between listing and stat: it was never complete
+                continue
+            if key in done:
+                if key in scored and signature != scored[key] and resolved not in self.changed:
+                    self.changed.append(resolved)
+                    _LOG.warning("%s changed after it was scored; a watch scores each path once, so this image has no "
+                                 "record: give new images new names", path)
+                continue
+            previous = settling.get(key)
+            if previous is None or previous[0] != signature:
+                settling[key] = (signature, now)
+            elif now - previous[1] >= self.settle_s:
+                del settling[key]
+                done.add(key)
+                scored[key] = signature
+                self.plan.add(path)
+                ready.append((path, resolved))
+        return ready
+
+
+def _signature(path: str) -> _Signature | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns

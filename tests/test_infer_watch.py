@@ -1,0 +1,108 @@
+"""``infer --watch``: a hot folder scored as files arrive, each once complete, each path once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+from bundle_factory import build_tiny_bundle, random_images
+from cli_helpers import jsonl_records, run_cli
+
+from pyimgano_deploy.runtimes.folder_watch import FolderWatch
+
+_FAST = ("--watch", "--watch-settle", "0.3", "--watch-poll", "0.05")
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "b")
+
+
+def _png(seed: int) -> bytes:
+    return cv2.imencode(".png", random_images(1, 36, 44, seed=seed)[0])[1].tobytes()
+
+
+def _write_slowly(path: Path, data: bytes, pieces: int = 6, pause_s: float = 0.1) -> None:
+    """Write ``data`` in ``pieces`` appends, as a camera writing over the network might."""
+    step = -(-len(data) // pieces)
+    with open(path, "wb") as fh:
+        for start in range(0, len(data), step):
+            fh.write(data[start:start + step])
+            fh.flush()
+            time.sleep(pause_s)
+
+
+def test_a_file_being_written_is_read_only_once_complete(bundle_dir: Path, tmp_path: Path) -> None:
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    data = _png(1)
+    writer = threading.Timer(0.3, _write_slowly, args=(hot / "late.png", data), kwargs={"pause_s": 0.05})
+    writer.start()
+    out = tmp_path / "w.jsonl"
+    # appends every 0.05 s against a settle time of 0.8 s: a busy machine still cannot make it look complete
+    code, stdout, err = run_cli("infer", "--bundle", str(bundle_dir), "--input", str(hot), "--save-jsonl", str(out), "--watch",
+                                "--watch-settle", "0.8", "--watch-poll", "0.05", "--watch-idle-exit", "1.5", "--json")
+    writer.join()
+    assert code == 0, err
+    (record,) = jsonl_records(out)
+    assert record["status"] == "ok" and record["source"]["size_bytes"] == len(data)  # never a truncated read
+    assert json.loads(stdout)["processed"] == 1
+
+
+def test_an_empty_folder_is_watched_not_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "hot").mkdir()
+    out = tmp_path / "w.jsonl"
+    code, stdout, err = run_cli("infer", "--bundle", str(bundle_dir), "--input", str(tmp_path / "hot"), "--save-jsonl", str(out),
+                                *_FAST, "--watch-idle-exit", "0.3", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["images"] == 0 and out.read_bytes() == b""
+
+
+def test_a_watch_resumes_after_the_recorded_inputs(bundle_dir: Path, tmp_path: Path) -> None:
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    for i in range(2):
+        (hot / f"old{i}.png").write_bytes(_png(10 + i))
+    out = tmp_path / "w.jsonl"
+    base = ("infer", "--bundle", str(bundle_dir), "--input", str(hot), "--save-jsonl", str(out))
+    assert run_cli(*base)[0] == 0
+    (hot / "new.png").write_bytes(_png(12))
+    code, stdout, err = run_cli(*base, "--resume", *_FAST, "--watch-idle-exit", "0.5", "--json")
+    assert code == 0, err
+    records = jsonl_records(out)
+    assert [(r["index"], Path(r["input"]).name) for r in records] == [(0, "old0.png"), (1, "old1.png"), (2, "new.png")]
+    assert json.loads(stdout)["resumed_skipped"] == 2
+
+
+def test_a_path_that_changes_after_scoring_is_reported_not_rescored(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(_png(20))
+    watch = FolderWatch([str(tmp_path)], settle_s=0.1, poll_s=0.02, idle_exit_s=0.4)
+    taken = []
+    for ready in watch.rounds(set()):
+        taken += [Path(p).name for p, _ in ready]
+        (tmp_path / "a.png").write_bytes(_png(21))  # the camera reuses the name
+        (tmp_path / "notes.txt").write_text("x")
+    assert taken == ["a.png"] and [Path(p).name for p in watch.changed] == ["a.png"]
+    assert [Path(p).name for p in watch.plan.skipped] == ["notes.txt"]  # reported once, however many scans saw it
+
+
+def test_stop_ends_the_watch_from_another_thread(tmp_path: Path) -> None:
+    watch = FolderWatch([str(tmp_path)], settle_s=0.1, poll_s=0.05)
+    threading.Timer(0.2, watch.stop).start()
+    start = time.monotonic()
+    assert list(watch.rounds(set())) == []
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (("--watch-poll", "0.5"), "--watch-poll describes a watch; add --watch"),
+    (("--watch", "--ray-address", "local"), "does not run on Ray"),
+    (("--watch", "--watch-settle", "0"), "--watch-settle"),
+])
+def test_watch_options_that_cannot_work_are_usage_errors(bundle_dir: Path, tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
+    code, _, err = run_cli("infer", "--bundle", str(bundle_dir), "--input", str(tmp_path), "--save-jsonl", str(tmp_path / "u.jsonl"), *extra)
+    assert code == 2 and message in err
