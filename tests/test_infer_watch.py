@@ -13,6 +13,7 @@ from bundle_factory import build_tiny_bundle, random_images
 from cli_helpers import jsonl_records, run_cli
 
 from pyimgano_deploy.runtimes.folder_watch import FolderWatch
+from pyimgano_deploy.runtimes.jsonl import path_key
 
 _FAST = ("--watch", "--watch-settle", "0.3", "--watch-poll", "0.05")
 
@@ -106,3 +107,30 @@ def test_stop_ends_the_watch_from_another_thread(tmp_path: Path) -> None:
 def test_watch_options_that_cannot_work_are_usage_errors(bundle_dir: Path, tmp_path: Path, extra: tuple[str, ...], message: str) -> None:
     code, _, err = run_cli("infer", "--bundle", str(bundle_dir), "--input", str(tmp_path), "--save-jsonl", str(tmp_path / "u.jsonl"), *extra)
     assert code == 2 and message in err
+
+
+def test_an_unchanged_folder_is_not_walked_again_until_something_moves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    (hot / "a.png").write_bytes(_png(30))
+    past = time.time() - 100
+    os.utime(hot, (past, past))  # quiet for a while: its mtime can be trusted
+    scans = []
+    original = FolderWatch._scan
+    monkeypatch.setattr(FolderWatch, "_scan", lambda self, *a: scans.append(1) or original(self, *a))
+    watch = FolderWatch([str(hot)], settle_s=0.05, poll_s=0.02, idle_exit_s=0.5)
+    taken = []
+    for ready in watch.rounds(set()):
+        taken += [Path(p).name for p, _ in ready]
+        if len(taken) == 1:
+            os.utime(hot, (past, past))  # a.png settled: quiet again
+            n_before = len(scans)
+    assert taken == ["a.png"]
+    assert len(scans) == n_before  # about 25 polls after a.png, not one walk
+
+    (hot / "b.png").write_bytes(_png(31))  # a new entry moves the folder's mtime
+    watch = FolderWatch([str(hot)], settle_s=0.05, poll_s=0.02, idle_exit_s=0.3)
+    done = {path_key(os.path.realpath(hot / "a.png"))}
+    assert [Path(p).name for ready in watch.rounds(done) for p, _ in ready] == ["b.png"]
