@@ -30,7 +30,7 @@ def test_grey_is_one_channel_or_three_equal_ones() -> None:
     mono = np.repeat(rgb[..., :1], 3, axis=2)
     assert is_grey(rgb[..., 0]) and is_grey(mono) and not is_grey(rgb)
     mono_one_pixel_off = mono.copy()
-    mono_one_pixel_off[37, 3, 2] ^= 1  # off the sampled rows: only the full comparison sees it
+    mono_one_pixel_off[37, 3, 2] ^= 1  # one pixel is colour enough: a small image has every row compared
     assert not is_grey(mono_one_pixel_off)
     assert is_grey(np.concatenate([mono, rgb[..., :1]], axis=2))  # alpha is not colour
     assert [colour_of([True]), colour_of([False, False]), colour_of([True, False])] == ["grey", "colour", "mixed"]

@@ -6,7 +6,7 @@ record to content: the sha256 of the file's bytes (the same digest the bundle us
 files), the encoding found from the file's signature (the decoder is chosen by content, so a
 JPEG named ``.png`` is recorded as ``jpeg``), and the pixels as stored before conversion to
 canonical RGB / uint8 (``channels`` 1, 3 or 4; ``bit_depth`` 8 or 16), and whether its content
-is ``grey`` (one channel, or colour channels that are all equal: a mono camera saved as RGB).
+is ``grey`` (one channel, or colour channels that are equal: a mono camera saved as RGB).
 Exports record the same fact of the run's calibration images (``input.trained_colour``), so
 the runtime can say when a grey image meets a bundle trained on colour, or the reverse.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["COLOURS", "SourceInfo", "array_source", "bytes_source", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "SourceInfo", "array_source", "bytes_source", "colour_of", "encoding_of", "file_source", "is_grey"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
@@ -48,16 +48,21 @@ def encoding_of(head: bytes) -> str | None:
     return None
 
 
+#: pixels :func:`is_grey` compares at most (whole rows, evenly spaced): about 0.5 ms
+GREY_CHECK_PIXELS = 1 << 18
+
+
 def is_grey(pixels: np.ndarray) -> bool:
     """True when an image (HW, or HWC with 1, 3 or 4 channels; a 4th, alpha, is ignored) has no
-    colour: one channel, or three equal ones. Every 16th row is compared first, so a colour
-    image is told in a fraction of the full comparison."""
+    colour: one channel, or three channels equal on every pixel of the rows compared. Rows are
+    evenly spaced and at most :data:`GREY_CHECK_PIXELS` pixels are compared (every row of a
+    0.26 MP image, every 20th of a 5 MP one), so a scored frame pays under a millisecond; colour
+    confined to the rows in between would go unseen, which camera images do not do."""
     if pixels.ndim == 2 or pixels.shape[2] == 1:
         return True
-    for view in (pixels[::16], pixels):
-        if not (np.array_equal(view[..., 0], view[..., 1]) and np.array_equal(view[..., 1], view[..., 2])):
-            return False
-    return True
+    height, width = pixels.shape[:2]
+    rows = pixels[:: max(1, -(-height * width // GREY_CHECK_PIXELS))]
+    return bool(np.array_equal(rows[..., 0], rows[..., 1]) and np.array_equal(rows[..., 1], rows[..., 2]))
 
 
 def colour_of(grey_flags: list[bool]) -> str:
