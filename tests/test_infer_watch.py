@@ -51,7 +51,8 @@ def test_a_file_being_written_is_read_only_once_complete(bundle_dir: Path, tmp_p
     assert code == 0, err
     (record,) = jsonl_records(out)
     assert record["status"] == "ok" and record["source"]["size_bytes"] == len(data)  # never a truncated read
-    assert json.loads(stdout)["processed"] == 1
+    summary = json.loads(stdout)
+    assert summary["processed"] == 1 and summary["watch"]["ended_by"] == "idle" and summary["watch"]["settle_s"] == 0.8
 
 
 def test_an_empty_folder_is_watched_not_refused(bundle_dir: Path, tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_stop_ends_the_watch_from_another_thread(tmp_path: Path) -> None:
     threading.Timer(0.2, watch.stop).start()
     start = time.monotonic()
     assert list(watch.rounds(set())) == []
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 5 and watch.ended_by == "stopped"
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -134,3 +135,24 @@ def test_an_unchanged_folder_is_not_walked_again_until_something_moves(tmp_path:
     watch = FolderWatch([str(hot)], settle_s=0.05, poll_s=0.02, idle_exit_s=0.3)
     done = {path_key(os.path.realpath(hot / "a.png"))}
     assert [Path(p).name for ready in watch.rounds(done) for p, _ in ready] == ["b.png"]
+
+
+def test_sigterm_ends_the_watch_with_its_records_and_summary(bundle_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    (hot / "a.png").write_bytes(_png(40))
+    out = tmp_path / "w.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "pyimgano_deploy.cli", "infer", "--bundle", str(bundle_dir), "--input", str(hot),
+                             "--save-jsonl", str(out), *_FAST, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.read_bytes().endswith(b"\n")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until a.png is recorded
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["watch"]["ended_by"] == "stopped"
+    assert [Path(r["input"]).name for r in jsonl_records(out)] == ["a.png"]

@@ -88,3 +88,18 @@ def test_mixed_or_older_bundles_never_warn(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING), load_bundle(root) as runtime:
         runtime.infer(images)
     assert _warnings(caplog) == []
+
+
+def test_export_warns_when_the_calibration_images_mix_grey_and_colour(tmp_path: Path) -> None:
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+    from pyimgano_deploy.exporters.run_source import resolve_run
+    from run_factory import make_run_dir
+
+    run = make_run_dir(tmp_path, "vision_padim", size=32, d=8, n_train=4, n_calib=3)
+    first = resolve_run(run).calibration_inputs[0]
+    image = cv2.imread(first)
+    assert cv2.imwrite(first, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    logged: list[str] = []
+    result = export_run(run, tmp_path / "b", ExportOptions(golden=2), log=logged.append)
+    assert result.manifest["input"]["trained_colour"] == "mixed"
+    assert any("mix grey and colour" in line for line in logged)

@@ -304,7 +304,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan if watch is None else watch.plan, processed, resumed, jsonl, maps, dplan, errors + prev_errors,
                anomalies + prev_anomalies, max_errors, elapsed, as_json, table, first_errors,
-               watch_changed=None if watch is None else watch.changed)
+               watch=watch)
 
 
 def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[int, str, str]]]:
@@ -357,7 +357,7 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
 def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Path, maps: MapsOutput | None, dplan: Any,
                total_errors: int, total_anomalies: int, max_errors: int, elapsed: float, as_json: bool,
                parquet: dict[str, Any] | None = None, first_errors: list[dict[str, Any]] | None = None, *,
-               watch_changed: list[str] | None = None) -> None:
+               watch: FolderWatch | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -382,8 +382,8 @@ def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Pat
         "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray", "self_test")},
         "parquet": parquet,
     }
-    if watch_changed is not None:  # paths a watch saw change after scoring them: not scored again
-        summary["watch_changed"] = [text_and_raw(p)[0] for p in watch_changed]
+    if watch is not None:  # its settings, how it ended, and the paths that changed after scoring (not scored again)
+        summary["watch"] = {**watch.summary(), "changed": [text_and_raw(p)[0] for p in watch.changed]}
     if dplan is not None:
         summary["defects"] = dplan.summary()
     if as_json:
@@ -418,7 +418,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines += [f"  {p}" for p in skipped[:LIST_LIMIT]]
         if len(skipped) > LIST_LIMIT:
             lines.append(f"  ... and {len(skipped) - LIST_LIMIT} more (see --json)")
-    changed = s.get("watch_changed") or []
+    changed = (s.get("watch") or {}).get("changed") or []
     if changed:
         lines.append(f"{len(changed)} scored file(s) changed afterwards and were not scored again (give new images new names):")
         lines += [f"  {p}" for p in changed[:LIST_LIMIT]]

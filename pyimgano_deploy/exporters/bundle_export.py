@@ -314,6 +314,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
         save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
         n_golden = (len(golden), len(sources["source_score"]))
         manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat, nn_head))
+        if manifest["input"][io.TRAINED_COLOUR_KEY] == "mixed":
+            log("warning: the run's calibration images mix grey and colour ones (input.trained_colour: mixed), so the runtime "
+                "cannot tell a camera change; check the data set, or train on one kind")
         if options.tensorrt:
             manifest = _build_tensorrt(tmp, manifest, options, log)
         t = time.perf_counter()

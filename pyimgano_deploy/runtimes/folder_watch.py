@@ -49,6 +49,8 @@ class FolderWatch:
     clock: Callable[[], float] = time.monotonic
     plan: InputPlan = field(default_factory=InputPlan)
     changed: list[str] = field(default_factory=list)
+    #: how the last :meth:`rounds` ended: ``"stopped"`` (:meth:`stop`), ``"idle"`` (``idle_exit_s``)
+    ended_by: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +63,12 @@ class FolderWatch:
     def stop(self) -> None:
         """End the watch after the round in progress (safe from a signal handler or another thread)."""
         self._stop.set()
+
+    def summary(self) -> dict[str, object]:
+        """The watch's settings and how it ended (``stopped``, ``idle`` or ``None`` while running),
+        with the scored paths that changed afterwards."""
+        return {"settle_s": self.settle_s, "poll_s": self.poll_s, "idle_exit_s": self.idle_exit_s, "ended_by": self.ended_by,
+                "changed": list(self.changed)}
 
     @property
     def stopped(self) -> bool:
@@ -91,8 +99,10 @@ class FolderWatch:
                 yield ready
                 continue
             if self.idle_exit_s is not None and now - last_new >= self.idle_exit_s:
+                self.ended_by = "idle"
                 return
             self._stop.wait(self.poll_s)
+        self.ended_by = "stopped"
 
     def _scan(self, done: set[bytes], settling: dict[bytes, tuple[_Signature, float]], scored: dict[bytes, _Signature],
               reported: set[tuple[str, str]], now: float) -> list[tuple[str, str]]:
