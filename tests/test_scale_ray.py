@@ -50,6 +50,7 @@ def _assert_same_results(ray_records: list[dict], local_records: list[dict]) -> 
     assert [r["index"] for r in ray_records] == list(range(len(local_records)))
     for got, want in zip(ray_records, local_records):
         assert (got["input"], got["status"], got["label"], got.get("error")) == (want["input"], want["status"], want["label"], want.get("error"))
+        assert got.get("source") == want.get("source")  # the same bytes named, whichever machine read them
         if want["score"] is not None:
             assert abs(got["score"] - want["score"]) <= 1e-5 * max(1.0, abs(want["score"]))
 
