@@ -156,3 +156,14 @@ def test_sigterm_ends_the_watch_with_its_records_and_summary(bundle_dir: Path, t
     assert proc.returncode == 0, stderr
     assert json.loads(stdout)["watch"]["ended_by"] == "stopped"
     assert [Path(r["input"]).name for r in jsonl_records(out)] == ["a.png"]
+
+
+def test_a_recorded_name_that_reappears_is_reported_not_skipped_silently(tmp_path: Path) -> None:
+    import os
+
+    archived = tmp_path / "a.png"
+    done = {path_key(os.path.realpath(archived))}  # scored by an earlier run, then moved out of the folder
+    watch = FolderWatch([str(tmp_path)], settle_s=0.05, poll_s=0.02, idle_exit_s=0.6)
+    threading.Timer(0.15, archived.write_bytes, args=(_png(50),)).start()  # a new image under the old name
+    assert list(watch.rounds(done)) == []
+    assert [Path(p).name for p in watch.changed] == ["a.png"]

@@ -52,6 +52,7 @@ class FolderWatch:
     #: how the last :meth:`rounds` ended: ``"stopped"`` (:meth:`stop`), ``"idle"`` (``idle_exit_s``)
     ended_by: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _scans: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("settle_s", "poll_s"):
@@ -106,6 +107,7 @@ class FolderWatch:
 
     def _scan(self, done: set[bytes], settling: dict[bytes, tuple[_Signature, float]], scored: dict[bytes, _Signature],
               reported: set[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+        first, self._scans = self._scans == 0, self._scans + 1
         found = expand_inputs(self.specs)
         for kind in ("skipped", "loops", "unmatched"):
             for entry in getattr(found, kind):
@@ -120,7 +122,12 @@ class FolderWatch:
                 settling.pop(key, None)  # gone between listing and stat: it was never complete
                 continue
             if key in done:
-                if key in scored and signature != scored[key] and resolved not in self.changed:
+                if key not in scored and first:
+                    scored[key] = signature  # recorded by an earlier run, checked by --resume against its record
+                elif (key not in scored or signature != scored[key]) and resolved not in self.changed:
+                    # a path seen again with other bytes, or one recorded earlier that reappeared (moved out, then a
+                    # new image under its name): its record is about other bytes
+                    scored[key] = signature
                     self.changed.append(resolved)
                     _LOG.warning("%s changed after it was scored; a watch scores each path once, so this image has no "
                                  "record: give new images new names", path)
