@@ -88,7 +88,7 @@ def test_a_path_that_changes_after_scoring_is_reported_not_rescored(tmp_path: Pa
         taken += [Path(p).name for p, _ in ready]
         (tmp_path / "a.png").write_bytes(_png(21))  # the camera reuses the name
         (tmp_path / "notes.txt").write_text("x")
-    assert taken == ["a.png"] and [Path(p).name for p in watch.changed] == ["a.png"]
+    assert taken == ["a.png"] and [Path(p).name for p in watch.changed] == ["a.png"] and watch.unscored == 1
     assert [Path(p).name for p in watch.plan.skipped] == ["notes.txt"]  # reported once, however many scans saw it
 
 

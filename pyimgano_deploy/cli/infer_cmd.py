@@ -420,7 +420,8 @@ def _print_summary(s: dict[str, Any]) -> None:
             lines.append(f"  ... and {len(skipped) - LIST_LIMIT} more (see --json)")
     changed = (s.get("watch") or {}).get("changed") or []
     if changed:
-        lines.append(f"{len(changed)} scored file(s) changed afterwards and were not scored again (give new images new names):")
+        lines.append(f"{s['watch']['unscored_changes']} image(s) not scored: {len(changed)} scored path(s) changed afterwards "
+                     "(a watch scores each path once; give new images new names):")
         lines += [f"  {p}" for p in changed[:LIST_LIMIT]]
     failed = s["first_errors"]
     if failed:

@@ -39,7 +39,8 @@ class FolderWatch:
     ``idle_exit_s``: stop once nothing new has appeared for that long and no file is still
     settling (``None``: run until :meth:`stop`). ``plan`` accumulates what was taken (``items``,
     ``resolved``) and what was not (``skipped`` non-image files, ``loops``, ``unmatched`` specs);
-    ``changed`` lists scored paths that changed afterwards.
+    ``changed`` lists scored paths that changed afterwards, ``unscored`` counts the images that
+    went without a record that way (each change counts).
     """
 
     specs: Sequence[str]
@@ -49,10 +50,16 @@ class FolderWatch:
     clock: Callable[[], float] = time.monotonic
     plan: InputPlan = field(default_factory=InputPlan)
     changed: list[str] = field(default_factory=list)
+    unscored: int = 0
     #: how the last :meth:`rounds` ended: ``"stopped"`` (:meth:`stop`), ``"idle"`` (``idle_exit_s``)
     ended_by: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _scans: int = field(default=0, repr=False)
+    #: files still being written: key -> (signature, first time seen with it)
+    _settling: dict[bytes, tuple[_Signature, float]] = field(default_factory=dict, repr=False)
+    #: recorded files: key -> (path, resolved path, signature when last seen)
+    _scored: dict[bytes, tuple[str, str, _Signature]] = field(default_factory=dict, repr=False)
+    _reported: set[tuple[str, str]] = field(default_factory=set, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("settle_s", "poll_s"):
@@ -65,83 +72,97 @@ class FolderWatch:
         """End the watch after the round in progress (safe from a signal handler or another thread)."""
         self._stop.set()
 
-    def summary(self) -> dict[str, object]:
-        """The watch's settings and how it ended (``stopped``, ``idle`` or ``None`` while running),
-        with the scored paths that changed afterwards."""
-        return {"settle_s": self.settle_s, "poll_s": self.poll_s, "idle_exit_s": self.idle_exit_s, "ended_by": self.ended_by,
-                "changed": list(self.changed)}
-
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def summary(self) -> dict[str, object]:
+        """The watch's settings and how it ended (``stopped``, ``idle`` or ``None`` while running),
+        with the scored paths that changed afterwards and how many images that left unscored."""
+        return {"settle_s": self.settle_s, "poll_s": self.poll_s, "idle_exit_s": self.idle_exit_s, "ended_by": self.ended_by,
+                "changed": list(self.changed), "unscored_changes": self.unscored}
+
     def rounds(self, done: set[bytes]) -> Iterator[list[tuple[str, str]]]:
         """Yield ``[(path, resolved path), ...]`` of files that became complete since the last
         round, in the specs' order. ``done`` (resolved-path keys, :func:`~.jsonl.path_key`) are
-        never yielded; yielded ones are added to it."""
-        settling: dict[bytes, tuple[_Signature, float]] = {}
-        scored: dict[bytes, _Signature] = {}
-        reported: set[tuple[str, str]] = set()
+        never yielded; yielded ones are added to it. When the watch ends, every recorded file is
+        checked once more, so a change that no scan saw is still reported."""
         last_new = self.clock()
         stamps: dict[str, int] | None = None
         last_full = float("-inf")
+        self.ended_by = None
         while not self._stop.is_set():
             now = self.clock()
             ready: list[tuple[str, str]] = []
             # Walking and stat-ing every file costs about 36 µs per file (0.7 s for 20 000); while no
             # folder's mtime moved and nothing is settling, nothing new can have appeared.
-            if settling or stamps is None or now - last_full >= FULL_SCAN_S or _stamps_moved(stamps):
+            if self._settling or stamps is None or now - last_full >= FULL_SCAN_S or _stamps_moved(stamps):
                 stamps = _folder_stamps(self.specs)
                 last_full = now
-                ready = self._scan(done, settling, scored, reported, now)
-            if settling or ready:
+                ready = self._scan(done, now)
+            if self._settling or ready:
                 last_new = now
             if ready:
                 yield ready
                 continue
             if self.idle_exit_s is not None and now - last_new >= self.idle_exit_s:
                 self.ended_by = "idle"
-                return
+                break
             self._stop.wait(self.poll_s)
-        self.ended_by = "stopped"
+        self.ended_by = self.ended_by or "stopped"
+        for key, (path, resolved, _) in list(self._scored.items()):
+            self._check_recorded(key, path, resolved, _signature(path), first=False)
 
-    def _scan(self, done: set[bytes], settling: dict[bytes, tuple[_Signature, float]], scored: dict[bytes, _Signature],
-              reported: set[tuple[str, str]], now: float) -> list[tuple[str, str]]:
+    def _scan(self, done: set[bytes], now: float) -> list[tuple[str, str]]:
         first, self._scans = self._scans == 0, self._scans + 1
         found = expand_inputs(self.specs)
         for kind in ("skipped", "loops", "unmatched"):
             for entry in getattr(found, kind):
-                if (kind, entry) not in reported:
-                    reported.add((kind, entry))
+                if (kind, entry) not in self._reported:
+                    self._reported.add((kind, entry))
                     getattr(self.plan, kind).append(entry)
         ready: list[tuple[str, str]] = []
         for path, resolved in zip(found.items, found.resolved):
             key = path_key(resolved)
             signature = _signature(path)
             if signature is None:
-                settling.pop(key, None)  # gone between listing and stat: it was never complete
-                continue
-            if key in done:
-                if key not in scored and first:
-                    scored[key] = signature  # recorded by an earlier run, checked by --resume against its record
-                elif (key not in scored or signature != scored[key]) and resolved not in self.changed:
-                    # a path seen again with other bytes, or one recorded earlier that reappeared (moved out, then a
-                    # new image under its name): its record is about other bytes
-                    scored[key] = signature
-                    self.changed.append(resolved)
-                    _LOG.warning("%s changed after it was scored; a watch scores each path once, so this image has no "
-                                 "record: give new images new names", path)
-                continue
-            previous = settling.get(key)
-            if previous is None or previous[0] != signature:
-                settling[key] = (signature, now)
-            elif now - previous[1] >= self.settle_s:
-                del settling[key]
+                self._settling.pop(key, None)  # gone between listing and stat: it was never complete
+            elif key in done:
+                self._check_recorded(key, path, resolved, signature, first=first)
+            elif self._settled(key, signature, now):
                 done.add(key)
-                scored[key] = signature
+                self._scored[key] = (path, resolved, signature)
                 self.plan.add(path)
                 ready.append((path, resolved))
         return ready
+
+    def _settled(self, key: bytes, signature: _Signature, now: float) -> bool:
+        """True once ``signature`` has held for ``settle_s``; otherwise (re)starts its clock."""
+        previous = self._settling.get(key)
+        if previous is None or previous[0] != signature:
+            self._settling[key] = (signature, now)
+            return False
+        if now - previous[1] < self.settle_s:
+            return False
+        del self._settling[key]
+        return True
+
+    def _check_recorded(self, key: bytes, path: str, resolved: str, signature: _Signature | None, *, first: bool) -> None:
+        """A recorded file seen again: note its bytes the first time (an earlier run's record,
+        which ``--resume`` checked), report it when they changed, or when an earlier run's file
+        reappears later (moved out, then a new image under its name). Each change is one image
+        without a record, so each is counted and warned about."""
+        known = self._scored.get(key)
+        if signature is None or (known is not None and known[2] == signature):
+            return
+        self._scored[key] = (path, resolved, signature)
+        if known is None and first:
+            return
+        self.unscored += 1
+        if resolved not in self.changed:
+            self.changed.append(resolved)
+        _LOG.warning("%s changed after it was scored; a watch scores each path once, so this image has no record: "
+                     "give new images new names", path)
 
 
 def _folder_stamps(specs: Sequence[str]) -> dict[str, int] | None:
