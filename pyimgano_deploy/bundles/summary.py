@@ -86,6 +86,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _fraction(value: Any, decimals: int = 4) -> str:
+    """A metric in [0, 1] with fixed decimals (1.0000, not 1), or ``-`` when absent."""
+    return "-" if value is None else f"{float(value):.{decimals}f}"
+
+
 def summary_lines(d: dict[str, Any]) -> list[str]:
     """:func:`describe_bundle`'s dict as the lines ``inspect`` prints (``label  text``)."""
     model, inp, metrics = d["model"], d["input"], d["training_metrics"]
@@ -112,9 +117,9 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
         rows.append((f"{key} threshold", "none" if t is None else
                      f"{_fmt(t['value'], 6)} ({t['method']}, {t['n_images']} {t['source_split']} images)"))
     missed = ", ".join(f"{k} {v['missed']} of {v['of']}" for k, v in metrics["missed_by_defect_type"].items())
-    rows.append(("test split", f"{_fmt(metrics['test_images'])} images: image AUROC {_fmt(metrics['image_auroc'])}, pixel AUROC "
-                 f"{_fmt(metrics['pixel_auroc'])}, AUPRO {_fmt(metrics['aupro'])}; at the image threshold recall "
-                 f"{_fmt(metrics['recall_at_threshold'], 3)}, precision {_fmt(metrics['precision_at_threshold'], 3)}"
+    rows.append(("test split", f"{_fmt(metrics['test_images'])} images: image AUROC {_fraction(metrics['image_auroc'])}, pixel AUROC "
+                 f"{_fraction(metrics['pixel_auroc'])}, AUPRO {_fraction(metrics['aupro'])}; at the image threshold recall "
+                 f"{_fraction(metrics['recall_at_threshold'], 3)}, precision {_fraction(metrics['precision_at_threshold'], 3)}"
                  + (f"; missed: {missed}" if missed else "")))
     for precision, p in d["parity"].items():
         rows.append(("parity", f"{precision} on {p['n_images']} golden images: max |Δscore| {_fmt(p['max_abs_score'], 3)}, "
