@@ -44,14 +44,33 @@ def test_export_surveys_the_calibration_images(tmp_path: Path, greys: tuple[bool
     assert trained_colour(RunSource(tmp_path, {}, {}, {}, paths)) == expected
 
 
-def test_an_exported_bundle_records_it(tmp_path: Path) -> None:
-    from pyimgano_deploy.bundles import read_bundle
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
     from run_factory import make_run_dir
 
-    run = make_run_dir(tmp_path, "vision_padim", size=32, d=8, n_train=4, n_calib=3)
-    bundle = read_bundle(export_run(run, tmp_path / "b", ExportOptions(golden=2), log=lambda m: None).bundle_dir)
-    assert bundle.trained_colour == "colour"  # the synthetic set is in colour
+    root = tmp_path_factory.mktemp("colour")
+    run = make_run_dir(root, "vision_padim", size=32, d=8, n_train=4, n_calib=3)
+    return export_run(run, root / "b", ExportOptions(golden=2), log=lambda m: None).bundle_dir
+
+
+def test_an_exported_bundle_records_it(exported: Path) -> None:
+    from pyimgano_deploy.bundles import read_bundle
+
+    assert read_bundle(exported).trained_colour == "colour"  # the synthetic set is in colour
+
+
+def test_validate_refuses_a_manifest_that_contradicts_its_golden_sources(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cli_helpers import run_cli
+
+    edited = tmp_path / "edited"
+    shutil.copytree(exported, edited)
+    rewrite_manifest(edited, lambda m: m["input"].update(trained_colour="grey"))  # checksums redone: only the content lies
+    code, out, _ = run_cli("validate", str(edited))
+    assert code == 3 and "input.trained_colour is 'grey', but golden source file(s) [0, 1] are in colour" in out
+    assert run_cli("validate", str(exported))[0] == 0
 
 
 def test_the_manifest_check_refuses_another_value(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "SourceInfo", "array_source", "bytes_source", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "SourceInfo", "array_source", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
@@ -70,6 +70,12 @@ def colour_of(grey_flags: list[bool]) -> str:
     if not grey_flags:
         raise ValueError("colour_of needs at least one image")
     return "grey" if all(grey_flags) else "colour" if not any(grey_flags) else "mixed"
+
+
+def colour_differs(trained: str | None, grey: bool) -> bool:
+    """True when an image (``grey`` or not) is of the other kind than a bundle's
+    ``input.trained_colour`` says all training images were; never for ``mixed`` or ``None``."""
+    return trained in ("grey", "colour") and grey != (trained == "grey")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import numpy as np
 from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
 from pyimgano_deploy.inputs.loading import InferenceError, LoadedItem, Reading, load_item
 from pyimgano_deploy.inputs.reader import Undeclared16BitError
+from pyimgano_deploy.inputs.source_info import colour_differs
 from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
@@ -163,8 +164,7 @@ class Runtime:
         """Warn once when inputs are grey and the bundle's training images were in colour, and
         once for the reverse (``input.trained_colour``): the model then sees images unlike any it
         was fitted on, and its scores say more about the camera than about the part."""
-        trained = self.bundle.trained_colour
-        if trained not in ("grey", "colour") or grey == (trained == "grey") or grey in self._colour_noted:
+        if not colour_differs(self.bundle.trained_colour, grey) or grey in self._colour_noted:
             return
         self._colour_noted.add(grey)
         what, other = ("grey (no colour)", "in colour") if grey else ("in colour", "grey")

@@ -26,7 +26,8 @@ from pyimgano_deploy.bundles.golden import unpack_sources
 from pyimgano_deploy.bundles.parity import GATE_RULE, ParityReport, compare_outputs
 from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
-from pyimgano_deploy.inputs import decode_image
+from pyimgano_deploy.inputs.reader import decode_image_source
+from pyimgano_deploy.inputs.source_info import colour_differs
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
 from pyimgano_deploy.runtimes.golden_check import (
     SELF_TESTED_PRECISIONS,
@@ -217,7 +218,13 @@ def _check_pipeline(runtime: Runtime, golden: dict[str, np.ndarray]) -> str:
     if not files:
         raise _Skipped("this bundle carries no golden source files (exported before schema 1.1)")
     u16_max = runtime.bundle.trained_u16_max  # the export decoded its sources with the training set's value
-    images = [decode_image(data, name=f"golden source #{i}", u16_max=u16_max) for i, data in enumerate(files)]
+    decoded = [decode_image_source(data, name=f"golden source #{i}", u16_max=u16_max) for i, data in enumerate(files)]
+    images = [image for image, _ in decoded]
+    trained = runtime.bundle.trained_colour
+    odd = [i for i, (_, source) in enumerate(decoded) if colour_differs(trained, bool(source.grey))]
+    if odd:  # the sources are calibration images, which the export surveyed for input.trained_colour
+        raise _Failed(EXIT_INVALID, f"bundle.json input.trained_colour is {trained!r}, but golden source file(s) {odd} are "
+                      f"{'in colour' if trained == 'grey' else 'grey'}: the manifest contradicts its own files")
     results = runtime.infer(images, input_format="rgb_u8_hwc")
     failed = [f"#{i}: {r.error.message}" for i, r in enumerate(results) if r.error is not None]
     if failed:
