@@ -1,4 +1,4 @@
-"""The README's demo: train -> export -> infer -> validate through the real commands."""
+"""The README's demo: train -> export -> infer -> inspect -> validate through the real commands."""
 
 import json
 
@@ -15,4 +15,4 @@ def test_demo_runs_whole_pipeline(tmp_path):
         assert (out / rel).is_file(), rel
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 20 and all(rec["status"] == "ok" for rec in records)
-    assert "result: OK" in r.output
+    assert "result: OK" in r.output and "trained on:       colour images" in r.output  # the inspect step

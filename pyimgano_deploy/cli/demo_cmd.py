@@ -54,7 +54,7 @@ def _step(title: str, args: list[str]) -> None:
 @click.option("--size", default=128, show_default=True, type=click.IntRange(64, 512), help="Side of the generated images (px).")
 @click.option("--pretrained/--random-init", default=True, show_default=True, help="Use the packaged ImageNet EfficientNet-Lite0 weights (offline).")
 def demo(out_dir: Path, model: str, size: int, pretrained: bool) -> None:
-    """Generate a synthetic industrial data set, then train -> export -> infer -> validate.
+    """Generate a synthetic industrial data set, then train -> export -> infer -> inspect -> validate.
 
     Everything runs on this machine, offline, in about a minute on 2 CPU cores, and every
     step goes through the same command a user would type.
@@ -78,6 +78,7 @@ def demo(out_dir: Path, model: str, size: int, pretrained: bool) -> None:
     _step("export to ONNX, check parity against eager, write the bundle", ["export", "--run", str(run), "--out", str(bundle)])
     test_dir = out_dir / "data" / "surface" / "test"
     _step("score the test images with the torch-free runtime", ["infer", "--bundle", str(bundle), "--input", str(test_dir), "--save-jsonl", str(results), "--save-maps", str(out_dir / "maps"), "--max-errors", "0"])
+    _step("describe the bundle on one page, as an integrator checks it before deploying", ["inspect", str(bundle)])
     _step("validate the bundle as a release pipeline would", ["validate", str(bundle)])
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     image = report.get("metrics", {}).get("image", {})
