@@ -1,9 +1,12 @@
 """Decode speed: the strict reader (``inputs.read_image``: header pixel limit, PNG CRCs, strict
 libjpeg-turbo through simplejpeg) against plain OpenCV ``imdecode`` + BGR→RGB, side by side in
-one process, on the real images of ``../shared/data`` (bytes pre-read, so disk is not timed).
+one process, on the real images of ``../shared/data`` (bytes pre-read, so disk is not timed);
+and the same reader with the record's ``source`` (sha256 of the bytes, ``is_grey``), which is
+what ``infer`` runs.
 
 Prints one JSON document: images/s of each decoder per data set (median of ``--repeats`` passes
-over every image), their ratio, and whether the decoded pixels are identical.
+over every image), their ratios, and whether the decoded pixels are identical; and the time of
+``is_grey`` on camera-sized frames (colour, and grey stored as three channels).
 
     python benchmarks/bench_decode.py [--threads 1] [--repeats 5] [--quick]
 """
@@ -55,6 +58,8 @@ def main() -> None:
     import numpy as np
 
     from pyimgano_deploy.inputs import decode_image
+    from pyimgano_deploy.inputs.reader import decode_image_source
+    from pyimgano_deploy.inputs.source_info import file_source, is_grey
 
     cv2.setNumThreads(threads)
     doc = header("decode", args, threads)
@@ -75,8 +80,16 @@ def main() -> None:
         def strict(blob: bytes) -> np.ndarray:
             return decode_image(blob, name="bench")
 
+        def with_source(blob: bytes) -> np.ndarray:
+            return decode_image_source(blob, name="bench")[0]
+
         identical = sum(bool(np.array_equal(opencv(b), strict(b))) for b in blobs)
         cv_rate, strict_rate = _passes(opencv, blobs, repeats), _passes(strict, blobs, repeats)
+        source_rate = _passes(with_source, blobs, repeats)
+        # the source alone (digest + is_grey), timed on its own: the whole-pass rates above move by more
+        # than it costs from one pass to the next on a shared VM
+        pairs = [(b, strict(b)) for b in blobs]
+        source_alone = _passes(lambda pair: file_source(*pair), pairs, repeats)
         results[name] = {
             "images": len(files),
             "formats": sorted({f.suffix.lower() for f in files}),
@@ -84,11 +97,32 @@ def main() -> None:
             "opencv_images_per_s": round(cv_rate, 1),
             "strict_images_per_s": round(strict_rate, 1),
             "strict_over_opencv": round(strict_rate / cv_rate, 3),
+            "with_source_images_per_s": round(source_rate, 1),
+            "source_alone_ms_per_image": round(1e3 / source_alone, 3),
             "pixels_identical": f"{identical}/{len(blobs)}",
         }
         log(f"{name}: {results[name]}")
     doc["results"] = results
+    doc["is_grey_ms"] = _grey_check_times(np, is_grey, repeats=20 if args.quick else 100)
     emit(doc)
+
+
+def _grey_check_times(np, is_grey, repeats: int) -> dict[str, float]:  # noqa: ANN001 - modules passed in after pin_threads
+    """Median ms of ``is_grey`` on random frames: 1130 × 460 (bsd_ballscrew) and 2448 × 2048 (5 MP)."""
+    import time
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for h, w in ((460, 1130), (2048, 2448)):
+        colour = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        for kind, frame in (("colour", colour), ("grey_in_3_channels", np.repeat(colour[..., :1], 3, axis=2))):
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                is_grey(frame)
+                times.append(time.perf_counter() - t)
+            out[f"{w}x{h}_{kind}"] = round(statistics.median(times) * 1e3, 3)
+    return out
 
 
 if __name__ == "__main__":

@@ -62,7 +62,10 @@ def is_grey(pixels: np.ndarray) -> bool:
         return True
     height, width = pixels.shape[:2]
     rows = pixels[:: max(1, -(-height * width // GREY_CHECK_PIXELS))]
-    return bool(np.array_equal(rows[..., 0], rows[..., 1]) and np.array_equal(rows[..., 1], rows[..., 2]))
+    for view in (rows[::16], rows):  # a sixteenth first: colour is told there, at a sixteenth of the cost
+        if not (np.array_equal(view[..., 0], view[..., 1]) and np.array_equal(view[..., 1], view[..., 2])):
+            return False
+    return True
 
 
 def colour_of(grey_flags: list[bool]) -> str:
