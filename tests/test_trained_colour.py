@@ -122,3 +122,12 @@ def test_export_warns_when_the_calibration_images_mix_grey_and_colour(tmp_path: 
     result = export_run(run, tmp_path / "b", ExportOptions(golden=2), log=logged.append)
     assert result.manifest["input"]["trained_colour"] == "mixed"
     assert any("mix grey and colour" in line for line in logged)
+
+
+def test_a_missing_calibration_image_is_a_run_directory_error(tmp_path: Path) -> None:
+    from pyimgano_deploy.exporters.bundle_export import trained_colour
+    from pyimgano_deploy.exporters.run_source import RunDirError
+
+    present = _write(tmp_path / "c0.png", False, 0)
+    with pytest.raises(RunDirError, match=r"c1.png': file not found: export reads the run's calibration images"):
+        trained_colour(RunSource(tmp_path, {}, {}, {}, [present, str(tmp_path / "c1.png")]))

@@ -35,8 +35,7 @@ from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_FILE, bu
 from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
-from pyimgano_deploy.inputs import Preprocess, decode_image, read_image
-from pyimgano_deploy.inputs.reader import read_image_source
+from pyimgano_deploy.inputs import Preprocess, decode_image
 from pyimgano_deploy.inputs.source_info import colour_of
 from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
@@ -123,11 +122,11 @@ def golden_batch(source: RunSource, preprocess: Preprocess, n: int, seed: int) -
     paths = sample_golden_inputs(source.calibration_inputs, n, seed)
     tiling = source.infer_config.get("tiling")
     if not tiling:
-        return preprocess.batch([read_image(p, u16_max=source.u16_max) for p in paths])
+        return preprocess.batch([source.read_calibration(p)[0] for p in paths])
     from pyimgano_deploy.runtimes.tiling import TilingSpec, tile_image
 
     spec = TilingSpec.from_dict(tiling)
-    per_image = [tile_image(read_image(p, u16_max=source.u16_max), spec)[1] for p in paths]
+    per_image = [tile_image(source.read_calibration(p)[0], spec)[1] for p in paths]
     tiles: list[np.ndarray] = []
     for k in range(max(len(t) for t in per_image)):
         for image_tiles in per_image:
@@ -173,7 +172,7 @@ def trained_colour(source: RunSource) -> str:
     the detector was fitted on."""
     paths = source.calibration_inputs
     step = max(1, -(-len(paths) // COLOUR_SURVEY_IMAGES))
-    return colour_of([read_image_source(p, u16_max=source.u16_max)[1].grey for p in paths[::step]])
+    return colour_of([bool(source.read_calibration(p)[1].grey) for p in paths[::step]])
 
 
 def _parity_or_raise(report: ParityReport, label: str) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 
 from pyimgano_deploy.bundles import config_sha256
 from pyimgano_deploy.inputs.formats import validate_u16_max
+from pyimgano_deploy.inputs.reader import ImageReadError, read_image_source
+from pyimgano_deploy.inputs.source_info import SourceInfo
 from pyimgano_deploy.workbench import rundir
 
 
@@ -42,6 +44,15 @@ class RunSource:
             return validate_u16_max(value)
         except ValueError as exc:
             raise RunDirError(f"{self.root / rundir.CONFIG}: dataset.u16_max: {exc}") from exc
+
+    def read_calibration(self, path: str) -> tuple[np.ndarray, SourceInfo]:
+        """One calibration image as the run read it (its ``u16_max``), with its source;
+        :class:`RunDirError` naming the file when it can no longer be read."""
+        try:
+            return read_image_source(path, u16_max=self.u16_max)
+        except ImageReadError as exc:
+            raise RunDirError(f"{exc}: export reads the run's calibration images (for the golden set and "
+                              "input.trained_colour); they must stay where train read them") from exc
 
     def load_detector(self, device: str = "cpu") -> Any:
         from pyimgano_deploy.models.detectors.base import Detector
