@@ -45,7 +45,7 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from pyimgano_deploy.inputs.formats import ImageFormat, ImageFormatError, normalize_numpy_image
-from pyimgano_deploy.inputs.source_info import SourceInfo, bytes_source, file_source
+from pyimgano_deploy.inputs.source_info import JPEG_SIGNATURE, PNG_SIGNATURE, SourceInfo, bytes_source, file_source
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageReadError", "decode_image", "decode_image_source", "read_image",
            "read_image_source", "read_mask"]
@@ -54,8 +54,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: 8192 x 16384: an 8K line-scan frame of 16k lines is accepted, a 20000 x 20000 bomb is not
 DEFAULT_MAX_PIXELS = 8192 * 16384
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 class ImageReadError(ValueError):
@@ -91,7 +89,7 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
 def _png_truncation(data: bytes) -> str | None:
     """Reason string when the PNG chunk sequence ends before ``IEND`` or a chunk's CRC is wrong
     (libpng only warns for some of those), else ``None``."""
-    pos = len(_PNG_SIGNATURE)
+    pos = len(PNG_SIGNATURE)
     while True:
         if pos + 8 > len(data):
             return f"truncated PNG: chunk header expected at byte {pos} of {len(data)}, no IEND chunk"
@@ -133,7 +131,7 @@ def _jpeg_header(raw: bytes, label: str) -> tuple[int, int, str]:
 def _header_size(raw: bytes, head: bytes, label: str) -> tuple[int, int] | None:
     """``(width, height)`` of a PNG, BMP, TIFF or WebP from its header, without decoding pixels
     (None: not recognised, left to OpenCV to refuse)."""
-    if head.startswith(_PNG_SIGNATURE):
+    if head.startswith(PNG_SIGNATURE):
         if len(raw) < 24 or raw[12:16] != b"IHDR":
             raise ImageReadError(label, "corrupt PNG: the first chunk is not IHDR")
         return struct.unpack(">II", raw[16:24])
@@ -162,7 +160,7 @@ def _decode_jpeg(raw: bytes, colorspace: str, label: str) -> np.ndarray:
 def _decode_buffer(raw: bytes, label: str, max_pixels: int | None) -> tuple[np.ndarray, bool]:
     """Bytes → array as stored, and whether its colour order is RGB (JPEG) rather than BGR."""
     head = raw[:16]
-    is_png, is_jpeg = head.startswith(_PNG_SIGNATURE), head.startswith(_JPEG_SIGNATURE)
+    is_png, is_jpeg = head.startswith(PNG_SIGNATURE), head.startswith(JPEG_SIGNATURE)
     if is_png or is_jpeg:
         reason = (_png_truncation if is_png else _jpeg_truncation)(raw)
         if reason is not None:

@@ -21,16 +21,19 @@ import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "SourceInfo", "array_source", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "array_source", "bytes_source",
+           "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
 COLOURS = ("grey", "colour", "mixed")
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
 #: file signatures of the encodings the reader decodes (``reader.IMAGE_EXTENSIONS``)
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
+    (PNG_SIGNATURE, "png"),
+    (JPEG_SIGNATURE, "jpeg"),
     (b"BM", "bmp"),
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
