@@ -12,7 +12,7 @@ EXIT_USAGE = 2  # a bad option or combination of options (click's own code)
 EXIT_INVALID = 3  # invalid bundle: schema, missing/unlisted/unsafe file, inconsistent content
 EXIT_CHECKSUM = 4  # a file's sha256/size differs from the manifest, or the digest is not the expected one
 EXIT_ENGINE = 5  # no engine of the bundle can load on this machine (GPU, TensorRT version, provider)
-EXIT_PARITY = 6  # golden parity failed (engine outputs differ from the eager outputs)
+EXIT_PARITY = 6  # golden parity failed (engine outputs differ from the eager outputs); compare: a gate failed
 EXIT_SIGNATURE = 7  # a signature was required and is missing, malformed or does not verify
 EXIT_OUTPUT = 8  # an output is not written: it exists (no --force/--overwrite), is locked, unwritable, disk full
 
@@ -23,7 +23,7 @@ MEANINGS: dict[int, str] = {
     EXIT_INVALID: "invalid bundle (schema, files, paths, inconsistent content)",
     EXIT_CHECKSUM: "checksum or digest mismatch",
     EXIT_ENGINE: "no engine can load on this machine",
-    EXIT_PARITY: "golden parity failure",
+    EXIT_PARITY: "golden parity failure (compare: a gate failed)",
     EXIT_SIGNATURE: "signature missing or invalid",
     EXIT_OUTPUT: "output not written (exists without --force/--overwrite, locked, unwritable, disk full)",
 }
