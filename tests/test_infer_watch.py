@@ -64,6 +64,18 @@ def test_an_empty_folder_is_watched_not_refused(bundle_dir: Path, tmp_path: Path
     assert json.loads(stdout)["images"] == 0 and out.read_bytes() == b""
 
 
+def test_a_watch_reports_its_scoring_rate_apart_from_its_waiting(bundle_dir: Path, tmp_path: Path) -> None:
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    (hot / "a.png").write_bytes(_png(20))
+    code, stdout, err = run_cli("infer", "--bundle", str(bundle_dir), "--input", str(hot), "--save-jsonl", str(tmp_path / "w.jsonl"),
+                                *_FAST, "--watch-idle-exit", "0.6", "--json")
+    assert code == 0, err
+    s = json.loads(stdout)
+    assert s["processed"] == 1 and 0 < s["watch"]["scoring_s"] < s["elapsed_s"] - 0.6  # settle and idle time are waiting
+    assert s["watch"]["images_per_s_scoring"] > s["images_per_s"]
+
+
 def test_a_watch_resumes_after_the_recorded_inputs(bundle_dir: Path, tmp_path: Path) -> None:
     hot = tmp_path / "hot"
     hot.mkdir()

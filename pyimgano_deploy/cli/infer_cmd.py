@@ -288,12 +288,15 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     start = time.perf_counter()
     show_bar = not as_json and sys.stderr.isatty() and watch is None
     errors = anomalies = processed = 0
+    scoring_s = 0.0  # a watch's wall time is mostly waiting; its scoring rate counts only the rounds
     first_errors: list[dict[str, Any]] = []
     try:
         with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
             for batch in rounds:
+                round_start = time.perf_counter()
                 e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,
                                          keep_errors=LIST_LIMIT - len(first_errors))
+                scoring_s += time.perf_counter() - round_start
                 errors, anomalies, processed = errors + e, anomalies + a, processed + len(batch)
                 first_errors += failed
                 if watch is not None and not as_json:
@@ -304,7 +307,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan if watch is None else watch.plan, processed, resumed, jsonl, maps, dplan, errors + prev_errors,
                anomalies + prev_anomalies, max_errors, elapsed, as_json, table, first_errors,
-               watch=watch)
+               watch=watch, scoring_s=scoring_s)
 
 
 def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[int, str, str]]]:
@@ -357,7 +360,7 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
 def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Path, maps: MapsOutput | None, dplan: Any,
                total_errors: int, total_anomalies: int, max_errors: int, elapsed: float, as_json: bool,
                parquet: dict[str, Any] | None = None, first_errors: list[dict[str, Any]] | None = None, *,
-               watch: FolderWatch | None = None) -> None:
+               watch: FolderWatch | None = None, scoring_s: float = 0.0) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -383,7 +386,9 @@ def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Pat
         "parquet": parquet,
     }
     if watch is not None:  # its settings, how it ended, and the paths that changed after scoring (not scored again)
-        summary["watch"] = {**watch.summary(), "changed": [text_and_raw(p)[0] for p in watch.changed]}
+        summary["watch"] = {**watch.summary(), "changed": [text_and_raw(p)[0] for p in watch.changed],
+                            "scoring_s": round(scoring_s, 3),
+                            "images_per_s_scoring": round(processed / scoring_s, 2) if scoring_s > 0 else None}
     if dplan is not None:
         summary["defects"] = dplan.summary()
     if as_json:
@@ -418,6 +423,9 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines += [f"  {p}" for p in skipped[:LIST_LIMIT]]
         if len(skipped) > LIST_LIMIT:
             lines.append(f"  ... and {len(skipped) - LIST_LIMIT} more (see --json)")
+    if s.get("watch") and s["watch"]["images_per_s_scoring"] is not None:
+        lines.append(f"watch: ended by {s['watch']['ended_by']}; {s['watch']['scoring_s']} s of it scoring "
+                     f"({s['watch']['images_per_s_scoring']} images/s while scoring)")
     changed = (s.get("watch") or {}).get("changed") or []
     if changed:
         lines.append(f"{s['watch']['unscored_changes']} image(s) not scored: {len(changed)} scored path(s) changed afterwards "
