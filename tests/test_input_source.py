@@ -110,6 +110,28 @@ def test_resume_refuses_inputs_whose_file_changed_since_scoring(bundle_dir: Path
     assert out.read_bytes() == before  # nothing appended, nothing repaired
 
 
+def test_resume_check_sha256_catches_a_rewrite_at_the_same_size(bundle_dir: Path, tmp_path: Path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    path = images / "im0.png"
+    assert cv2.imwrite(str(path), _bgr(30))
+    out = tmp_path / "out.jsonl"
+    args = ("--bundle", str(bundle_dir), "--input", str(images), "--save-jsonl", str(out))
+    assert _infer(*args)[0] == 0
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    assert _infer(*args, "--resume")[0] == 0  # the default check is size: nothing to do
+    code, err = _infer(*args, "--resume", "--resume-check", "sha256")
+    assert code == 8 and "im0.png" in err and "sha256 differs" in err
+
+
+def test_resume_check_without_resume_is_a_usage_error(bundle_dir: Path, tmp_path: Path) -> None:
+    code, err = _infer("--bundle", str(bundle_dir), "--input", str(tmp_path), "--save-jsonl", str(tmp_path / "o.jsonl"),
+                       "--resume-check", "sha256")
+    assert code == 2 and "--resume-check applies to --resume only" in err
+
+
 def test_resume_goes_on_when_recorded_files_are_unchanged(bundle_dir: Path, tmp_path: Path) -> None:
     images = tmp_path / "in"
     images.mkdir()

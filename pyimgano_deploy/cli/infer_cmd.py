@@ -14,7 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
-from pyimgano_deploy.cli.infer_records import LIST_LIMIT, previous_stats, score_all
+from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, previous_stats, score_all
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
 from pyimgano_deploy.runtimes.folder_watch import FolderWatch
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
@@ -69,6 +69,10 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
 @click.option("--resume", is_flag=True, help="Continue --save-jsonl: skip inputs already recorded there (matched by resolved path; "
               "a truncated last line is repaired). Refused when the file was written by another bundle, or when a "
               "recorded file's size is no longer the one its record gives (the path holds another image now).")
+@click.option("--resume-check", type=click.Choice(list(RESUME_CHECKS)), default=None,
+              help="With --resume, how a recorded file is checked to still hold the bytes its record describes: "
+                   "size (the default: one stat per file) or sha256 (reads every recorded file again; also catches "
+                   "an image rewritten at the same size).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing, non-empty --save-jsonl (without it, or --resume, infer refuses).")
 @click.option("--expect-digest", default=None, metavar="sha256:HEX", help="Refuse the bundle unless its digest is this one (exit 4).")
 @click.option("--public-key", type=click.Path(dir_okay=False), default=None, help="Require a bundle.sig that verifies with this Ed25519 PEM public key (exit 7).")
@@ -115,6 +119,7 @@ def infer(
     streams: str,
     micro_batch: int | None,
     resume: bool,
+    resume_check: str | None,
     overwrite: bool,
     expect_digest: str | None,
     public_key: str | None,
@@ -148,6 +153,8 @@ def infer(
 
     defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
     _check_combinations(maps_dir is not None, maps_resolution, bool(defects_kwargs.get("save_overlays")), watch, ray_address)
+    if resume_check is not None and not resume:
+        raise click.UsageError("--resume-check applies to --resume only")
     try:
         plan = expand_inputs(inputs)
     except ValueError as exc:
@@ -190,7 +197,7 @@ def infer(
         raise click.BadParameter(str(exc), param_hint="--streams / --micro-batch") from exc
     with runtime:
         maps = None if maps_dir is None else MapsOutput(Path(maps_dir), maps_resolution, maps_dtype)
-        _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume,
+        _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume, resume_check=resume_check or "size",
              overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
              max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path),
@@ -240,7 +247,7 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
         _fail(f"cannot connect to Ray at {address!r}: {exc}", as_json, EXIT_ENGINE)
 
 
-def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool,
+def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool, resume_check: str,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
          parquet: Path | None = None, watch: FolderWatch | None = None) -> None:
     """Score ``plan.items`` (or, with ``watch``, the files that appear) with the open ``runtime``
@@ -275,7 +282,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     done, prev_errors, prev_anomalies = (set(), 0, 0)
     if resume:
         try:  # a watch continues after every recorded input, a plain run after those of its plan
-            done, prev_errors, prev_anomalies = previous_stats(jsonl, None if watch else set(keys), digest)
+            done, prev_errors, prev_anomalies = previous_stats(jsonl, None if watch else set(keys), digest, resume_check)
         except (ValueError, OSError) as exc:
             writer.close()
             _fail(f"cannot resume from {jsonl}: {exc}", as_json, EXIT_OUTPUT)

@@ -12,14 +12,21 @@ from pyimgano_deploy.cli.maps_output import MapsOutput
 LIST_LIMIT = 20
 
 
-def previous_stats(jsonl: Path, wanted: set[bytes] | None, digest: str) -> tuple[set[bytes], int, int]:
+#: how ``--resume`` checks that a recorded input's file still holds the bytes its record describes
+RESUME_CHECKS = ("size", "sha256")
+
+
+def previous_stats(jsonl: Path, wanted: set[bytes] | None, digest: str, check: str = "size") -> tuple[set[bytes], int, int]:
     """Inputs already in ``jsonl`` (keyed by resolved path; ``wanted`` None: every recorded one),
     their errors and anomalies.
 
     ``ValueError`` — before anything in the file is changed — when a record was written by
-    another bundle (or names none), or when a recorded input's file no longer has the size its
-    record's ``source`` gives (the path now holds other bytes, so skipping it would leave a
-    result for an image that is gone); only then is a truncated tail repaired."""
+    another bundle (or names none), or when a recorded input's file no longer has the size (``check``
+    "size") or the size and sha256 ("sha256") its record's ``source`` gives (the path now holds
+    other bytes, so skipping it would leave a result for an image that is gone); only then is a
+    truncated tail repaired."""
+    if check not in RESUME_CHECKS:
+        raise ValueError(f"the resume check is one of {', '.join(RESUME_CHECKS)}, got {check!r}")
     from pyimgano_deploy.runtimes.jsonl import iter_records, repair_tail, resume_key
 
     if not jsonl.exists() or jsonl.stat().st_size == 0:
@@ -34,7 +41,7 @@ def previous_stats(jsonl: Path, wanted: set[bytes] | None, digest: str) -> tuple
             )
         key = resume_key(record)
         if key is not None and (wanted is None or key in wanted):
-            changed += _changed_since(key, record)
+            changed += _changed_since(key, record, check)
     if changed:
         shown = "; ".join(changed[:5]) + (" …" if len(changed) > 5 else "")
         raise ValueError(
@@ -54,19 +61,29 @@ def previous_stats(jsonl: Path, wanted: set[bytes] | None, digest: str) -> tuple
     return done, errors, anomalies
 
 
-def _changed_since(key: bytes, record: dict[str, Any]) -> list[str]:
-    """``["'path' is now N bytes, recorded M"]`` when the file at ``key`` (a resolved path) no
-    longer has the size its record's ``source`` gives; ``[]`` when it does, or the record has none
-    (schema < 1.2, array inputs). Size, not digest: re-reading every scored file would cost a
-    resume as much I/O as the run."""
-    recorded = (record.get("source") or {}).get("size_bytes")
+def _changed_since(key: bytes, record: dict[str, Any], check: str = "size") -> list[str]:
+    """``["'path' is now N bytes, recorded M"]`` (or "… other bytes (sha256 …)") when the file at
+    ``key`` (a resolved path) no longer holds what its record's ``source`` gives; ``[]`` when it
+    does, or the record has no source (schema < 1.2, array inputs). By default size only:
+    re-reading every scored file would cost a resume as much I/O as the run; ``check`` "sha256"
+    pays that for an exact answer (a file rewritten at the same size)."""
+    from pyimgano_deploy.bundles.hashing import sha256_file
+
+    source = record.get("source") or {}
+    recorded = source.get("size_bytes")
     if not isinstance(recorded, int):
         return []
+    name = os.fsdecode(key)
     try:
         now = os.stat(key).st_size
+        if now != recorded:
+            return [f"'{name}' is now {now} bytes, recorded {recorded}"]
+        digest = source.get("sha256")
+        if check == "sha256" and isinstance(digest, str) and sha256_file(key) != digest:
+            return [f"'{name}' holds other bytes of the same size (sha256 differs from the recorded {digest[:12]}…)"]
     except OSError:
-        return []  # listed by the input plan a moment ago; if it vanished since, scoring reports it
-    return [] if now == recorded else [f"'{os.fsdecode(key)}' is now {now} bytes, recorded {recorded}"]
+        return []  # listed by the input plan a moment ago; if it vanished or turned unreadable since, scoring reports it
+    return []
 
 
 def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: Any, maps: MapsOutput | None,
@@ -111,4 +128,4 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
     return errors, anomalies, first_errors
 
 
-__all__ = ["LIST_LIMIT", "previous_stats", "score_all"]
+__all__ = ["LIST_LIMIT", "RESUME_CHECKS", "previous_stats", "score_all"]
