@@ -129,6 +129,26 @@ def test_a_malformed_line_is_a_usage_error_naming_file_and_line(tmp_path: Path) 
     assert code == 2 and "a.jsonl: line 2 is not valid JSON" in err
 
 
+def test_an_infer_summary_or_parquet_file_is_refused_with_what_compare_reads(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", [rec(0, 0.5)])
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"ok": True, "images": 1}, indent=2))
+    parquet = tmp_path / "r.parquet"
+    parquet.write_bytes(b"PAR1" + bytes(20))
+    not_records = write(tmp_path / "x.jsonl", [{"ok": True}])
+    for other in (summary, parquet, not_records):
+        code, _, err = compare(a, str(other))
+        assert code == 2 and "compare reads infer's JSONL results (--save-jsonl" in err, other
+
+
+def test_an_empty_results_file_is_an_empty_run(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", [rec(0, 0.5)])
+    empty = write(tmp_path / "e.jsonl", [])
+    code, r, _ = compare(a, empty)
+    assert code == 0 and r["b"]["records"] == 0 and r["only_in_a"] == 1
+    assert compare(a, empty, "--same-inputs")[0] == 6
+
+
 def test_duplicate_records_keep_the_first(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", [rec(0, 0.5), rec(0, 0.9)])
     b = write(tmp_path / "b.jsonl", [rec(0, 0.5)])

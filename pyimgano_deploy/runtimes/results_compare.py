@@ -32,6 +32,7 @@ COMPARE_SCHEMA_VERSION = "1.0"
 MATCH_KEYS = ("sha256", "resolved", "input")
 #: pairs listed per kind (flips, status changes, inputs of one file only); every count is complete
 LIST_LIMIT = 20
+_NOT_RESULTS = "compare reads infer's JSONL results (--save-jsonl: one record per line), not its --json summary or Parquet"
 
 
 @dataclass(frozen=True)
@@ -97,33 +98,43 @@ def record_key(record: dict[str, Any], match: str) -> bytes | None:
 def read_results(path: str | os.PathLike[str], match: str) -> ResultsFile:
     """Read a results file for :func:`compare_results`.
 
-    ``ValueError`` names the file and line when a complete line is not a JSON object, when the
-    file holds no records, and when no record has a ``match`` key (with the option to use)."""
+    ``ValueError`` names the file and line when a complete line is not a JSON object or not a
+    record of ``infer`` (a ``--json`` summary, a Parquet file), and when records were scored but
+    none has a ``match`` key (with the option to use). An empty file is an empty run's results."""
     path = Path(path)
     if match not in MATCH_KEYS:
         raise ValueError(f"match must be one of {', '.join(MATCH_KEYS)}, got {match!r}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head == b"PAR1":
+        raise ValueError(f"{path} is a Parquet file; {_NOT_RESULTS}")
     by_key: dict[bytes, dict[str, Any]] = {}
     unkeyed: list[str] = []
     digests: list[str] = []
     n = duplicates = 0
-    for record in iter_records(path, tolerate_torn_tail=True):
-        n += 1
-        digest = record.get("bundle_digest")
-        if isinstance(digest, str) and digest not in digests:
-            digests.append(digest)
-        key = record_key(record, match)
-        if key is None:
-            unkeyed.append(str(record.get("input")))
-        elif key in by_key:
-            duplicates += 1
-        else:
-            by_key[key] = record
+    scored = False
+    try:
+        for record in iter_records(path, tolerate_torn_tail=True):
+            n += 1
+            if record.get("status") not in ("ok", "error") or "input" not in record:
+                raise ValueError(f"{path}: record {n} is not a record of infer (it needs 'input', and 'status' ok or error)")
+            digest = record.get("bundle_digest")
+            if isinstance(digest, str) and digest not in digests:
+                digests.append(digest)
+            key = record_key(record, match)
+            scored = scored or record["status"] == "ok"
+            if key is None:
+                unkeyed.append(str(record.get("input")))
+            elif key in by_key:
+                duplicates += 1
+            else:
+                by_key[key] = record
+    except ValueError as exc:
+        raise ValueError(f"{exc}; {_NOT_RESULTS}") from exc
     size = path.stat().st_size
     with open(path, "rb") as fh:
         torn = size > 0 and (fh.seek(size - 1), fh.read(1))[1] != b"\n"
-    if n == 0:
-        raise ValueError(f"{path} holds no records" + (" (only a torn line)" if torn else ""))
-    if not by_key:
+    if not by_key and scored:  # scored records without the key: the file predates it, a whole-file mistake
         hint = {"sha256": "records of JSONL schema < 1.2 carry no source digest: pass --match resolved or --match input",
                 "resolved": "records of JSONL schema < 1.1 carry no resolved path: pass --match input"}.get(match, "")
         raise ValueError(f"none of the {n} records of {path} has a {match!r} key; {hint}".rstrip("; "))
