@@ -38,10 +38,10 @@ def test_grey_is_one_channel_or_three_equal_ones() -> None:
 
 @pytest.mark.parametrize(("greys", "expected"), [((True, True), "grey"), ((False, False), "colour"), ((True, False), "mixed")])
 def test_export_surveys_the_calibration_images(tmp_path: Path, greys: tuple[bool, ...], expected: str) -> None:
-    from pyimgano_deploy.exporters.bundle_export import trained_colour
+    from pyimgano_deploy.exporters.bundle_export import survey_calibration
 
     paths = [_write(tmp_path / f"c{i}.png", g, i) for i, g in enumerate(greys)]
-    assert trained_colour(RunSource(tmp_path, {}, {}, {}, paths)) == expected
+    assert survey_calibration(RunSource(tmp_path, {}, {}, {}, paths)).colour == expected
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +125,9 @@ def test_export_warns_when_the_calibration_images_mix_grey_and_colour(tmp_path: 
 
 
 def test_a_missing_calibration_image_is_a_run_directory_error(tmp_path: Path) -> None:
-    from pyimgano_deploy.exporters.bundle_export import trained_colour
+    from pyimgano_deploy.exporters.bundle_export import survey_calibration
     from pyimgano_deploy.exporters.run_source import RunDirError
 
     present = _write(tmp_path / "c0.png", False, 0)
     with pytest.raises(RunDirError, match=r"c1.png': file not found: export reads the run's calibration images"):
-        trained_colour(RunSource(tmp_path, {}, {}, {}, [present, str(tmp_path / "c1.png")]))
+        survey_calibration(RunSource(tmp_path, {}, {}, {}, [present, str(tmp_path / "c1.png")]))

@@ -21,6 +21,10 @@ U16_MAX_KEY = "u16_max"
 #: as the fit images) were ``grey``, in ``colour`` or ``mixed`` (``inputs.source_info.COLOURS``).
 #: Provenance: the runtime warns once when an input's colour differs; absent in older bundles.
 TRAINED_COLOUR_KEY = "trained_colour"
+#: ``input`` key holding ``[min, max]`` of the calibration images' width / height, as stored.
+#: Provenance: the runtime warns once when an input's aspect lies outside it
+#: (``inputs.source_info.aspect_differs``); absent in older bundles.
+TRAINED_ASPECT_KEY = "trained_aspect"
 
-__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES", "TRAINED_COLOUR_KEY",
+__all__ = ["INPUT_CHANNELS", "INPUT_DTYPE", "INPUT_LAYOUT", "INPUT_NAME", "OUTPUT_DTYPE", "OUTPUT_NAMES", "TRAINED_ASPECT_KEY", "TRAINED_COLOUR_KEY",
            "U16_MAX_KEY"]

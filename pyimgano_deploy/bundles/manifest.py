@@ -26,7 +26,7 @@ from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.5"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max; 1.5: input.trained_colour
+SCHEMA_VERSION = "1.6"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max; 1.5: input.trained_colour; 1.6: input.trained_aspect
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -253,6 +253,11 @@ def _check_model_input(ck: _Checker, m: Mapping[str, Any]) -> None:
             ck.add(f"input.{io.U16_MAX_KEY}", f"the training set's 16-bit full scale: {problem}")
         if io.TRAINED_COLOUR_KEY in inp and inp[io.TRAINED_COLOUR_KEY] not in COLOURS:
             ck.add(f"input.{io.TRAINED_COLOUR_KEY}", f"expected one of {list(COLOURS)}, got {describe(inp[io.TRAINED_COLOUR_KEY])}")
+        if io.TRAINED_ASPECT_KEY in inp:
+            aspect = inp[io.TRAINED_ASPECT_KEY]
+            if not (isinstance(aspect, list) and len(aspect) == 2 and all(is_number(a) and a > 0 for a in aspect)
+                    and aspect[0] <= aspect[1]):
+                ck.add(f"input.{io.TRAINED_ASPECT_KEY}", f"expected [min, max] of positive width / height ratios, got {describe(aspect)}")
 
 
 def _check_outputs(ck: _Checker, m: Mapping[str, Any]) -> None:

@@ -147,6 +147,12 @@ class Bundle:
         return self.manifest["input"].get(io.TRAINED_COLOUR_KEY)
 
     @property
+    def trained_aspect(self) -> list[float] | None:
+        """``[min, max]`` width / height of the training set's images (``input.trained_aspect``;
+        ``None``: the bundle predates the key)."""
+        return self.manifest["input"].get(io.TRAINED_ASPECT_KEY)
+
+    @property
     def tiling_block(self) -> dict[str, Any] | None:
         """The manifest's ``tiling`` block (``None``: whole images are scored)."""
         return self.manifest.get("tiling")

@@ -63,7 +63,8 @@ def describe_bundle(bundle: Any) -> dict[str, Any]:
                   "parameters": {k: params[k] for k in _KEY_PARAMETERS if k in params},
                   "fitted_images": fitted.get("n_images"), "bank_size": fitted.get("bank_size")},
         "input": {"height": inp.get("height"), "width": inp.get("width"), "preprocess": inp.get("preprocess"),
-                  "trained_colour": inp.get(io.TRAINED_COLOUR_KEY), "u16_max": inp.get(io.U16_MAX_KEY)},
+                  "trained_colour": inp.get(io.TRAINED_COLOUR_KEY), "trained_aspect": inp.get(io.TRAINED_ASPECT_KEY),
+                  "u16_max": inp.get(io.U16_MAX_KEY)},
         "engines": [{"file": e.get("file"), "format": e.get("format"), "precision": e.get("precision"), "bytes": sizes.get(e.get("file")),
                      "batch": e.get("batch")} for e in m.get("engines") or []],
         "thresholds": {"image": _threshold((m.get("thresholds") or {}).get("image")),
@@ -91,6 +92,11 @@ def _fraction(value: Any, decimals: int = 4) -> str:
     return "-" if value is None else f"{float(value):.{decimals}f}"
 
 
+def _aspect_text(aspect: list[float]) -> str:
+    lo, hi = aspect
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+
+
 def summary_lines(d: dict[str, Any]) -> list[str]:
     """:func:`describe_bundle`'s dict as the lines ``inspect`` prints (``label  text``)."""
     model, inp, metrics = d["model"], d["input"], d["training_metrics"]
@@ -106,7 +112,8 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
          + (f", centre crop {pre['center_crop']}" if pre.get("center_crop") else "")
          + (f", contrast {pre['contrast']}" if pre.get("contrast") else "")),
         ("trained on", _COLOUR_TEXT.get(inp["trained_colour"], "not recorded (a bundle from before schema 1.5)")
-         + (f", 16-bit full scale {inp['u16_max']}" if inp["u16_max"] else "")),
+         + (f", 16-bit full scale {inp['u16_max']}" if inp["u16_max"] else "")
+         + ("" if not inp["trained_aspect"] else f", aspect (width / height) {_aspect_text(inp['trained_aspect'])}")),
     ]
     for e in d["engines"]:
         batch = e["batch"] or {}

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, on
 from pyimgano_deploy.exporters.run_source import RunSource, resolve_run, sample_golden_inputs
 from pyimgano_deploy.exporters.tensorrt_compat import check_tensorrt_compatibility
 from pyimgano_deploy.inputs import Preprocess, decode_image
-from pyimgano_deploy.inputs.source_info import colour_of
+from pyimgano_deploy.inputs.source_info import ASPECT_TOLERANCE, aspect_range, colour_of
 from pyimgano_deploy.models.detectors.nn_head_options import PCA_PROJECTION_DIM
 
 Log = Callable[[str], None]
@@ -136,10 +136,16 @@ def golden_batch(source: RunSource, preprocess: Preprocess, n: int, seed: int) -
     return preprocess.batch(tiles)
 
 
+def golden_source_paths(source: RunSource, n: int, seed: int) -> list[str]:
+    """The calibration files the golden set keeps whole (up to :data:`MAX_SOURCES`; fewer when
+    their bytes pass :data:`MAX_SOURCE_BYTES`)."""
+    return sample_golden_inputs(source.calibration_inputs, n, seed)[:MAX_SOURCES]
+
+
 def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[str, np.ndarray]:
     """The first few golden calibration files, byte for byte, with their eager scores through the
     whole pipeline (read, preprocess, tiling and reduction), for :func:`~.bundles.golden.pack_sources`."""
-    paths = sample_golden_inputs(source.calibration_inputs, n, seed)[:MAX_SOURCES]
+    paths = golden_source_paths(source, n, seed)
     files: list[bytes] = []
     for path in paths:
         data = Path(path).read_bytes()
@@ -162,17 +168,28 @@ def golden_sources(source: RunSource, detector: Any, n: int, seed: int) -> dict[
     return pack_sources(files, np.asarray(scores, dtype=np.float32))
 
 
-#: calibration images surveyed for ``input.trained_colour``, evenly spaced over the split
-COLOUR_SURVEY_IMAGES = 64
+#: calibration images surveyed for ``input.trained_colour`` and ``input.trained_aspect``, evenly
+#: spaced over the split
+SURVEY_IMAGES = 64
 
 
-def trained_colour(source: RunSource) -> str:
-    """``grey``, ``colour`` or ``mixed``: the colour of the run's calibration images (up to
-    :data:`COLOUR_SURVEY_IMAGES` of them, evenly spaced), the held-out normals from the camera
-    the detector was fitted on."""
+@dataclass(frozen=True)
+class CalibrationSurvey:
+    """What the run's calibration images (the held-out normals, from the camera the detector was
+    fitted on) were: ``colour`` (one of ``COLOURS``) and ``aspect`` (``[min, max]`` width / height)."""
+
+    colour: str
+    aspect: list[float]
+
+
+def survey_calibration(source: RunSource, also: Sequence[str] = ()) -> CalibrationSurvey:
+    """Survey up to :data:`SURVEY_IMAGES` calibration images, evenly spaced, and every path of
+    ``also`` (the golden sources, whose files ``validate`` holds to the survey)."""
     paths = source.calibration_inputs
-    step = max(1, -(-len(paths) // COLOUR_SURVEY_IMAGES))
-    return colour_of([bool(source.read_calibration(p)[1].grey) for p in paths[::step]])
+    step = max(1, -(-len(paths) // SURVEY_IMAGES))
+    infos = [source.read_calibration(p)[1] for p in dict.fromkeys([*paths[::step], *also])]
+    return CalibrationSurvey(colour_of([bool(i.grey) for i in infos]),
+                             aspect_range((int(i.width), int(i.height)) for i in infos))
 
 
 def _parity_or_raise(report: ParityReport, label: str) -> None:
@@ -186,7 +203,7 @@ def _engine_threshold(source: RunSource) -> float | None:
 
 
 def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dict[str, ParityReport], n_golden: tuple[int, int], compat: dict,
-              nn_head: dict[str, Any]) -> dict[str, Any]:
+              nn_head: dict[str, Any], survey: CalibrationSurvey) -> dict[str, Any]:
     h, w = detector.input_size
     cfg = source.infer_config
     thresholds = cfg.get("thresholds") or {}
@@ -199,7 +216,7 @@ def _manifest(source: RunSource, detector: Any, engines: list[dict], parity: dic
                   "fp32_scopes": list(detector.inference_module.fp32_scopes), "nn_head": nn_head},
         "input": {"name": io.INPUT_NAME, "layout": io.INPUT_LAYOUT, "dtype": io.INPUT_DTYPE, "channels": io.INPUT_CHANNELS, "height": h, "width": w,
                   "preprocess": detector.preprocess.to_dict(),
-                  io.TRAINED_COLOUR_KEY: trained_colour(source),
+                  io.TRAINED_COLOUR_KEY: survey.colour, io.TRAINED_ASPECT_KEY: survey.aspect,
                   **({} if source.u16_max is None else {io.U16_MAX_KEY: source.u16_max})},
         "outputs": [
             {"name": io.OUTPUT_NAMES[0], "shape": ["batch"], "dtype": io.OUTPUT_DTYPE},
@@ -312,10 +329,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
             engines.append(info.engine_entry(options.max_batch) | ({"calibration": calibration} if precision == "int8" else {}))
         save_golden(tmp / "golden.npz", golden, eager_scores, eager_maps, sources)
         n_golden = (len(golden), len(sources["source_score"]))
-        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat, nn_head))
+        manifest = write_manifest(tmp, _manifest(source, detector, engines, parity, n_golden, compat, nn_head,
+                                                 survey_calibration(source, golden_source_paths(source, options.golden, options.golden_seed))))
         if manifest["input"][io.TRAINED_COLOUR_KEY] == "mixed":
             log("warning: the run's calibration images mix grey and colour ones (input.trained_colour: mixed), so the runtime "
                 "cannot tell a camera change; check the data set, or train on one kind")
+        lo, hi = manifest["input"][io.TRAINED_ASPECT_KEY]
+        if hi > lo * (1 + ASPECT_TOLERANCE) ** 2:
+            log(f"warning: the run's calibration images have aspect ratios (width / height) from {lo:.4g} to {hi:.4g}; the model "
+                f"input is {detector.input_size[1]} × {detector.input_size[0]}, so some are stretched to it, and the runtime "
+                "warns only for inputs outside that whole range (input.trained_aspect)")
         if options.tensorrt:
             manifest = _build_tensorrt(tmp, manifest, options, log)
         t = time.perf_counter()

@@ -52,7 +52,7 @@ class RunSource:
             return read_image_source(path, u16_max=self.u16_max)
         except ImageReadError as exc:
             raise RunDirError(f"{exc}: export reads the run's calibration images (for the golden set and "
-                              "input.trained_colour); they must stay where train read them") from exc
+                              "input.trained_colour / trained_aspect); they must stay where train read them") from exc
 
     def load_detector(self, device: str = "cpu") -> Any:
         from pyimgano_deploy.models.detectors.base import Detector

@@ -8,21 +8,23 @@ JPEG named ``.png`` is recorded as ``jpeg``), and the pixels as stored before co
 canonical RGB / uint8 (``channels`` 1, 3 or 4; ``bit_depth`` 8 or 16), and whether its content
 is ``grey`` (one channel, or colour channels that are equal: a mono camera saved as RGB).
 Exports record the same fact of the run's calibration images (``input.trained_colour``), so
-the runtime can say when a grey image meets a bundle trained on colour, or the reverse.
+the runtime can say when a grey image meets a bundle trained on colour, or the reverse, and
+the range of their aspect ratios (``input.trained_aspect``), so it can say when an input's
+shape would be stretched unlike any training image's (a rotated camera, another crop).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "array_source", "bytes_source",
-           "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["ASPECT_TOLERANCE", "COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "array_source",
+           "aspect_differs", "aspect_range", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
@@ -82,6 +84,32 @@ def colour_differs(trained: str | None, grey: bool) -> bool:
     """True when an image (``grey`` or not) is of the other kind than a bundle's
     ``input.trained_colour`` says all training images were; never for ``mixed`` or ``None``."""
     return trained in ("grey", "colour") and grey != (trained == "grey")
+
+
+#: how far, as a fraction, an input's aspect ratio (width / height) may lie outside the training
+#: images' range before it counts as another shape: crop rounding and ROI jitter of a few pixels
+#: stay well inside it; a rotated camera, a binned sensor mode or another crop do not
+ASPECT_TOLERANCE = 0.05
+
+
+def aspect_range(sizes: Iterable[tuple[int, int]]) -> list[float]:
+    """``[min, max]`` of width / height over ``(width, height)`` pairs (at least one), rounded to
+    four decimals for ``input.trained_aspect`` (a shift of at most 5e-5, far inside :data:`ASPECT_TOLERANCE`)."""
+    ratios = [w / h for w, h in sizes]
+    if not ratios:
+        raise ValueError("aspect_range needs at least one image size")
+    return [round(min(ratios), 4), round(max(ratios), 4)]
+
+
+def aspect_differs(trained: Sequence[float] | None, width: int, height: int) -> bool:
+    """True when an image of ``width`` × ``height`` pixels has an aspect ratio more than
+    :data:`ASPECT_TOLERANCE` outside a bundle's ``input.trained_aspect`` range; never when the
+    bundle records none (older bundles)."""
+    if trained is None or width <= 0 or height <= 0:
+        return False
+    lo, hi = trained
+    aspect = width / height
+    return aspect < lo / (1 + ASPECT_TOLERANCE) or aspect > hi * (1 + ASPECT_TOLERANCE)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import numpy as np
 from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
 from pyimgano_deploy.inputs.loading import InferenceError, LoadedItem, Reading, load_item
 from pyimgano_deploy.inputs.reader import Undeclared16BitError
-from pyimgano_deploy.inputs.source_info import colour_differs
+from pyimgano_deploy.inputs.source_info import aspect_differs, colour_differs
 from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
@@ -87,6 +87,7 @@ class Runtime:
         self.num_workers = int(num_workers)
         self._u16_noted: set[int] = set()
         self._colour_noted: set[bool] = set()
+        self._aspect_noted = False
         self.streams = self.engine.streams
         self.micro_batch = self.engine.micro_batch
         spec = bundle_tiling(bundle)
@@ -173,6 +174,22 @@ class Runtime:
                      "images. Further such inputs are not reported; each record's source.grey says which they are.",
                      label, what, other)
 
+    def _note_aspect(self, width: int, height: int, label: str) -> None:
+        """Warn once when an input's aspect ratio lies outside the training images' range
+        (``input.trained_aspect``, :func:`aspect_differs`): the resize to the model input then
+        stretches the part unlike any training image, and its score says more about the shape."""
+        trained = self.bundle.trained_aspect
+        if self._aspect_noted or not aspect_differs(trained, width, height):
+            return
+        self._aspect_noted = True
+        lo, hi = trained
+        span = f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+        _LOG.warning("input %s is %d × %d (aspect %.4g), but this bundle's training images had aspect %s (bundle.json "
+                     "input.trained_aspect): the model input stretches it unlike any training image, so its score is not "
+                     "comparable with training's; check the camera's orientation and crop. Further such inputs are not "
+                     "reported; each record's source.width and source.height say which they are.",
+                     label, width, height, width / height, span)
+
     def close(self) -> None:
         self.stop_streams()
         close = getattr(self.session, "close", None)
@@ -207,6 +224,8 @@ class Runtime:
         loaded.ms = (time.perf_counter() - t0) * 1e3
         if loaded.source is not None and loaded.source.grey is not None:
             self._note_colour(loaded.source.grey, loaded.input)
+        if loaded.source is not None and loaded.source.width and loaded.source.height:
+            self._note_aspect(loaded.source.width, loaded.source.height, loaded.input)
         trained = self.bundle.trained_u16_max
         if loaded.error is not None and loaded.error.type == Undeclared16BitError.__name__ and trained is not None:
             loaded.error = replace(loaded.error, message=f"{loaded.error.message}; this bundle was trained on 16-bit images "

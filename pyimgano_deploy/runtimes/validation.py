@@ -27,7 +27,7 @@ from pyimgano_deploy.bundles.parity import GATE_RULE, ParityReport, compare_outp
 from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.signing import verify_bundle_signature
 from pyimgano_deploy.inputs.reader import decode_image_source
-from pyimgano_deploy.inputs.source_info import colour_differs
+from pyimgano_deploy.inputs.source_info import aspect_differs, colour_differs
 from pyimgano_deploy.runtimes.errors import EngineLoadError, EngineRunError
 from pyimgano_deploy.runtimes.golden_check import (
     SELF_TESTED_PRECISIONS,
@@ -225,6 +225,11 @@ def _check_pipeline(runtime: Runtime, golden: dict[str, np.ndarray]) -> str:
     if odd:  # the sources are calibration images, which the export surveyed for input.trained_colour
         raise _Failed(EXIT_INVALID, f"bundle.json input.trained_colour is {trained!r}, but golden source file(s) {odd} are "
                       f"{'in colour' if trained == 'grey' else 'grey'}: the manifest contradicts its own files")
+    aspect = runtime.bundle.trained_aspect
+    odd = [i for i, (_, source) in enumerate(decoded) if aspect_differs(aspect, int(source.width), int(source.height))]
+    if odd:  # the export surveyed the golden source files too
+        raise _Failed(EXIT_INVALID, f"bundle.json input.trained_aspect is {aspect}, but golden source file(s) {odd} have other "
+                      "aspect ratios: the manifest contradicts its own files")
     results = runtime.infer(images, input_format="rgb_u8_hwc")
     failed = [f"#{i}: {r.error.message}" for i, r in enumerate(results) if r.error is not None]
     if failed:
