@@ -22,3 +22,12 @@ def make_run_dir(root: Path, model: str = "vision_patchcore", *, size: int = 64,
     det = create_model(model, **kwargs).fit(train)
     calibrate_threshold(det, calib, pixel_quantile=0.99)
     return write_api_run(root / "run", det, calibration_inputs=calib, config={"model": {"name": model, "kwargs": kwargs}, "seed": seed})
+
+
+def export_small_padim(root: Path) -> Path:
+    """A random-init PaDiM run on 32 px synthetic images, exported with two golden images: the
+    smallest real bundle export writes (its manifest holds everything export surveys)."""
+    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+
+    run = make_run_dir(root, "vision_padim", size=32, d=8, n_train=4, n_calib=3)
+    return export_run(run, root / "b", ExportOptions(golden=2), log=lambda m: None).bundle_dir

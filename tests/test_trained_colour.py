@@ -46,12 +46,9 @@ def test_export_surveys_the_calibration_images(tmp_path: Path, greys: tuple[bool
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
-    from run_factory import make_run_dir
+    from run_factory import export_small_padim
 
-    root = tmp_path_factory.mktemp("colour")
-    run = make_run_dir(root, "vision_padim", size=32, d=8, n_train=4, n_calib=3)
-    return export_run(run, root / "b", ExportOptions(golden=2), log=lambda m: None).bundle_dir
+    return export_small_padim(tmp_path_factory.mktemp("colour"))
 
 
 def test_an_exported_bundle_records_it(exported: Path) -> None:
