@@ -114,3 +114,23 @@ def test_export_warns_when_the_calibration_images_differ_in_aspect(tmp_path: Pat
     result = export_run(run, tmp_path / "b", ExportOptions(golden=2), log=logged.append)
     assert result.manifest["input"]["trained_aspect"] == [1.0, 1.5]
     assert any("aspect ratios (width / height) from 1 to 1.5" in line for line in logged)
+
+
+def test_the_infer_summary_counts_the_inputs_unlike_the_training_images(tmp_path: Path) -> None:
+    import json
+
+    root = build_tiny_bundle(tmp_path / "b")
+    rewrite_manifest(root, lambda m: m["input"].update(trained_aspect=[2.0, 2.0], trained_colour="colour"))
+    images = tmp_path / "in"
+    images.mkdir()
+    _write(images / "same.png", 30, 60)
+    _write(images / "turned0.png", 60, 30, 1)
+    _write(images / "turned1.png", 62, 30, 2)
+    assert cv2.imwrite(str(images / "grey.png"), random_images(1, 30, 60, seed=3)[0][..., 0])
+    args = ("infer", "--bundle", str(root), "--input", str(images), "--save-jsonl", str(tmp_path / "r.jsonl"))
+    code, out, _ = run_cli(*args, "--json")
+    assert code == 0
+    unlike = json.loads(out)["unlike_training"]
+    assert (unlike["other_colour"], unlike["other_aspect"], unlike["trained_aspect"]) == (1, 2, [2.0, 2.0])
+    code, _, err = run_cli(*args, "--overwrite")
+    assert code == 0 and "1 of another colour (trained colour), 2 of another aspect ratio" in err

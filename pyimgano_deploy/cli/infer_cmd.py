@@ -14,7 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
-from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, previous_stats, score_all
+from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, UnlikeTraining, previous_stats, score_all
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
 from pyimgano_deploy.runtimes.folder_watch import FolderWatch
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
@@ -296,13 +296,14 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     show_bar = not as_json and sys.stderr.isatty() and watch is None
     errors = anomalies = processed = 0
     scoring_s = 0.0  # a watch's wall time is mostly waiting; its scoring rate counts only the rounds
+    unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect)
     first_errors: list[dict[str, Any]] = []
     try:
         with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
             for batch in rounds:
                 round_start = time.perf_counter()
                 e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,
-                                         keep_errors=LIST_LIMIT - len(first_errors))
+                                         keep_errors=LIST_LIMIT - len(first_errors), unlike=unlike)
                 scoring_s += time.perf_counter() - round_start
                 errors, anomalies, processed = errors + e, anomalies + a, processed + len(batch)
                 first_errors += failed
@@ -314,7 +315,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan if watch is None else watch.plan, processed, resumed, jsonl, maps, dplan, errors + prev_errors,
                anomalies + prev_anomalies, max_errors, elapsed, as_json, table, first_errors,
-               watch=watch, scoring_s=scoring_s)
+               watch=watch, scoring_s=scoring_s, unlike=unlike)
 
 
 def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[int, str, str]]]:
@@ -367,7 +368,7 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
 def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Path, maps: MapsOutput | None, dplan: Any,
                total_errors: int, total_anomalies: int, max_errors: int, elapsed: float, as_json: bool,
                parquet: dict[str, Any] | None = None, first_errors: list[dict[str, Any]] | None = None, *,
-               watch: FolderWatch | None = None, scoring_s: float = 0.0) -> None:
+               watch: FolderWatch | None = None, scoring_s: float = 0.0, unlike: UnlikeTraining | None = None) -> None:
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
@@ -391,6 +392,7 @@ def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Pat
         **(maps.summary() if maps is not None else {"maps_dir": None, "maps_resolution": None, "maps_dtype": None}),
         "engine": {k: info.get(k) for k in ("engine", "file", "precision", "device", "providers", "streams", "intra_op_threads", "schedule", "ray", "self_test")},
         "parquet": parquet,
+        "unlike_training": None if unlike is None else unlike.summary(),
     }
     if watch is not None:  # its settings, how it ended, and the paths that changed after scoring (not scored again)
         summary["watch"] = {**watch.summary(), "changed": [text_and_raw(p)[0] for p in watch.changed],
@@ -424,6 +426,11 @@ def _print_summary(s: dict[str, Any]) -> None:
         d = s["defects"]
         lines.append(f"defects: {d['regions']} region(s) in {d['images_with_regions']} image(s), pixel threshold "
                      f"{d['pixel_threshold']['value']:.6g} ({d['pixel_threshold']['source']})")
+    unlike = s.get("unlike_training") or {}
+    if unlike.get("other_colour") or unlike.get("other_aspect"):
+        lines.append(f"unlike the training images (scored, not comparable with training's): {unlike['other_colour']} of "
+                     f"another colour (trained {unlike['trained_colour']}), {unlike['other_aspect']} of another aspect "
+                     f"ratio (trained {unlike['trained_aspect']}); each record's source says which")
     skipped = s["skipped_files"]
     if skipped:
         lines.append(f"skipped {len(skipped)} non-image file(s):")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyimgano_deploy.cli.maps_output import MapsOutput
+from pyimgano_deploy.inputs.source_info import aspect_differs, colour_differs
 
 #: failures listed in the summary (every failure is a record)
 LIST_LIMIT = 20
@@ -86,11 +88,37 @@ def _changed_since(key: bytes, record: dict[str, Any], check: str = "size") -> l
     return []
 
 
+@dataclass
+class UnlikeTraining:
+    """How many scored inputs were of another kind than the bundle's training images: grey
+    against colour or the reverse (``input.trained_colour``), or of another aspect ratio
+    (``input.trained_aspect``). The runtime warns once per run; these counts go in the summary.
+    One rule each with the runtime and ``validate``: :func:`colour_differs`, :func:`aspect_differs`."""
+
+    trained_colour: str | None
+    trained_aspect: list[float] | None
+    colour: int = 0
+    aspect: int = 0
+
+    def note(self, source: Any) -> None:
+        if source is None:
+            return
+        if source.grey is not None and colour_differs(self.trained_colour, bool(source.grey)):
+            self.colour += 1
+        if source.width and source.height and aspect_differs(self.trained_aspect, int(source.width), int(source.height)):
+            self.aspect += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"other_colour": self.colour, "other_aspect": self.aspect,
+                "trained_colour": self.trained_colour, "trained_aspect": self.trained_aspect}
+
+
 def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: Any, maps: MapsOutput | None,
               dplan: Any, digest: str, u16_max: int | None, max_pixels: int | None,
-              keep_errors: int = LIST_LIMIT) -> tuple[int, int, list[dict[str, Any]]]:
+              keep_errors: int = LIST_LIMIT, unlike: UnlikeTraining | None = None) -> tuple[int, int, list[dict[str, Any]]]:
     """Score and record every pending ``(index, path, resolved path)``; returns (errors,
-    anomalies, the first ``keep_errors`` failures as ``{index, input, type, stage, message}``)."""
+    anomalies, the first ``keep_errors`` failures as ``{index, input, type, stage, message}``).
+    ``unlike`` counts the scored inputs unlike the training images."""
     import dataclasses
 
     from pyimgano_deploy.runtimes.jsonl import make_record
@@ -121,6 +149,8 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
                                  bundle_digest=digest, resolved_path=resolved, u16_max=u16_max))
         errors += not result.ok
         anomalies += result.label == 1
+        if unlike is not None and result.ok:
+            unlike.note(result.source)
         if not result.ok and len(first_errors) < keep_errors:
             first_errors.append({"index": index, "input": path, **result.error.to_dict()})
         if bar is not None:
@@ -128,4 +158,4 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
     return errors, anomalies, first_errors
 
 
-__all__ = ["LIST_LIMIT", "RESUME_CHECKS", "previous_stats", "score_all"]
+__all__ = ["LIST_LIMIT", "RESUME_CHECKS", "UnlikeTraining", "previous_stats", "score_all"]
