@@ -177,8 +177,10 @@ def test_text_report_names_the_flips_and_the_verdict(tmp_path: Path) -> None:
     b = write(tmp_path / "b.jsonl", [rec(0, 1.1, bundle="sha256:" + "cd" * 32), rec(1, 0.5, bundle="sha256:" + "cd" * 32)])
     code, out, _ = run_cli("compare", a, b, "--min-label-agreement", "0.99")
     assert code == 6
-    assert "(bundles differ)" in out and "labels: 1 of 2 agree (50.00 %)" in out
+    assert "(bundles differ)" in out and "labels: 1 of 2 agree (50.00 %)" in out and "thresholds differ" not in out
     assert "/imgs/000.png: 0.9 (threshold 1, normal) → 1.1 (threshold 1, anomalous)" in out
+    c = write(tmp_path / "c.jsonl", [rec(0, 9.0, threshold=8.0), rec(1, 5.0, threshold=8.0)])
+    assert "the thresholds differ, so may the score units" in run_cli("compare", a, c)[1]
     assert out.rstrip().endswith("result: FAILED (exit 6)")
 
 

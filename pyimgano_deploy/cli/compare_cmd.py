@@ -96,7 +96,7 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         rel = "" if sc["max_relative_delta"] is None else f" ({100 * sc['max_relative_delta']:.3g} % of A's threshold)"
         lines.append(f"scores: {sc['identical']} identical; max |Δ| {_num(sc['max_abs_delta'])}{rel}, median |Δ| "
                      f"{_num(sc['median_abs_delta'])}, rank correlation {_num(sc['rank_correlation'])}"
-                     + ("" if r["same_bundle"] else " (two bundles' scores have their own units: read the rank correlation)"))
+                     + (" (the thresholds differ, so may the score units: read the rank correlation)" if sc["thresholds_differ"] else ""))
     if r["matched"] == 0:
         lines.append(f"no input matched by {r['match']}: " + ("the two files hold other images (other bytes)" if r["match"] == "sha256"
                      else "the files may name the same images by other paths; --match sha256 pairs them by content"))

@@ -181,6 +181,7 @@ def _score_stats(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str
     order = np.argsort(-delta, kind="stable")[: min(5, len(pairs))]
     return {
         "identical": int((delta == 0).sum()),
+        "thresholds_differ": any(a.get("threshold") != b.get("threshold") for a, b in pairs),
         "max_abs_delta": float(delta.max()) if delta.size else None,
         "median_abs_delta": float(np.median(delta)) if delta.size else None,
         "max_relative_delta": float(np.nanmax(relative)) if has_rel else None,
