@@ -91,7 +91,7 @@ def test_the_runtime_warns_once_for_inputs_of_another_shape(tmp_path: Path, capl
         results = runtime.infer(turned)
     assert all(r.ok and (r.source.width, r.source.height) == (30, 60) for r in results)  # scored, and each record says so
     (message,) = _warnings(caplog)
-    assert "turned0.png is 30 × 60 (aspect 0.5)" in message and "aspect 2 (bundle.json input.trained_aspect)" in message
+    assert "turned0.png: it is 30 × 60 (aspect 0.5), the training images had aspect 2 (bundle.json input.trained_aspect)" in message
 
 
 def test_older_bundles_never_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -134,3 +134,50 @@ def test_the_infer_summary_counts_the_inputs_unlike_the_training_images(tmp_path
     assert (unlike["other_colour"], unlike["other_aspect"], unlike["trained_aspect"]) == (1, 2, [2.0, 2.0])
     code, _, err = run_cli(*args, "--overwrite")
     assert code == 0 and "1 of another colour (trained colour), 2 of another aspect ratio" in err
+
+
+def test_refuse_makes_an_unlike_input_its_error_record_and_counts_it(tmp_path: Path) -> None:
+    import json
+
+    from cli_helpers import jsonl_records
+
+    root = build_tiny_bundle(tmp_path / "b")
+    rewrite_manifest(root, lambda m: m["input"].update(trained_aspect=[2.0, 2.0]))
+    images = tmp_path / "in"
+    images.mkdir()
+    _write(images / "a_same.png", 30, 60)
+    _write(images / "b_turned.png", 60, 30, 1)
+    out = tmp_path / "r.jsonl"
+    code, stdout, _ = run_cli("infer", "--bundle", str(root), "--input", str(images), "--save-jsonl", str(out),
+                              "--unlike-training", "refuse", "--max-errors", "1", "--json")
+    assert code == 0
+    same, turned = jsonl_records(out)
+    assert same["status"] == "ok" and turned["status"] == "error" and turned["score"] is None
+    assert turned["error"]["type"] == "UnlikeTrainingError" and "30 × 60 (aspect 0.5)" in turned["error"]["message"]
+    assert turned["source"]["width"] == 30  # the record still says what the file was
+    summary = json.loads(stdout)
+    assert summary["errors"] == 1 and summary["unlike_training"]["policy"] == "refuse" and summary["unlike_training"]["other_aspect"] == 1
+    assert run_cli("infer", "--bundle", str(root), "--input", str(images), "--save-jsonl", str(out), "--overwrite",
+                   "--unlike-training", "refuse")[0] == 1  # over --max-errors 0
+
+
+def test_the_api_refuses_an_unknown_policy(tmp_path: Path) -> None:
+    with load_bundle(build_tiny_bundle(tmp_path / "b")) as runtime, pytest.raises(ValueError, match="unlike_training must be one of"):
+        runtime.infer([_write(tmp_path / "a.png", 20, 20)], unlike_training="ignore")
+
+
+def test_an_embedded_scorer_can_refuse_a_frame_of_another_shape(tmp_path: Path) -> None:
+    from pyimgano_deploy.runtimes.embed import FrameScoringError, open_scorer
+
+    root = build_tiny_bundle(tmp_path / "b")
+    rewrite_manifest(root, lambda m: m["input"].update(trained_aspect=[2.0, 2.0]))
+    scorer = open_scorer(root, unlike_training="refuse")
+    try:
+        wide, tall = random_images(1, 30, 60)[0], random_images(1, 60, 30)[0]
+        assert isinstance(scorer.score_bgr(wide.tobytes(), 30, 60)[0], float)
+        with pytest.raises(FrameScoringError, match=r"UnlikeTrainingError: .*it is 30 × 60 \(aspect 0.5\)"):
+            scorer.score_bgr(tall.tobytes(), 60, 30)
+    finally:
+        scorer.close()
+    with pytest.raises(ValueError, match="unlike_training must be one of"):
+        open_scorer(root, unlike_training="maybe")

@@ -15,6 +15,7 @@ from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXI
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, UnlikeTraining, previous_stats, score_all
+from pyimgano_deploy.inputs.source_info import UNLIKE_TRAINING_POLICIES
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
 from pyimgano_deploy.runtimes.folder_watch import FolderWatch
 from pyimgano_deploy.runtimes.results import MAP_RESOLUTIONS
@@ -80,6 +81,10 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
               "16-bit files are an error without it. Recorded in each record.")
 @click.option("--max-pixels", type=click.IntRange(min=0), default=None, show_default="134217728 (8192 x 16384)",
               help="Refuse images larger than this many pixels, read from the file header before decoding (0: no limit).")
+@click.option("--unlike-training", type=click.Choice(list(UNLIKE_TRAINING_POLICIES)), default="score", show_default=True,
+              help="An image grey where the bundle's training images were in colour (or the reverse), or of another aspect "
+                   "ratio (bundle.json input.trained_colour / trained_aspect): score it and warn once (score), or make it "
+                   "that input's error record, counted against --max-errors (refuse). The summary counts them either way.")
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
@@ -125,6 +130,7 @@ def infer(
     public_key: str | None,
     u16_max: int | None,
     max_pixels: int | None,
+    unlike_training: str,
     max_errors: int,
     fsync: bool,
     as_json: bool,
@@ -200,7 +206,8 @@ def infer(
         _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume, resume_check=resume_check or "size",
              overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
-             max_errors=max_errors, as_json=as_json, parquet=None if parquet_path is None else Path(parquet_path),
+             max_errors=max_errors, unlike_training=unlike_training, as_json=as_json,
+             parquet=None if parquet_path is None else Path(parquet_path),
              watch=FolderWatch(list(inputs), settle_s=watch_settle, poll_s=watch_poll, idle_exit_s=watch_idle_exit) if watch else None)
 
 
@@ -249,7 +256,7 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool, resume_check: str,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
-         parquet: Path | None = None, watch: FolderWatch | None = None) -> None:
+         parquet: Path | None = None, watch: FolderWatch | None = None, unlike_training: str = "score") -> None:
     """Score ``plan.items`` (or, with ``watch``, the files that appear) with the open ``runtime``
     into ``jsonl``; exits with the run's code."""
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
@@ -296,7 +303,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     show_bar = not as_json and sys.stderr.isatty() and watch is None
     errors = anomalies = processed = 0
     scoring_s = 0.0  # a watch's wall time is mostly waiting; its scoring rate counts only the rounds
-    unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect)
+    unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect, unlike_training)
     first_errors: list[dict[str, Any]] = []
     try:
         with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
@@ -428,7 +435,8 @@ def _print_summary(s: dict[str, Any]) -> None:
                      f"{d['pixel_threshold']['value']:.6g} ({d['pixel_threshold']['source']})")
     unlike = s.get("unlike_training") or {}
     if unlike.get("other_colour") or unlike.get("other_aspect"):
-        lines.append(f"unlike the training images (scored, not comparable with training's): {unlike['other_colour']} of "
+        how = "refused: error records" if unlike["policy"] == "refuse" else "scored, not comparable with training's"
+        lines.append(f"unlike the training images ({how}): {unlike['other_colour']} of "
                      f"another colour (trained {unlike['trained_colour']}), {unlike['other_aspect']} of another aspect "
                      f"ratio (trained {unlike['trained_aspect']}); each record's source says which")
     skipped = s["skipped_files"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pyimgano_deploy.cli.maps_output import MapsOutput
-from pyimgano_deploy.inputs.source_info import aspect_differs, colour_differs
+from pyimgano_deploy.inputs.source_info import unlike_training
 
 #: failures listed in the summary (every failure is a record)
 LIST_LIMIT = 20
@@ -93,23 +93,22 @@ class UnlikeTraining:
     """How many scored inputs were of another kind than the bundle's training images: grey
     against colour or the reverse (``input.trained_colour``), or of another aspect ratio
     (``input.trained_aspect``). The runtime warns once per run; these counts go in the summary.
-    One rule each with the runtime and ``validate``: :func:`colour_differs`, :func:`aspect_differs`."""
+    One rule with the runtime: :func:`~pyimgano_deploy.inputs.source_info.unlike_training`."""
 
     trained_colour: str | None
     trained_aspect: list[float] | None
+    #: what the runtime does with such an input (``UNLIKE_TRAINING_POLICIES``)
+    policy: str = "score"
     colour: int = 0
     aspect: int = 0
 
     def note(self, source: Any) -> None:
-        if source is None:
-            return
-        if source.grey is not None and colour_differs(self.trained_colour, bool(source.grey)):
-            self.colour += 1
-        if source.width and source.height and aspect_differs(self.trained_aspect, int(source.width), int(source.height)):
-            self.aspect += 1
+        found = unlike_training(self.trained_colour, self.trained_aspect, source)
+        self.colour += "colour" in found
+        self.aspect += "aspect" in found
 
     def summary(self) -> dict[str, Any]:
-        return {"other_colour": self.colour, "other_aspect": self.aspect,
+        return {"policy": self.policy, "other_colour": self.colour, "other_aspect": self.aspect,
                 "trained_colour": self.trained_colour, "trained_aspect": self.trained_aspect}
 
 
@@ -129,7 +128,8 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
     # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
     include_maps: bool | str = maps.resolution if maps is not None else (dplan is not None and dplan.needs_maps)
     stream = runtime.infer_iter((p for _, p, _ in todo), include_maps=include_maps,
-                                defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels)
+                                defects=None if dplan is None else dplan.runtime_config, u16_max=u16_max, max_pixels=max_pixels,
+                                unlike_training=unlike.policy if unlike is not None else "score")
     for (index, path, resolved), item in zip(todo, stream):
         result, saved = item.result, None
         if result.ok and maps is not None and result.anomaly_map is not None:
@@ -149,7 +149,7 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
                                  bundle_digest=digest, resolved_path=resolved, u16_max=u16_max))
         errors += not result.ok
         anomalies += result.label == 1
-        if unlike is not None and result.ok:
+        if unlike is not None:  # scored or refused (--unlike-training refuse), each is counted
             unlike.note(result.source)
         if not result.ok and len(first_errors) < keep_errors:
             first_errors.append({"index": index, "input": path, **result.error.to_dict()})

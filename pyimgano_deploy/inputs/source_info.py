@@ -23,8 +23,9 @@ import numpy as np
 
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
-__all__ = ["ASPECT_TOLERANCE", "COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "array_source",
-           "aspect_differs", "aspect_range", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source", "is_grey"]
+__all__ = ["ASPECT_TOLERANCE", "COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "UNLIKE_TRAINING_POLICIES",
+           "array_source", "aspect_differs", "aspect_range", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source",
+           "is_grey", "unlike_training"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
 #: colour, or both kinds
@@ -110,6 +111,28 @@ def aspect_differs(trained: Sequence[float] | None, width: int, height: int) -> 
     lo, hi = trained
     aspect = width / height
     return aspect < lo / (1 + ASPECT_TOLERANCE) or aspect > hi * (1 + ASPECT_TOLERANCE)
+
+
+#: what the runtime does with an input unlike the training images (:func:`unlike_training`):
+#: score it (and warn once), or refuse it as that input's error
+UNLIKE_TRAINING_POLICIES = ("score", "refuse")
+
+
+def unlike_training(trained_colour: str | None, trained_aspect: Sequence[float] | None, source: "SourceInfo | None") -> dict[str, str]:
+    """How a decoded input differs from a bundle's training images: ``{"colour": why}`` by
+    :func:`colour_differs`, ``{"aspect": why}`` by :func:`aspect_differs`; empty when it does
+    not, or when the bundle records neither."""
+    found: dict[str, str] = {}
+    if source is None:
+        return found
+    if source.grey is not None and colour_differs(trained_colour, bool(source.grey)):
+        found["colour"] = f"it is {'grey' if source.grey else 'in colour'}, the training images were {trained_colour}"
+    if source.width and source.height and aspect_differs(trained_aspect, int(source.width), int(source.height)):
+        lo, hi = trained_aspect  # type: ignore[misc]
+        span = f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+        found["aspect"] = (f"it is {source.width} × {source.height} (aspect {source.width / source.height:.4g}), the training "
+                           f"images had aspect {span}")
+    return found
 
 
 @dataclass(frozen=True)

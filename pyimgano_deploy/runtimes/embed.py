@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pyimgano_deploy.inputs.source_info import UNLIKE_TRAINING_POLICIES
 from pyimgano_deploy.runtimes.loader import load_bundle
 from pyimgano_deploy.runtimes.results import InferenceResult
 from pyimgano_deploy.runtimes.runtime import Runtime
@@ -71,8 +72,11 @@ class Scorer:
     """One loaded bundle. Thread-safe like the :class:`Runtime` it wraps; keep it for the
     lifetime of the process."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, unlike_training: str = "score") -> None:
+        if unlike_training not in UNLIKE_TRAINING_POLICIES:
+            raise ValueError(f"unlike_training must be one of {', '.join(UNLIKE_TRAINING_POLICIES)}, got {unlike_training!r}")
         self.runtime = runtime
+        self.unlike_training = unlike_training
 
     @property
     def threshold(self) -> float | None:
@@ -87,14 +91,14 @@ class Scorer:
         ``ValueError`` / ``TypeError`` for a buffer of the wrong size or type.
         """
         frame = wrap_bgr(buffer, height, width)
-        (result,) = self.runtime.infer(frame, input_format=INPUT_FORMAT)
+        (result,) = self.runtime.infer(frame, input_format=INPUT_FORMAT, unlike_training=self.unlike_training)
         return _unpack(result, f"frame {height}x{width}")
 
     def score_bgr_batch(self, buffer: Any, count: int, height: int, width: int) -> list[tuple[float, int | None]]:
         """Score ``count`` frames stored back to back in ``buffer`` (one engine call per
         ``batch_size`` frames) → one ``(score, label)`` per frame, in order."""
         frames = wrap_bgr(buffer, height, width, count)
-        results = self.runtime.infer(frames, input_format=INPUT_FORMAT)
+        results = self.runtime.infer(frames, input_format=INPUT_FORMAT, unlike_training=self.unlike_training)
         return [_unpack(r, f"frame {i} ({height}x{width})") for i, r in enumerate(results)]
 
     def close(self) -> None:
@@ -113,6 +117,7 @@ def open_scorer(
     streams: int | str = 1,
     expected_digest: str | None = None,
     public_key: str | os.PathLike[str] | None = None,
+    unlike_training: str = "score",
 ) -> Scorer:
     """Verify and load the bundle at ``bundle_dir`` once → :class:`Scorer`.
 
@@ -122,8 +127,14 @@ def open_scorer(
     ``threads``: ONNX Runtime intra-op threads (``None`` → its default, one per core).
     ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"`` as for ``load_bundle``. ``streams``:
     throughput mode for ``score_bgr_batch`` (``load_bundle``'s ``streams``; 1 for latency).
+    ``unlike_training``: ``"refuse"`` makes a frame of another colour or aspect ratio than the
+    training images (a camera turned or swapped) a ``FrameScoringError`` instead of a score.
     Raises the loader's errors (``BundleError`` subclasses, ``EngineLoadError``, ``ValueError``).
     """
     runtime = load_bundle(bundle_dir, device=device, batch_size=batch_size, intra_op_threads=threads, streams=streams,
                           expected_digest=expected_digest, public_key=public_key)
-    return Scorer(runtime)
+    try:
+        return Scorer(runtime, unlike_training)
+    except ValueError:
+        runtime.close()
+        raise

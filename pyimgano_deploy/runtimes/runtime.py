@@ -31,7 +31,7 @@ import numpy as np
 from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS, ImageFormat, ImageFormatError, Preprocess, as_image_list, parse_image_format
 from pyimgano_deploy.inputs.loading import InferenceError, LoadedItem, Reading, load_item
 from pyimgano_deploy.inputs.reader import Undeclared16BitError
-from pyimgano_deploy.inputs.source_info import aspect_differs, colour_differs
+from pyimgano_deploy.inputs.source_info import UNLIKE_TRAINING_POLICIES, unlike_training
 from pyimgano_deploy.runtimes.batching import effective_batch_size
 from pyimgano_deploy.runtimes.errors import EngineRunError
 from pyimgano_deploy.runtimes.finishing import ResultBuilder, map_to_original
@@ -86,8 +86,7 @@ class Runtime:
         )
         self.num_workers = int(num_workers)
         self._u16_noted: set[int] = set()
-        self._colour_noted: set[bool] = set()
-        self._aspect_noted = False
+        self._unlike_noted: set[tuple] = set()
         self.streams = self.engine.streams
         self.micro_batch = self.engine.micro_batch
         spec = bundle_tiling(bundle)
@@ -123,7 +122,10 @@ class Runtime:
         (a ``postprocess.defects.DefectsConfig``; ``result.defects`` is then the
         ``DefectsResult.to_record()`` dict, boxes also scaled to the original image),
         ``u16_max`` (the full-scale value of 16-bit inputs, required for 16-bit files, never
-        guessed) and ``max_pixels`` (files over it are refused from their header; None: no limit).
+        guessed), ``max_pixels`` (files over it are refused from their header; None: no limit) and
+        ``unlike_training`` ("score", the default: an input of another colour or aspect ratio than
+        the training images is scored, with one warning per kind; "refuse": it is that input's
+        ``UnlikeTrainingError``, stage ``preprocess``).
         """
         return [item.result for item in self.infer_iter(images, **options)]
 
@@ -136,6 +138,7 @@ class Runtime:
         defects: Any = None,
         u16_max: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        unlike_training: str = "score",
     ) -> Iterator[RuntimeItem]:
         """Like :meth:`infer`, but streams: consumes ``images`` (any iterable, e.g. a generator
         of paths) chunk by chunk and yields a :class:`RuntimeItem` per input, in order, so
@@ -146,9 +149,12 @@ class Runtime:
         else:
             items = images
         map_resolution(include_maps)  # a bad value fails here, before any input is read
+        if unlike_training not in UNLIKE_TRAINING_POLICIES:
+            raise ValueError(f"unlike_training must be one of {', '.join(UNLIKE_TRAINING_POLICIES)}, got {unlike_training!r}")
         reading = Reading(fmt, u16_max, max_pixels)
         self._note_u16_max(u16_max)
-        for chunk in prepared_chunks(items, self.batch_size, lambda i, item: self._prepare(i, item, reading), self.num_workers):
+        policy = unlike_training
+        for chunk in prepared_chunks(items, self.batch_size, lambda i, item: self._prepare(i, item, reading, policy), self.num_workers):
             yield from self._score_chunk(chunk, include_maps, defects)
 
     def _note_u16_max(self, u16_max: int | None) -> None:
@@ -161,34 +167,30 @@ class Runtime:
         _LOG.warning("u16_max %d differs from the %d this bundle's training images declared (bundle.json input.u16_max): "
                      "16-bit inputs are scaled %.3g× as bright as in training", u16_max, trained, trained / u16_max)
 
-    def _note_colour(self, grey: bool, label: str) -> None:
-        """Warn once when inputs are grey and the bundle's training images were in colour, and
-        once for the reverse (``input.trained_colour``): the model then sees images unlike any it
-        was fitted on, and its scores say more about the camera than about the part."""
-        if not colour_differs(self.bundle.trained_colour, grey) or grey in self._colour_noted:
+    def _check_unlike(self, loaded: LoadedItem, policy: str) -> None:
+        """An input unlike the training images (:func:`unlike_training`: grey against colour or the
+        reverse, another aspect ratio) is scored and warned about once per kind and direction, or,
+        with ``policy`` "refuse", becomes its error: the model would see it unlike anything it was
+        fitted on, and its score would say more about the camera than about the part."""
+        found = unlike_training(self.bundle.trained_colour, self.bundle.trained_aspect, loaded.source)
+        if not found:
             return
-        self._colour_noted.add(grey)
-        what, other = ("grey (no colour)", "in colour") if grey else ("in colour", "grey")
-        _LOG.warning("input %s is %s, but this bundle's training images were %s (bundle.json input.trained_colour): its "
-                     "scores are not comparable with training's; check the camera or export a bundle trained on such "
-                     "images. Further such inputs are not reported; each record's source.grey says which they are.",
-                     label, what, other)
-
-    def _note_aspect(self, width: int, height: int, label: str) -> None:
-        """Warn once when an input's aspect ratio lies outside the training images' range
-        (``input.trained_aspect``, :func:`aspect_differs`): the resize to the model input then
-        stretches the part unlike any training image, and its score says more about the shape."""
-        trained = self.bundle.trained_aspect
-        if self._aspect_noted or not aspect_differs(trained, width, height):
+        keys = {"colour": "trained_colour", "aspect": "trained_aspect"}
+        where = ", ".join(f"bundle.json input.{keys[k]}" for k in found)
+        if policy == "refuse":
+            loaded.value, loaded.error = None, InferenceError(
+                "UnlikeTrainingError", f"input {loaded.input}: " + "; ".join(found.values()) + f" ({where}); not scored "
+                "(unlike-training: refuse)", "preprocess")
             return
-        self._aspect_noted = True
-        lo, hi = trained
-        span = f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
-        _LOG.warning("input %s is %d × %d (aspect %.4g), but this bundle's training images had aspect %s (bundle.json "
-                     "input.trained_aspect): the model input stretches it unlike any training image, so its score is not "
-                     "comparable with training's; check the camera's orientation and crop. Further such inputs are not "
-                     "reported; each record's source.width and source.height say which they are.",
-                     label, width, height, width / height, span)
+        for kind, why in found.items():
+            noted = (kind, bool(loaded.source.grey)) if kind == "colour" else (kind,)  # type: ignore[union-attr]
+            if noted in self._unlike_noted:
+                continue
+            self._unlike_noted.add(noted)
+            _LOG.warning("input %s: %s (bundle.json input.%s): its score is not comparable with training's; check the "
+                         "camera, or export a bundle trained on such images. Further such inputs are not reported here; "
+                         "each record's source says which they are, and the infer summary counts them.",
+                         loaded.input, why, keys[kind])
 
     def close(self) -> None:
         self.stop_streams()
@@ -211,7 +213,7 @@ class Runtime:
         )
 
     # ------------------------------------------------------------------ preprocessing
-    def _prepare(self, index: int, item: Any, reading: Reading) -> LoadedItem:
+    def _prepare(self, index: int, item: Any, reading: Reading, unlike: str = "score") -> LoadedItem:
         """Read / decode / preprocess one input with the one per-item loader
         (:func:`~pyimgano_deploy.inputs.loading.load_item`); failures become its error."""
         t0 = time.perf_counter()
@@ -222,10 +224,8 @@ class Runtime:
             )
         loaded = load_item(item, index, self.preprocess if self.tiled is None else self.tiled.prepare, reading)
         loaded.ms = (time.perf_counter() - t0) * 1e3
-        if loaded.source is not None and loaded.source.grey is not None:
-            self._note_colour(loaded.source.grey, loaded.input)
-        if loaded.source is not None and loaded.source.width and loaded.source.height:
-            self._note_aspect(loaded.source.width, loaded.source.height, loaded.input)
+        if loaded.error is None:
+            self._check_unlike(loaded, unlike)
         trained = self.bundle.trained_u16_max
         if loaded.error is not None and loaded.error.type == Undeclared16BitError.__name__ and trained is not None:
             loaded.error = replace(loaded.error, message=f"{loaded.error.message}; this bundle was trained on 16-bit images "

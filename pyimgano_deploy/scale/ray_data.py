@@ -117,7 +117,8 @@ class RayRuntime:
         self._owns_ray = True
 
     def infer_iter(self, images: Iterable[str | os.PathLike[str]], *, include_maps: bool | str = False, defects: Any = None,
-                   u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, input_format: Any = None) -> Iterator[Any]:
+                   u16_max: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, input_format: Any = None,
+                   unlike_training: str = "score") -> Iterator[Any]:
         """Score the image *paths* ``images`` on the actors; yields a ``RuntimeItem`` per input, in order,
         with ``index`` its position in ``images``. Arrays are not accepted (they would be shipped
         through the object store; score them with a local runtime)."""
@@ -134,7 +135,8 @@ class RayRuntime:
         ctx.enable_progress_bars = False
         rows = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)],
                                    override_num_blocks=max(1, min(len(paths) // self.batch_size, 4 * self.actors * 8)))
-        infer_options = {"include_maps": include_maps, "defects": defects, "u16_max": u16_max, "max_pixels": max_pixels}
+        infer_options = {"include_maps": include_maps, "defects": defects, "u16_max": u16_max, "max_pixels": max_pixels,
+                         "unlike_training": unlike_training}
         scored = rows.map_batches(
             BundleScorer, batch_size=self.batch_size, batch_format="numpy", num_cpus=self.cpus_per_actor,
             compute=ray.data.ActorPoolStrategy(size=self.actors),
