@@ -11,6 +11,7 @@ from typing import Any
 
 from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
+from pyimgano_deploy.inputs.source_info import aspect_text
 
 __all__ = ["describe_bundle", "summary_lines"]
 
@@ -92,11 +93,6 @@ def _fraction(value: Any, decimals: int = 4) -> str:
     return "-" if value is None else f"{float(value):.{decimals}f}"
 
 
-def _aspect_text(aspect: list[float]) -> str:
-    lo, hi = aspect
-    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
-
-
 def summary_lines(d: dict[str, Any]) -> list[str]:
     """:func:`describe_bundle`'s dict as the lines ``inspect`` prints (``label  text``)."""
     model, inp, metrics = d["model"], d["input"], d["training_metrics"]
@@ -113,7 +109,7 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
          + (f", contrast {pre['contrast']}" if pre.get("contrast") else "")),
         ("trained on", _COLOUR_TEXT.get(inp["trained_colour"], "not recorded (a bundle from before schema 1.5)")
          + (f", 16-bit full scale {inp['u16_max']}" if inp["u16_max"] else "")
-         + ("" if not inp["trained_aspect"] else f", aspect (width / height) {_aspect_text(inp['trained_aspect'])}")),
+         + ("" if not inp["trained_aspect"] else f", aspect (width / height) {aspect_text(inp['trained_aspect'])}")),
     ]
     for e in d["engines"]:
         batch = e["batch"] or {}

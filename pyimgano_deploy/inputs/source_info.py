@@ -24,7 +24,7 @@ import numpy as np
 from pyimgano_deploy.inputs.formats import ImageFormat, format_channels, parse_image_format
 
 __all__ = ["ASPECT_TOLERANCE", "COLOURS", "GREY_CHECK_PIXELS", "JPEG_SIGNATURE", "PNG_SIGNATURE", "SourceInfo", "UNLIKE_TRAINING_POLICIES",
-           "array_source", "aspect_differs", "aspect_range", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source",
+           "array_source", "aspect_differs", "aspect_range", "aspect_text", "bytes_source", "colour_differs", "colour_of", "encoding_of", "file_source",
            "is_grey", "unlike_training"]
 
 #: what ``input.trained_colour`` may say of a training set: every image grey, every one in
@@ -102,6 +102,12 @@ def aspect_range(sizes: Iterable[tuple[int, int]]) -> list[float]:
     return [round(min(ratios), 4), round(max(ratios), 4)]
 
 
+def aspect_text(aspect: Sequence[float]) -> str:
+    """``input.trained_aspect`` for people: ``2.457``, or ``1.2–2.5`` for a range."""
+    lo, hi = aspect
+    return f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
+
+
 def aspect_differs(trained: Sequence[float] | None, width: int, height: int) -> bool:
     """True when an image of ``width`` × ``height`` pixels has an aspect ratio more than
     :data:`ASPECT_TOLERANCE` outside a bundle's ``input.trained_aspect`` range; never when the
@@ -128,10 +134,8 @@ def unlike_training(trained_colour: str | None, trained_aspect: Sequence[float] 
     if source.grey is not None and colour_differs(trained_colour, bool(source.grey)):
         found["colour"] = f"it is {'grey' if source.grey else 'in colour'}, the training images were {trained_colour}"
     if source.width and source.height and aspect_differs(trained_aspect, int(source.width), int(source.height)):
-        lo, hi = trained_aspect  # type: ignore[misc]
-        span = f"{lo:.4g}" if lo == hi else f"{lo:.4g}–{hi:.4g}"
         found["aspect"] = (f"it is {source.width} × {source.height} (aspect {source.width / source.height:.4g}), the training "
-                           f"images had aspect {span}")
+                           f"images had aspect {aspect_text(trained_aspect)}")  # type: ignore[arg-type]
     return found
 
 

@@ -50,13 +50,19 @@ def text_and_raw(name: str) -> tuple[str, str | None]:
     return name, None
 
 
-def resume_key(record: dict[str, Any]) -> bytes | None:
-    """The resolved path bytes a record was written for (None for array inputs / old records)."""
-    raw = record.get("resolved_raw")
+def name_key(record: dict[str, Any], field: str) -> bytes | None:
+    """The exact bytes of a record's file name ``field`` (``input`` or ``resolved``): its
+    ``<field>_raw`` base64 when the name is not UTF-8, else the text; None when absent."""
+    raw = record.get(f"{field}_raw")
     if isinstance(raw, str):
         return base64.b64decode(raw)
-    text = record.get("resolved")
+    text = record.get(field)
     return text.encode("utf-8") if isinstance(text, str) else None
+
+
+def resume_key(record: dict[str, Any]) -> bytes | None:
+    """The resolved path bytes a record was written for (None for array inputs / old records)."""
+    return name_key(record, "resolved")
 
 
 def path_key(resolved_path: str) -> bytes:

@@ -18,7 +18,6 @@ writing) is left out and reported, never an error.
 
 from __future__ import annotations
 
-import base64
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pyimgano_deploy.runtimes.jsonl import iter_records, resume_key
+from pyimgano_deploy.runtimes.jsonl import iter_records, name_key
 
 COMPARE_SCHEMA_VERSION = "1.0"
 MATCH_KEYS = ("sha256", "resolved", "input")
@@ -84,14 +83,8 @@ def record_key(record: dict[str, Any], match: str) -> bytes | None:
     if match == "sha256":
         digest = (record.get("source") or {}).get("sha256")
         return digest.encode("ascii") if isinstance(digest, str) else None
-    if match == "resolved":
-        return resume_key(record)
-    if match == "input":
-        raw = record.get("input_raw")
-        if isinstance(raw, str):
-            return base64.b64decode(raw)
-        text = record.get("input")
-        return text.encode("utf-8") if isinstance(text, str) else None
+    if match in ("resolved", "input"):
+        return name_key(record, match)
     raise ValueError(f"match must be one of {', '.join(MATCH_KEYS)}, got {match!r}")
 
 
