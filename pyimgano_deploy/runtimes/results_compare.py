@@ -152,6 +152,10 @@ def _mean_ranks(v: np.ndarray) -> np.ndarray:
     return ((ends - (counts - 1) / 2.0)[inverse]).astype(np.float64)
 
 
+def _scored(record: dict[str, Any]) -> bool:
+    return record.get("status") == "ok" and record.get("score") is not None
+
+
 def _pair(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     row = {"input": a.get("input"), "score_a": a.get("score"), "score_b": b.get("score"),
            "threshold_a": a.get("threshold"), "threshold_b": b.get("threshold"),
@@ -194,11 +198,10 @@ def compare_results(a: ResultsFile, b: ResultsFile, gates: CompareGates | None =
     only_a = [str(a.by_key[k].get("input")) for k in a.by_key if k not in b.by_key]
     only_b = [str(b.by_key[k].get("input")) for k in b.by_key if k not in a.by_key]
     ok_ok, ok_err, err_ok, err_err = [], [], [], []
+    bucket = {(True, True): ok_ok, (True, False): ok_err, (False, True): err_ok, (False, False): err_err}
     for k in common:
         ra, rb = a.by_key[k], b.by_key[k]
-        bucket = {(True, True): ok_ok, (True, False): ok_err, (False, True): err_ok, (False, False): err_err}
-        bucket[(ra.get("status") == "ok" and ra.get("score") is not None,
-                rb.get("status") == "ok" and rb.get("score") is not None)].append((ra, rb))
+        bucket[(_scored(ra), _scored(rb))].append((ra, rb))
     labelled = [(ra, rb) for ra, rb in ok_ok if ra.get("label") is not None and rb.get("label") is not None]
     flips = [(ra, rb) for ra, rb in labelled if ra["label"] != rb["label"]]
     agreement = 1.0 - len(flips) / len(labelled) if labelled else None
