@@ -142,6 +142,20 @@ def test_validate_passes_on_the_tiled_bundle(tiled: tuple[Path, Path, list[dict[
     assert report["ok"] is True and report["engine"]["tiling"]["stride"] == 96
 
 
+def test_recalibrating_on_the_calibration_split_gives_the_runs_thresholds(tiled: tuple[Path, Path, list[dict[str, Any]]],
+                                                                          tmp_path: Path) -> None:
+    from pyimgano_deploy.bundles import read_bundle
+    from pyimgano_deploy.runtimes.recalibration import RecalibrationOptions, recalibrate_bundle
+
+    _, bundle, records = tiled
+    src = read_bundle(bundle)
+    calibration = [r["input"] for r in records if r["split"] == "calibration"]
+    result = recalibrate_bundle(bundle, calibration, tmp_path / "o", RecalibrationOptions(quantile=src.image_threshold.quantile))
+    assert result.thresholds.image.value == pytest.approx(src.image_threshold.value, rel=1e-4)
+    assert src.pixel_threshold is not None  # tiled maps at model scale, as the workbench calibrated them
+    assert result.thresholds.pixel.value == pytest.approx(src.pixel_threshold.value, rel=1e-4)
+
+
 def test_bad_tiling_block_is_an_invalid_bundle(tiled: tuple[Path, Path, list[dict[str, Any]]], tmp_path: Path) -> None:
     _, bundle, _ = tiled
     from pyimgano_deploy.bundles import InvalidBundleError

@@ -26,7 +26,7 @@ from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.precision_scopes import check_scopes
 from pyimgano_deploy.bundles.signing import SIGNATURE_NAME
 
-SCHEMA_VERSION = "1.6"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max; 1.5: input.trained_colour; 1.6: input.trained_aspect
+SCHEMA_VERSION = "1.7"  # 1.1: no infer_config.json (the manifest is the single source), golden sources; 1.2: model.fp32_scopes; 1.3: int8 engines, gate rule 2; 1.4: input.u16_max; 1.5: input.trained_colour; 1.6: input.trained_aspect; 1.7: recalibrations
 SUPPORTED_MAJOR = 1
 MANIFEST_NAME = "bundle.json"
 INFER_CONFIG_NAME = "infer_config.json"  # schema 1.0 only; checked against the manifest, never read
@@ -359,6 +359,33 @@ def _check_thresholds(ck: _Checker, m: Mapping[str, Any]) -> None:
         check_threshold(ck, pixel, "thresholds.pixel")
 
 
+def _check_recalibrations(ck: _Checker, m: Mapping[str, Any]) -> None:
+    """``recalibrations`` (1.7, optional): one entry per ``recalibrate``, oldest first, each with
+    the digest of the bundle it came from and the thresholds it replaced."""
+    entries = ck.field(m, "recalibrations", "", "array", optional=True)
+    if not isinstance(entries, list):
+        return
+    for _, prefix, entry in ck.objects(entries, "recalibrations"):
+        digest = entry.get("from_digest", _MISSING)
+        if not (isinstance(digest, str) and digest.startswith("sha256:") and _HEX64.match(digest[len("sha256:"):])):
+            ck.add(f"{prefix}.from_digest", f"expected 'sha256:' and 64 lowercase hex characters, got {describe(digest)}")
+        ck.field(entry, "created_at", prefix, "str")
+        ck.field(entry, "toolkit_version", prefix, "str")
+        previous = ck.obj(entry, "previous_thresholds", prefix)
+        if previous is not _MISSING:
+            image = ck.obj(previous, "image", f"{prefix}.previous_thresholds")
+            if image is not _MISSING:
+                check_threshold(ck, image, f"{prefix}.previous_thresholds.image")
+            pixel = ck.field(previous, "pixel", f"{prefix}.previous_thresholds", "object", nullable=True, optional=True)
+            if isinstance(pixel, dict):
+                check_threshold(ck, pixel, f"{prefix}.previous_thresholds.pixel")
+        images = ck.obj(entry, "images", prefix)
+        if images is not _MISSING:
+            for key in ("n_inputs", "n_scored", "n_failed"):
+                ck.field(images, key, f"{prefix}.images", "int", minimum=0)
+            ck.field(images, "sha256", f"{prefix}.images", "str")
+
+
 def _check_parity_record(ck: _Checker, rec: Mapping[str, Any], prefix: str, tolerance_keys: tuple[str, ...]) -> None:
     ck.field(rec, "n_images", prefix, "int", minimum=1)
     for key in ("max_abs_score", "max_rel_score", "max_abs_map"):
@@ -471,6 +498,7 @@ def manifest_problems(data: object) -> list[str]:
     _check_engines(ck, data)
     _check_thresholds(ck, data)
     _check_provenance(ck, data)
+    _check_recalibrations(ck, data)
     listed = _check_files(ck, data)
     if listed is not None:
         _check_references(ck, data, listed)

@@ -30,6 +30,14 @@ class UnsafeOutputError(FileExistsError):
     """The output folder is not something this command may replace; nothing was touched."""
 
 
+class BundleExistsError(FileExistsError):
+    """The output directory exists and ``force`` was not given."""
+
+
+class OutputNotWritableError(OSError):
+    """The bundle's folder (or the work folder beside it) cannot be created; names the path."""
+
+
 def _listed_paths(manifest: object) -> set[str]:
     files = manifest.get("files") if isinstance(manifest, dict) else None
     return {f["path"] for f in files if isinstance(f, dict) and isinstance(f.get("path"), str)} if isinstance(files, list) else set()
@@ -130,6 +138,48 @@ def install_dir(tmp: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
+def check_replaceable(out: Path, force: bool) -> None:
+    """Refuse an ``out`` that may not be written (nothing is touched): an existing path without
+    ``force`` (:class:`BundleExistsError`), or, with it, anything but a bundle holding only its
+    listed files (:class:`UnsafeOutputError`)."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise BundleExistsError(f"{out} already exists; pass --force to replace the bundle there")
+    problem = replaceable_bundle_problem(out)
+    if problem is not None:
+        raise UnsafeOutputError(f"refusing to replace {out}: {problem}")
+
+
+def open_work_dir(out: Path, log: Callable[[str], None]) -> Path:
+    """Create ``out``'s folder, remove work folders of interrupted writes to ``out``, and return
+    a fresh work folder beside it (:func:`make_work_dir`); :class:`OutputNotWritableError`
+    naming the folder when it cannot be created or written in."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else exc.strerror or str(exc)
+        raise OutputNotWritableError(f"--out {out}: cannot create its folder {out.parent} ({why}); "
+                                     "choose a writable folder") from exc
+    clean_leftovers(out, log)
+    try:
+        return make_work_dir(out)
+    except OSError as exc:
+        raise OutputNotWritableError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc}); "
+                                     "choose a writable folder") from exc
+
+
+def install_signed(tmp: Path, out: Path, digest: str, sign_key: str | None) -> None:
+    """Sign the finished folder ``tmp`` (``bundle.sig`` over ``digest``) when a PEM ``sign_key`` is
+    given, then :func:`install_dir` it at ``out``."""
+    if sign_key is not None:
+        from pyimgano_deploy.bundles.signing import sign_bundle
+
+        sign_bundle(tmp, digest, sign_key)
+    install_dir(tmp, out)
+
+
 def make_work_dir(out: Path) -> Path:
     """A fresh hidden work folder beside ``out``, marked incomplete from the start."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -140,4 +190,7 @@ def make_work_dir(out: Path) -> Path:
     return tmp
 
 
-__all__ = ["UnsafeOutputError", "clean_leftovers", "install_dir", "make_work_dir", "replaceable_bundle_problem"]
+__all__ = [
+    "BundleExistsError", "OutputNotWritableError", "UnsafeOutputError", "check_replaceable", "clean_leftovers", "install_dir",
+    "install_signed", "make_work_dir", "open_work_dir", "replaceable_bundle_problem",
+]

@@ -44,6 +44,19 @@ def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _recalibrations(m: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each ``recalibrations`` entry with the image threshold it replaced and the one it set
+    (the next entry's previous one, or the bundle's for the last)."""
+    entries = [e for e in m.get("recalibrations") or [] if isinstance(e, dict)]
+    befores = [((e.get("previous_thresholds") or {}).get("image") or {}).get("value") for e in entries]
+    current = ((m.get("thresholds") or {}).get("image") or {}).get("value")
+    return [{"created_at": e.get("created_at"), "from_digest": e.get("from_digest"), "image_before": before,
+             "image_after": after, "n_scored": (e.get("images") or {}).get("n_scored"),
+             "n_validation": (e.get("images") or {}).get("n_validation") or 0,
+             "images_sha256": (e.get("images") or {}).get("sha256")}
+            for e, before, after in zip(entries, befores, [*befores[1:], current])]
+
+
 def describe_bundle(bundle: Any) -> dict[str, Any]:
     """A JSON-able summary of a :class:`~pyimgano_deploy.bundles.reader.Bundle`: identity, model,
     input contract, engines, thresholds, training metrics, parity and the export machine."""
@@ -70,6 +83,7 @@ def describe_bundle(bundle: Any) -> dict[str, Any]:
                      "batch": e.get("batch")} for e in m.get("engines") or []],
         "thresholds": {"image": _threshold((m.get("thresholds") or {}).get("image")),
                        "pixel": _threshold((m.get("thresholds") or {}).get("pixel"))},
+        "recalibrations": _recalibrations(m),
         "defects_defaults": m.get("defects") is not None,
         "tiling": m.get("tiling"),
         "training_metrics": _metrics((m.get("source_run") or {}).get("metrics") or {}),
@@ -91,6 +105,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _fraction(value: Any, decimals: int = 4) -> str:
     """A metric in [0, 1] with fixed decimals (1.0000, not 1), or ``-`` when absent."""
     return "-" if value is None else f"{float(value):.{decimals}f}"
+
+
+def _scored_text(r: dict[str, Any]) -> str:
+    if not isinstance(r["n_scored"], int):
+        return "- images"
+    normal, labelled = r["n_scored"] - r["n_validation"], r["n_validation"]
+    return f"{normal} normal images" + (f" and {labelled} labelled ones" if labelled else "")
 
 
 def summary_lines(d: dict[str, Any]) -> list[str]:
@@ -119,9 +140,15 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
         t = d["thresholds"][key]
         rows.append((f"{key} threshold", "none" if t is None else
                      f"{_fmt(t['value'], 6)} ({t['method']}, {t['n_images']} {t['source_split']} images)"))
+    recal = d["recalibrations"]
+    for r in recal:
+        rows.append(("recalibrated", f"{_fmt(r['created_at'])} from {_fmt(r['from_digest'])}: image threshold "
+                     f"{_fmt(r['image_before'], 6)} → {_fmt(r['image_after'], 6)}, on {_scored_text(r)} "
+                     f"(their digests hash to {_fmt(r['images_sha256'])[:16]}…)"))
+    at = f"the run's image threshold {_fmt(recal[0]['image_before'], 6)}" if recal else "the image threshold"
     missed = ", ".join(f"{k} {v['missed']} of {v['of']}" for k, v in metrics["missed_by_defect_type"].items())
     rows.append(("test split", f"{_fmt(metrics['test_images'])} images: image AUROC {_fraction(metrics['image_auroc'])}, pixel AUROC "
-                 f"{_fraction(metrics['pixel_auroc'])}, AUPRO {_fraction(metrics['aupro'])}; at the image threshold recall "
+                 f"{_fraction(metrics['pixel_auroc'])}, AUPRO {_fraction(metrics['aupro'])}; at {at} recall "
                  f"{_fraction(metrics['recall_at_threshold'], 3)}, precision {_fraction(metrics['precision_at_threshold'], 3)}"
                  + (f"; missed: {missed}" if missed else "")))
     for precision, p in d["parity"].items():

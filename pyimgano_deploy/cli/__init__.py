@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "infer": ("pyimgano_deploy.cli.infer_cmd", "infer", "Score images with a bundle (torch-free); write JSONL."),
     "validate": ("pyimgano_deploy.cli.validate_cmd", "validate", "Check a bundle for a release pipeline; exit codes per failure."),
     "inspect": ("pyimgano_deploy.cli.inspect_cmd", "inspect", "Describe a bundle on one page: model, input, engines, thresholds, metrics."),
+    "recalibrate": ("pyimgano_deploy.cli.recalibrate_cmd", "recalibrate", "Re-set a bundle's thresholds on normal images from the line; write a new bundle (torch-free)."),
     "compare": ("pyimgano_deploy.cli.compare_cmd", "compare", "Compare two results files: inputs, status changes, label flips, score deltas; gates."),
     "keygen": ("pyimgano_deploy.cli.keygen_cmd", "keygen", "Make an Ed25519 key pair to sign bundles (export --sign-key)."),
 }

@@ -60,6 +60,14 @@ def compare(a: str, b: str, match: str, min_label_agreement: float | None, max_s
     sys.exit(EXIT_OK if report["ok"] else EXIT_PARITY)
 
 
+def _threshold_caution(sc: dict[str, Any]) -> str:
+    if not sc["thresholds_differ"]:
+        return ""
+    if sc["max_abs_delta"] == 0:
+        return " (the same scores against other thresholds, as after a recalibration: the label flips are the threshold's)"
+    return " (the thresholds differ, so may the score units: read the rank correlation)"
+
+
 def _num(value: Any) -> str:
     return "—" if value is None else f"{value:.6g}"
 
@@ -96,7 +104,7 @@ def report_lines(r: dict[str, Any]) -> list[str]:
         rel = "" if sc["max_relative_delta"] is None else f" ({100 * sc['max_relative_delta']:.3g} % of A's threshold)"
         lines.append(f"scores: {sc['identical']} identical; max |Δ| {_num(sc['max_abs_delta'])}{rel}, median |Δ| "
                      f"{_num(sc['median_abs_delta'])}, rank correlation {_num(sc['rank_correlation'])}"
-                     + (" (the thresholds differ, so may the score units: read the rank correlation)" if sc["thresholds_differ"] else ""))
+                     + _threshold_caution(sc))
     if r["matched"] == 0:
         lines.append(f"no input matched by {r['match']}: " + ("the two files hold other images (other bytes)" if r["match"] == "sha256"
                      else "the files may name the same images by other paths; --match sha256 pairs them by content"))

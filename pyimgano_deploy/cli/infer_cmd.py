@@ -14,6 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
+from pyimgano_deploy.cli.progress import progress_bar
 from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, UnlikeTraining, previous_stats, score_all
 from pyimgano_deploy.inputs.source_info import UNLIKE_TRAINING_POLICIES
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
@@ -25,15 +26,6 @@ from pyimgano_deploy.runtimes.selection import PRECISIONS
 
 def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
     fail(message, code, as_json=as_json)
-
-
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    with click.progressbar(length=total, label="infer", file=sys.stderr, show_pos=True, show_eta=True) as bar:
-        yield bar
 
 
 @click.command("infer", epilog=EXIT_CODE_TABLE)
@@ -306,7 +298,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect, unlike_training)
     first_errors: list[dict[str, Any]] = []
     try:
-        with writer, _progress(len(todo), show_bar) as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
+        with writer, progress_bar(len(todo), show_bar, "infer") as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
             for batch in rounds:
                 round_start = time.perf_counter()
                 e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,

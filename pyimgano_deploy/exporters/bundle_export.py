@@ -24,12 +24,13 @@ from pyimgano_deploy.bundles import io_contract as io
 from pyimgano_deploy.bundles.golden import pack_sources
 from pyimgano_deploy.bundles.identity import bundle_digest
 from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
-from pyimgano_deploy.bundles.replace import (
+from pyimgano_deploy.bundles.replace import (  # noqa: F401  (BundleExistsError, OutputNotWritableError: part of this module's API)
+    BundleExistsError,
+    OutputNotWritableError,
     UnsafeOutputError,
-    clean_leftovers,
-    install_dir,
-    make_work_dir,
-    replaceable_bundle_problem,
+    check_replaceable,
+    install_signed,
+    open_work_dir,
 )
 from pyimgano_deploy.exporters.int8_engine import INT8_CANDIDATES, INT8_FILE, build_int8_engine, resolve_int8_scope
 from pyimgano_deploy.exporters.onnx_export import ExportError, export_module, onnx_outputs
@@ -44,14 +45,6 @@ Log = Callable[[str], None]
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-class BundleExistsError(FileExistsError):
-    """The output directory exists and ``force`` was not given."""
-
-
-class OutputNotWritableError(OSError):
-    """The bundle's folder (or the work folder beside it) cannot be created; names the path."""
 
 
 MAX_SOURCES = 4  # original files kept in golden.npz for the whole-pipeline check
@@ -242,26 +235,14 @@ def check_output(out: Path, run_root: Path, force: bool) -> None:
         raise UnsafeOutputError(f"--out {out} is the run directory {run_root} or inside it; write the bundle elsewhere")
     if run.is_relative_to(target):
         raise UnsafeOutputError(f"--out {out} contains the run directory {run_root}; replacing it would delete the run")
-    if not out.exists() and not out.is_symlink():
-        return
-    if not force:
-        raise BundleExistsError(f"{out} already exists; pass --force to replace the bundle there")
-    problem = replaceable_bundle_problem(out)
-    if problem is not None:
-        raise UnsafeOutputError(f"refusing to replace {out}: {problem}")
+    check_replaceable(out, force)
 
 
 def _self_check(tmp: Path) -> None:
     """Run ``validate`` on the finished work folder: export ships only what validate passes."""
-    from pyimgano_deploy.runtimes.validation import validate_bundle
+    from pyimgano_deploy.runtimes.validation import require_self_check
 
-    report = validate_bundle(tmp, engine="onnx", device="cpu", allow_incomplete=True)
-    if report.ok:
-        return
-    failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail")
-    if report.exit_code == ParityError.exit_code:
-        raise ParityError(f"the written bundle fails its own golden check; nothing was written.\n{failed}")
-    raise ExportError(f"the written bundle does not validate (exit {report.exit_code}); nothing was written: {failed}")
+    require_self_check(tmp, "the written bundle", ExportError)
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions = ExportOptions(), *, category: str | None = None, log: Log = _stderr) -> ExportResult:
@@ -276,31 +257,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     out = Path(out_dir)
     source = resolve_run(run_dir, category)
     check_output(out, source.root, options.force)
+    tmp = open_work_dir(out, log)  # before the slow part: an unwritable --out fails at once
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((p for p in (out.parent, *out.parent.parents) if p.exists()), None)
-        why = f"{blocker} is a file, not a folder" if blocker is not None and not blocker.is_dir() else exc.strerror or str(exc)
-        raise OutputNotWritableError(f"--out {out}: cannot create its folder {out.parent} ({why}); "
-                                     "choose a writable folder") from exc
-    clean_leftovers(out, log)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    detector = source.load_detector()
-    golden = golden_batch(source, detector.preprocess, options.golden, options.golden_seed)
-    eager_scores, eager_maps = detector.predict_batch(golden)
-    sources = golden_sources(source, detector, options.golden, options.golden_seed)
-    timings["load_and_golden"] = time.perf_counter() - t0
-    threshold = _engine_threshold(source)
-    module, nn_head = _engine_module(detector, options)
-    int8_scope = resolve_int8_scope(options.int8_scope, detector.inference_module) if options.precision == "int8" else None
-
-    try:
-        tmp = make_work_dir(out)
-    except OSError as exc:
-        raise OutputNotWritableError(f"--out {out}: cannot write in {out.parent} ({exc.strerror or exc}); "
-                                     "choose a writable folder") from exc
-    try:
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        detector = source.load_detector()
+        golden = golden_batch(source, detector.preprocess, options.golden, options.golden_seed)
+        eager_scores, eager_maps = detector.predict_batch(golden)
+        sources = golden_sources(source, detector, options.golden, options.golden_seed)
+        timings["load_and_golden"] = time.perf_counter() - t0
+        threshold = _engine_threshold(source)
+        module, nn_head = _engine_module(detector, options)
+        int8_scope = resolve_int8_scope(options.int8_scope, detector.inference_module) if options.precision == "int8" else None
         engines, parity, compat = [], {}, {}
         precisions = ["fp32"] + ([options.precision] if options.precision != "fp32" else [])
         for precision in precisions:
@@ -345,11 +313,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
         _self_check(tmp)
         timings["self_check"] = time.perf_counter() - t
         digest = bundle_digest(manifest)
-        if options.sign_key is not None:
-            from pyimgano_deploy.bundles.signing import sign_bundle
-
-            sign_bundle(tmp, digest, options.sign_key)
-        install_dir(tmp, out)
+        install_signed(tmp, out, digest, options.sign_key)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

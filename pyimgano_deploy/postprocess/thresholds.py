@@ -213,6 +213,16 @@ class Thresholds:
         return {"image": self.image.to_dict(), "pixel": None if self.pixel is None else self.pixel.to_dict()}
 
 
+#: how the method of an ``image_max`` pixel threshold ends (:func:`pixel_strategy_of` reads it back)
+IMAGE_MAX_METHOD_END = "maps' per-image maxima"
+
+
+def pixel_strategy_of(calibration: ThresholdCalibration) -> str:
+    """The :data:`PIXEL_STRATEGIES` entry a pixel threshold of :func:`calibrate_thresholds` was
+    calibrated with, read from the method text that function wrote."""
+    return "image_max" if calibration.method.endswith(IMAGE_MAX_METHOD_END) else "pixels"
+
+
 def _pixel_sample(maps: Sequence[np.ndarray]) -> np.ndarray:
     """All pixels of ``maps``; a regular strided subsample when there are more than MAX_PIXEL_VALUES."""
     total = sum(int(np.asarray(m).size) for m in maps)
@@ -258,7 +268,7 @@ def calibrate_thresholds(
             maxima = np.array([float(np.max(m)) for m in maps])
             pixel = calibrate_quantile(maxima, quantile=pixel_quantile, source_split=source_split, n_images=len(maps),
                                        code_path=PIXEL_CODE_PATH)
-            pixel = replace(pixel, method=f"quantile q={pixel_quantile:g} of the {source_split} maps' per-image maxima")
+            pixel = replace(pixel, method=f"quantile q={pixel_quantile:g} of the {source_split} {IMAGE_MAX_METHOD_END}")
         else:
             pixel = calibrate_quantile(_pixel_sample(maps), quantile=pixel_quantile, source_split=source_split,
                                        n_images=len(maps), code_path=PIXEL_CODE_PATH)

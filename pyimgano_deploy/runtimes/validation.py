@@ -335,3 +335,20 @@ def validate_bundle(
 
 
 __all__ = ["CHECK_NAMES", "Check", "ValidationReport", "golden_parity", "validate_bundle"]
+
+
+
+def require_self_check(folder: str | os.PathLike[str], what: str, error: type[Exception]) -> None:
+    """``validate`` (ONNX engine on the CPU) on a bundle folder its writer has not yet swapped into
+    place: ``export`` and ``recalibrate`` ship only what it passes. A failed golden or pipeline
+    check raises ``ParityError``, any other failed check ``error``; both name ``what`` and the
+    failed checks."""
+    from pyimgano_deploy.bundles.parity import ParityError
+
+    report = validate_bundle(folder, engine="onnx", device="cpu", allow_incomplete=True)
+    if report.ok:
+        return
+    failed = "; ".join(f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail")
+    if report.exit_code == EXIT_PARITY:
+        raise ParityError(f"{what} fails its own golden check; nothing was written.\n{failed}")
+    raise error(f"{what} does not validate (exit {report.exit_code}); nothing was written: {failed}")
