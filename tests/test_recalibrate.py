@@ -272,3 +272,28 @@ def test_recalibrating_on_the_run_s_calibration_images_gives_the_run_s_threshold
     assert result.thresholds.image.value == pytest.approx(src.image_threshold.value, rel=1e-4)
     assert result.thresholds.pixel.value == pytest.approx(src.pixel_threshold.value, rel=1e-4)
     assert result.thresholds.pixel.n_values == src.pixel_threshold.n_values
+
+
+def test_a_signed_source_gives_an_unsigned_copy_unless_a_key_signs_it(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography", reason="signatures need the 'cryptography' package (pip install 'pyimgano-deploy[sign]')")
+    from pyimgano_deploy.bundles.signing import generate_keypair, sign_bundle
+
+    private, public = generate_keypair(tmp_path / "keys")
+    src = build_tiny_bundle(tmp_path / "b")
+    sign_bundle(src, read_bundle(src).digest, str(private))
+    normal = _images(tmp_path / "line", 3, seed=5)
+    unsigned = recalibrate_bundle(src, normal, tmp_path / "u", RecalibrationOptions(public_key=str(public)))
+    assert not (tmp_path / "u" / "bundle.sig").exists()
+    assert any("signature" in n for n in unsigned.notes)
+    signed = recalibrate_bundle(src, normal, tmp_path / "s", RecalibrationOptions(sign_key=str(private)))
+    assert signed.signed
+    assert read_bundle(tmp_path / "s", public_key=str(public)).digest == signed.digest
+
+
+def test_too_few_images_for_the_quantile_get_a_note_and_enough_get_none(tmp_path: Path) -> None:
+    src = build_tiny_bundle(tmp_path / "b")
+    normal = _images(tmp_path / "line", 12, seed=5)
+    few = recalibrate_bundle(src, normal, tmp_path / "o1", RecalibrationOptions(quantile=0.99))
+    enough = recalibrate_bundle(src, normal, tmp_path / "o2", RecalibrationOptions(quantile=0.9))
+    assert any("quantile of fewer than 100 images" in n for n in few.notes)
+    assert not any("quantile of fewer" in n for n in enough.notes)

@@ -242,8 +242,8 @@ def remeasured_parity(bundle: Bundle, threshold: float, options: RecalibrationOp
     (engine outputs on golden.npz against its eager outputs); :class:`ParityError` when one fails."""
     golden = bundle.load_golden()
     reports: dict[str, ParityReport] = {}
-    for precision in (bundle.manifest.get("parity") or {}):
-        if (bundle.manifest["parity"] or {}).get(precision) is None:
+    for precision, record in (bundle.manifest.get("parity") or {}).items():
+        if record is None:
             continue
         try:
             runtime = open_runtime(bundle, engine="onnx", device="cpu", precision=precision, self_test=False,
@@ -308,13 +308,14 @@ def _check_source(bundle: Bundle, out: Path, force: bool) -> None:
     check_replaceable(out, force)
 
 
-def notes_for(bundle: Bundle, previous: Thresholds, normal: ScoredImages) -> list[str]:
+def notes_for(bundle: Bundle, previous: Thresholds, normal: ScoredImages, options: RecalibrationOptions) -> list[str]:
     """What a reviewer of the new thresholds should know (the summary prints each)."""
     notes = []
     n = int(normal.scores.size)
-    if previous.image.quantile is not None and n and n * (1 - previous.image.quantile) < 1:
-        notes.append(f"{n} normal images: a {previous.image.quantile:g} quantile of fewer than "
-                     f"{int(np.ceil(1 / (1 - previous.image.quantile)))} images lies between their highest scores")
+    q = options.quantile
+    if options.strategy == "quantile" and q < 1 and n and n * (1 - q) < 1:
+        notes.append(f"{n} normal images: a {q:g} quantile of fewer than {int(np.ceil(1 / (1 - q)))} images lies between "
+                     "their highest scores; collect more images, or choose max_margin or target_fpr")
     low = previous.image.score_summary.get("min")
     below = int((normal.scores < low).sum()) if low is not None else 0
     if n and below * 2 > n:
@@ -397,7 +398,7 @@ def recalibrate_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return RecalibrationResult(bundle_dir=out, digest=digest, from_digest=bundle.digest, previous=previous, thresholds=thresholds,
-                               normal=normal, validation=checked, parity=parity, notes=notes_for(bundle, previous, normal),
+                               normal=normal, validation=checked, parity=parity, notes=notes_for(bundle, previous, normal, options),
                                signed=options.sign_key is not None)
 
 
