@@ -222,12 +222,13 @@ def _pixel_settings(previous: ThresholdCalibration | None, options: Recalibratio
     return float(quantile), pixel_strategy_of(previous)
 
 
-def new_thresholds(bundle: Bundle, normal: ScoredImages, validation: ScoredImages | None, options: RecalibrationOptions) -> Thresholds:
-    """The bundle's new thresholds from the scored images (the previous pixel threshold kept when
-    it is not recalibrated)."""
+def new_thresholds(previous: Thresholds, normal: ScoredImages, validation: ScoredImages | None,
+                   options: RecalibrationOptions) -> Thresholds:
+    """The new thresholds from the scored images (the ``previous`` pixel threshold kept when it
+    is not recalibrated)."""
     if normal.scores.size == 0:
         raise RecalibrationError("no normal image was scored; nothing to calibrate a threshold on")
-    previous_pixel = bundle.pixel_threshold
+    previous_pixel = previous.pixel
     pixel_quantile, pixel_strategy = _pixel_settings(previous_pixel, options)
     found = calibrate_thresholds(
         normal.scores, normal.maps, quantile=options.quantile, pixel_quantile=pixel_quantile, source_split=RECALIBRATION_SPLIT,
@@ -377,7 +378,7 @@ def recalibrate_bundle(
         shown = "; ".join(f"{f['input']}: {f['error']}" for f in (normal.failed + (checked.failed if checked else []))[:5])
         raise RecalibrationError(f"{n_failed} input(s) failed, more than --max-errors {options.max_errors} allows; nothing was "
                                  f"written: {shown}")
-    thresholds = new_thresholds(bundle, normal, checked, options)
+    thresholds = new_thresholds(previous, normal, checked, options)
     parity = remeasured_parity(bundle, thresholds.image.value, options)
     manifest = copy.deepcopy(bundle.manifest)
     manifest.pop("files", None)
