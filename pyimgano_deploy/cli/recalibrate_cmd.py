@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OUTPUT, EXIT_PARITY, EXIT_USAGE
+from pyimgano_deploy.bundles.manifest import PRECISIONS
 from pyimgano_deploy.cli.failing import fail
 from pyimgano_deploy.cli.progress import progress_bar
 from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES
@@ -38,7 +39,7 @@ from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES
 @click.option("--pixel-quantile", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Quantile of the new pixel threshold (default: the one the bundle's pixel threshold records).")
 @click.option("--keep-pixel-threshold", is_flag=True, help="Keep the bundle's pixel threshold as it is.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True,
               help="The bundle's ONNX engine that scores the images (fp32: the reference every other engine is gated against).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads.")

@@ -103,7 +103,9 @@ STRATEGIES = ("quantile", "max_margin", "target_fpr")
 F1_STRATEGY = "f1_validation"
 ALL_STRATEGIES = STRATEGIES + (F1_STRATEGY,)
 #: splits a run's image threshold may come from: held-out normals, or labelled validation images (never fit images)
-THRESHOLD_SOURCE_SPLITS = ("calibration", "validation")
+#: the split name of labelled validation images (the F1-optimal strategy's)
+VALIDATION_SPLIT = "validation"
+THRESHOLD_SOURCE_SPLITS = ("calibration", VALIDATION_SPLIT)
 #: pixel-threshold strategies: the quantile of all calibration-map pixels, or of each calibration
 #: image's map maximum (then about 1 − q of normal images have any pixel above it: false-positive control)
 PIXEL_STRATEGIES = ("pixels", "image_max")
@@ -243,7 +245,7 @@ def calibrate_thresholds(
     margin: float = 0.1,
     target_fpr: float = 0.01,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
-    validation_split: str = "validation",
+    validation_split: str = VALIDATION_SPLIT,
     pixel_strategy: str = "pixels",
 ) -> Thresholds:
     """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`),

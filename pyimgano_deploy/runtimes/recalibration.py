@@ -32,7 +32,7 @@ from pyimgano_deploy._version import __version__
 from pyimgano_deploy.bundles import InvalidBundleError, read_bundle, utc_now_iso, write_manifest
 from pyimgano_deploy.bundles.environment import capture_environment
 from pyimgano_deploy.bundles.identity import bundle_digest
-from pyimgano_deploy.bundles.manifest import SCHEMA_VERSION, listed_files, parse_schema_version
+from pyimgano_deploy.bundles.manifest import PRECISIONS, SCHEMA_VERSION, listed_files, parse_schema_version
 from pyimgano_deploy.bundles.parity import ParityError, ParityReport, compare_outputs
 from pyimgano_deploy.bundles.reader import Bundle
 from pyimgano_deploy.bundles.replace import UnsafeOutputError, check_replaceable, install_signed, open_work_dir
@@ -41,6 +41,7 @@ from pyimgano_deploy.inputs.source_info import unlike_training
 from pyimgano_deploy.postprocess.thresholds import (
     ALL_STRATEGIES,
     F1_STRATEGY,
+    VALIDATION_SPLIT,
     ThresholdCalibration,
     Thresholds,
     calibrate_thresholds,
@@ -53,8 +54,6 @@ from pyimgano_deploy.runtimes.validation import require_self_check
 
 #: ``source_split`` of thresholds calibrated by :func:`recalibrate_bundle`
 RECALIBRATION_SPLIT = "recalibration"
-#: ``source_split`` of an F1-optimal threshold's labelled images
-VALIDATION_SPLIT = "validation"
 #: bundles older than this carry infer_config.json, a second copy of the thresholds
 MIN_SCHEMA = (1, 1)
 Log = Callable[[str], None]
@@ -98,8 +97,8 @@ class RecalibrationOptions:
             raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
         if self.pixel_quantile is not None and not 0.0 < self.pixel_quantile <= 1.0:
             raise ValueError(f"pixel_quantile must be in (0, 1], got {self.pixel_quantile}")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"precision must be 'fp32', 'fp16' or 'int8', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.batch_size < 1 or self.max_errors < 0:
             raise ValueError(f"batch_size must be >= 1 and max_errors >= 0, got {self.batch_size} and {self.max_errors}")
 

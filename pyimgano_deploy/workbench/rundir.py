@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from pyimgano_deploy.postprocess.thresholds import VALIDATION_SPLIT  # labelled images of an F1-optimal threshold
 from pyimgano_deploy.checks import expected
 
 SCHEMA_VERSION = "1.0"
@@ -56,8 +57,6 @@ PER_IMAGE_KEYS: dict[str, type | tuple[type, ...]] = {
     "schema_version": str, "index": int, "input": str, "split": str, "y_true": int, "defect_type": str,
     "score": (int, float), "label": int, "threshold": (int, float), "map": (str, type(None)),
 }
-#: labelled images that set an F1-optimal threshold (calibration.strategy f1_validation)
-VALIDATION_SPLIT = "validation"
 SPLITS = ("calibration", VALIDATION_SPLIT, "test")
 
 
