@@ -128,6 +128,18 @@ def test_natural_sort_hidden_and_unsupported_files(tmp_path: Path, caplog: pytes
     assert ds.summary()["n_ignored"] == 1
 
 
+def test_image_directly_in_test_is_logged_as_misplaced_not_unsupported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cat = _tree(tmp_path)
+    _png(cat / "test" / "stray.png")
+    with caplog.at_level(logging.WARNING, logger="pyimgano_deploy.datasets"):
+        ds = load_mvtec(cat)
+    assert str(cat / "test" / "stray.png") in ds.ignored
+    message = next(r.getMessage() for r in caplog.records if "stray.png" in r.getMessage())
+    assert "directly in" in message and "good/ and <defect>/ sub-folders" in message and "unsupported" not in message
+
+
 def test_ground_truth_good_is_ignored(tmp_path: Path) -> None:
     cat = _tree(tmp_path)
     _png(cat / "ground_truth" / "good" / "000_mask.png", 0)

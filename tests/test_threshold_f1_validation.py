@@ -73,6 +73,12 @@ def test_labelled_folder_needs_both_kinds_of_image(tmp_path: Path) -> None:
         load_labelled_dir(tmp_path / "missing")
 
 
+def test_labelled_folder_given_as_its_good_folder_points_to_the_parent(tmp_path: Path) -> None:
+    cat = generate_synthetic_dataset(tmp_path / "d", seed=0, n_train=2, n_test=4, size=32)
+    with pytest.raises(DatasetError, match=r"holds \d+ image file\(s\) directly.*did you mean its parent .*test\?"):
+        load_labelled_dir(cat / "test" / "good", what="--validation-dir")
+
+
 def _train(tmp_path: Path, *extra: str) -> tuple[int, str, Path]:
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--dataset", "synthetic", "--out", str(out), "--set", "dataset.size=48", "--no-progress",

@@ -76,6 +76,25 @@ def note_ignored(paths: list[Path], where: Path, ignored: list[str]) -> None:
     )
 
 
+def note_misplaced(images: list[Path], where: Path, expected: str, ignored: list[str]) -> None:
+    """Record (and log once) image files skipped because they sit above the folders meant to hold them.
+
+    ``expected`` names those folders, e.g. ``"good/ and <defect>/ sub-folders"``.
+    """
+    if not images:
+        return
+    ignored.extend(str(p) for p in images)
+    names = ", ".join(p.name for p in images[:5]) + (", ..." if len(images) > 5 else "")
+    logger.warning(
+        "ignored %d image file%s directly in %s: %s (images there belong in %s)",
+        len(images),
+        "" if len(images) == 1 else "s",
+        where,
+        names,
+        expected,
+    )
+
+
 def mask_target_stem(mask: Path, stems: set[str]) -> str:
     """The image stem a mask file refers to: ``<stem>_mask.<ext>`` first, then ``<stem>.<ext>``."""
     stem = mask.stem

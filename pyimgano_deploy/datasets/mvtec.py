@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pyimgano_deploy.datasets._scan import logger, match_masks, natural_key, note_ignored, scan_dir
+from pyimgano_deploy.datasets._scan import logger, match_masks, natural_key, note_ignored, note_misplaced, scan_dir
 from pyimgano_deploy.datasets.types import (
     IMAGE_EXTENSIONS,
     NORMAL_DEFECT_TYPE,
@@ -92,7 +92,8 @@ def _load_train(cat_dir: Path, ignored: list[str]) -> list[Sample]:
 
 def _test_dirs(test_dir: Path, ignored: list[str]) -> list[Path]:
     scan = scan_dir(test_dir)
-    note_ignored(scan.images + scan.unsupported, test_dir, ignored)
+    note_misplaced(scan.images, test_dir, f"{NORMAL_DEFECT_TYPE}/ and <defect>/ sub-folders", ignored)
+    note_ignored(scan.unsupported, test_dir, ignored)
     good = [d for d in scan.subdirs if d.name == NORMAL_DEFECT_TYPE]
     return good + [d for d in scan.subdirs if d.name != NORMAL_DEFECT_TYPE]
 
@@ -102,7 +103,8 @@ def _load_masks(cat_dir: Path, images_by_type: dict[str, list[Path]], ignored: l
     if not gt_dir.is_dir():
         return {}
     scan = scan_dir(gt_dir)
-    note_ignored(scan.images + scan.unsupported, gt_dir, ignored)
+    note_misplaced(scan.images, gt_dir, "ground_truth/<defect>/ sub-folders", ignored)
+    note_ignored(scan.unsupported, gt_dir, ignored)
     masks: dict[Path, Path] = {}
     for defect_dir in scan.subdirs:
         if defect_dir.name == NORMAL_DEFECT_TYPE:
@@ -160,6 +162,13 @@ def load_labelled_dir(directory: str | os.PathLike, *, what: str = "labelled fol
     path = Path(directory).expanduser()
     if not path.is_dir():
         raise DatasetError(f"{what}: {path} is not a directory (expected {path}/good/ and {path}/<defect>/ sub-folders)")
+    top = scan_dir(path)
+    if top.images and not top.subdirs:
+        hint = f"; did you mean its parent {path.parent}?" if path.name == NORMAL_DEFECT_TYPE else ""
+        raise DatasetError(
+            f"{what}: {path} holds {len(top.images)} image file(s) directly; a labelled folder keeps them in "
+            f"{path}/{NORMAL_DEFECT_TYPE}/ (normal) and {path}/<defect>/ (anomalous) sub-folders{hint}"
+        )
     samples = _labelled_samples(_scan_labelled(path.absolute(), []), {})
     n_normal = sum(1 for s in samples if s.label == 0)
     if n_normal == 0 or n_normal == len(samples):
