@@ -297,3 +297,16 @@ def test_too_few_images_for_the_quantile_get_a_note_and_enough_get_none(tmp_path
     enough = recalibrate_bundle(src, normal, tmp_path / "o2", RecalibrationOptions(quantile=0.9))
     assert any("quantile of fewer than 100 images" in n for n in few.notes)
     assert not any("quantile of fewer" in n for n in enough.notes)
+
+
+def test_for_the_image_max_rule_only_each_map_s_maximum_is_kept(tmp_path: Path) -> None:
+    from pyimgano_deploy.runtimes.recalibration import score_images
+
+    src = build_tiny_bundle(tmp_path / "b")
+    paths = _images(tmp_path / "line", 4, seed=5)
+    with load_bundle(src) as rt:
+        full = [r.anomaly_map for r in rt.infer(paths, include_maps="model")]
+        kept = score_images(rt, paths, [0] * 4, maps="image_max", options=RecalibrationOptions()).maps
+        none = score_images(rt, paths, [0] * 4, maps=None, options=RecalibrationOptions()).maps
+    assert [m.shape for m in kept] == [(1, 1)] * 4 and none == []
+    assert [float(m[0, 0]) for m in kept] == [float(np.max(m)) for m in full]

@@ -106,7 +106,7 @@ class RecalibrationOptions:
 @dataclass
 class ScoredImages:
     """What the engine made of one group of images: scores (float64 ``[n]``) and model-scale maps
-    of the scored ones, in input order, with their labels (validation images) and file digests;
+    (or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order, with their labels (validation images) and file digests;
     the failed inputs as ``{input, error}``; how many differ from the training images."""
 
     scores: np.ndarray
@@ -177,14 +177,16 @@ def confusion(scored: ScoredImages, threshold: float) -> dict[str, Any]:
             "false_positive_rate": ratio(fp, fp + tn)}
 
 
-def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, maps: bool, options: RecalibrationOptions,
+def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, maps: str | None, options: RecalibrationOptions,
                  tick: Tick | None = None) -> ScoredImages:
     """Score ``paths`` with ``runtime`` as ``infer`` would (same reader, preprocessing, tiling);
-    a failed input is listed, never scored."""
+    a failed input is listed, never scored. ``maps``: the pixel strategy the maps are kept for
+    (``None``: none kept); for ``"image_max"`` each map is kept as its ``[1, 1]`` maximum, all
+    that strategy reads, so memory does not grow with the map size."""
     bundle = runtime.bundle
     scores, kept_maps, kept_labels, digests, failed = [], [], [], [], []
     unlike = 0
-    items = runtime.infer_iter(list(paths), include_maps="model" if maps else False, u16_max=options.u16_max,
+    items = runtime.infer_iter(list(paths), include_maps="model" if maps is not None else False, u16_max=options.u16_max,
                                max_pixels=options.max_pixels)
     for item, label in zip(items, labels):
         result = item.result
@@ -196,8 +198,9 @@ def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, m
         scores.append(float(result.score))
         kept_labels.append(int(label))
         digests.append(result.source.sha256 if result.source is not None and result.source.sha256 else "")
-        if maps:
-            kept_maps.append(np.asarray(result.anomaly_map, dtype=np.float32))
+        if maps is not None:
+            anomaly_map = np.asarray(result.anomaly_map, dtype=np.float32)
+            kept_maps.append(anomaly_map.max(keepdims=True) if maps == "image_max" else anomaly_map)
         unlike += bool(unlike_training(bundle.trained_colour, bundle.trained_aspect, result.source))
     return ScoredImages(scores=np.asarray(scores, dtype=np.float64), maps=kept_maps, labels=np.asarray(kept_labels, dtype=np.int64),
                         digests=digests, failed=failed, unlike_training=unlike, n_inputs=len(paths))
@@ -361,14 +364,15 @@ def recalibrate_bundle(
     bundle = read_bundle(bundle_path, expected_digest=options.expected_digest, public_key=options.public_key)
     _check_source(bundle, out, options.force)
     previous = Thresholds(image=bundle.image_threshold, pixel=bundle.pixel_threshold)  # type: ignore[arg-type]
-    pixel_quantile, _ = _pixel_settings(previous.pixel, options)
+    pixel_quantile, pixel_strategy = _pixel_settings(previous.pixel, options)
     log(f"scoring {len(normal_paths)} normal images" + (f" and {len(validation)} labelled ones" if validation else "")
         + f" with the {options.precision} engine of {bundle.root}")
     runtime = open_runtime(bundle, engine="onnx", device="cpu", precision=options.precision, batch_size=options.batch_size,
                            intra_op_threads=options.threads)
     try:
-        normal = score_images(runtime, normal_paths, [0] * len(normal_paths), maps=pixel_quantile is not None, options=options, tick=tick)
-        checked = score_images(runtime, [p for p, _ in validation], [y for _, y in validation], maps=False, options=options,
+        normal = score_images(runtime, normal_paths, [0] * len(normal_paths), maps=None if pixel_quantile is None else pixel_strategy,
+                              options=options, tick=tick)
+        checked = score_images(runtime, [p for p, _ in validation], [y for _, y in validation], maps=None, options=options,
                                tick=tick) if validation else None
     finally:
         runtime.close()
