@@ -146,10 +146,17 @@ def test_resume_completes_without_duplicates_or_gaps(bundle_dir: Path, tmp_path:
     assert {r["input"]: r["score"] for r in resumed} == {r["input"]: r["score"] for r in full}
 
 
+def test_no_image_found_names_the_skipped_files_and_the_extensions_read(bundle_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "part.raw").write_bytes(b"x")
+    code, _, err = _infer("--bundle", str(bundle_dir), "--input", str(tmp_path / "in"), "--save-jsonl", str(tmp_path / "o.jsonl"))
+    assert code == 1 and "1 file(s) skipped" in err and "(part.raw)" in err and ".png" in err
+
+
 def test_usage_and_bundle_errors(bundle_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.jsonl"
     code, _, err = _infer("--bundle", str(tmp_path / "nope"), "--input", str(tmp_path), "--save-jsonl", str(out))
-    assert code == 1 and "no input images" in err
+    assert code == 1 and "no image files found in --input" in err
     img = _make_images(tmp_path / "imgs", n=1)[0]
     code, _, err = _infer("--bundle", str(tmp_path / "nope"), "--input", str(img), "--save-jsonl", str(out))
     assert code == 3 and "invalid bundle" in err  # the bundle's own problems use validate's exit codes

@@ -161,7 +161,7 @@ def infer(
         for spec in plan.unmatched:
             click.echo(f"warning: --input {spec!r} matched no files", err=True)
         if not plan.items:
-            _fail(f"no input images found in {list(inputs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""), as_json)
+            _fail(plan.nothing_found("--input", inputs), as_json)
         for link in plan.loops:
             click.echo(f"warning: not following {link}: its folder was already walked (a link loop or alias)", err=True)
     jsonl = Path(jsonl_path)

@@ -133,8 +133,7 @@ def _normal_paths(specs: tuple[str, ...], as_json: bool) -> list[str]:
     for spec in plan.unmatched:
         click.echo(f"warning: --normal {spec!r} matched no files", err=True)
     if not plan.items:
-        fail(f"no images found in --normal {list(specs)}" + (f" ({len(plan.skipped)} non-image files skipped)" if plan.skipped else ""),
-             EXIT_USAGE, as_json=as_json)
+        fail(plan.nothing_found("--normal", specs), EXIT_USAGE, as_json=as_json)
     return plan.items
 
 

@@ -50,6 +50,15 @@ class InputPlan:
             self.items.append(path)
             self.resolved.append(key)
 
+    def nothing_found(self, option: str, specs: Sequence[str | os.PathLike[str]]) -> str:
+        """The error for a plan with no image: what was given, what was skipped, what is read."""
+        given = ", ".join(repr(str(s)) for s in specs)
+        skipped = ""
+        if self.skipped:
+            shown = ", ".join(Path(p).name for p in self.skipped[:3]) + (" …" if len(self.skipped) > 3 else "")
+            skipped = f"; {len(self.skipped)} file(s) skipped for their extension or a dangling link ({shown})"
+        return f"no image files found in {option} {given}{skipped}; image files end in {', '.join(IMAGE_EXTENSIONS)}"
+
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
