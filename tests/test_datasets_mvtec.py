@@ -140,6 +140,16 @@ def test_image_directly_in_test_is_logged_as_misplaced_not_unsupported(
     assert "directly in" in message and "good/ and <defect>/ sub-folders" in message and "unsupported" not in message
 
 
+def test_a_dangling_link_is_logged_as_a_missing_target(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cat = _tree(tmp_path)
+    (cat / "train" / "good" / "003.png").symlink_to(tmp_path / "gone.png")
+    with caplog.at_level(logging.WARNING, logger="pyimgano_deploy.datasets"):
+        ds = load_mvtec(cat)
+    assert str(cat / "train" / "good" / "003.png") in ds.ignored and len(ds.train) == 3
+    message = next(r.getMessage() for r in caplog.records if "003.png" in r.getMessage())
+    assert "target does not exist" in message and "unsupported" not in message
+
+
 def test_ground_truth_good_is_ignored(tmp_path: Path) -> None:
     cat = _tree(tmp_path)
     _png(cat / "ground_truth" / "good" / "000_mask.png", 0)

@@ -61,19 +61,29 @@ def scan_dir(directory: Path) -> DirScan:
 
 
 def note_ignored(paths: list[Path], where: Path, ignored: list[str]) -> None:
-    """Record (and log once per directory) entries skipped because they are not supported images."""
+    """Record (and log once per directory) entries skipped because they are not supported images;
+    links whose target is gone are logged as such, not as unsupported."""
     if not paths:
         return
     ignored.extend(str(p) for p in paths)
-    names = ", ".join(p.name for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-    logger.warning(
-        "ignored %d unsupported entr%s in %s: %s (supported image extensions: %s)",
-        len(paths),
-        "y" if len(paths) == 1 else "ies",
-        where,
-        names,
-        ", ".join(IMAGE_EXTENSIONS),
-    )
+    dangling = [p for p in paths if p.is_symlink() and not p.exists()]
+    other = [p for p in paths if p not in dangling]
+    if dangling:
+        logger.warning("ignored %d link%s in %s whose target does not exist: %s", len(dangling),
+                       "" if len(dangling) == 1 else "s", where, _names(dangling))
+    if other:
+        logger.warning(
+            "ignored %d unsupported entr%s in %s: %s (supported image extensions: %s)",
+            len(other),
+            "y" if len(other) == 1 else "ies",
+            where,
+            _names(other),
+            ", ".join(IMAGE_EXTENSIONS),
+        )
+
+
+def _names(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
 
 
 def note_misplaced(images: list[Path], where: Path, expected: str, ignored: list[str]) -> None:
@@ -84,15 +94,8 @@ def note_misplaced(images: list[Path], where: Path, expected: str, ignored: list
     if not images:
         return
     ignored.extend(str(p) for p in images)
-    names = ", ".join(p.name for p in images[:5]) + (", ..." if len(images) > 5 else "")
-    logger.warning(
-        "ignored %d image file%s directly in %s: %s (images there belong in %s)",
-        len(images),
-        "" if len(images) == 1 else "s",
-        where,
-        names,
-        expected,
-    )
+    logger.warning("ignored %d image file%s directly in %s: %s (images there belong in %s)", len(images),
+                   "" if len(images) == 1 else "s", where, _names(images), expected)
 
 
 def mask_target_stem(mask: Path, stems: set[str]) -> str:
