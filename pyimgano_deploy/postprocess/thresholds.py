@@ -108,7 +108,9 @@ VALIDATION_SPLIT = "validation"
 THRESHOLD_SOURCE_SPLITS = ("calibration", VALIDATION_SPLIT)
 #: pixel-threshold strategies: the quantile of all calibration-map pixels, or of each calibration
 #: image's map maximum (then about 1 − q of normal images have any pixel above it: false-positive control)
-PIXEL_STRATEGIES = ("pixels", "image_max")
+#: pixel-threshold strategies: a quantile of all calibration-map pixels, or of each map's maximum
+PIXEL_ALL, PIXEL_IMAGE_MAX = "pixels", "image_max"
+PIXEL_STRATEGIES = (PIXEL_ALL, PIXEL_IMAGE_MAX)
 
 
 def calibrate_image_threshold(
@@ -222,7 +224,7 @@ IMAGE_MAX_METHOD_END = "maps' per-image maxima"
 def pixel_strategy_of(calibration: ThresholdCalibration) -> str:
     """The :data:`PIXEL_STRATEGIES` entry a pixel threshold of :func:`calibrate_thresholds` was
     calibrated with, read from the method text that function wrote."""
-    return "image_max" if calibration.method.endswith(IMAGE_MAX_METHOD_END) else "pixels"
+    return PIXEL_IMAGE_MAX if calibration.method.endswith(IMAGE_MAX_METHOD_END) else PIXEL_ALL
 
 
 def _pixel_sample(maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -246,7 +248,7 @@ def calibrate_thresholds(
     target_fpr: float = 0.01,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     validation_split: str = VALIDATION_SPLIT,
-    pixel_strategy: str = "pixels",
+    pixel_strategy: str = PIXEL_ALL,
 ) -> Thresholds:
     """Image threshold of the calibration scores by ``strategy`` (:func:`calibrate_image_threshold`),
     or, for ``f1_validation``, F1-optimal on ``validation`` = (scores, labels) of labelled
@@ -266,7 +268,7 @@ def calibrate_thresholds(
         raise ValueError(f"pixel threshold strategy must be one of {list(PIXEL_STRATEGIES)}, got {pixel_strategy!r}")
     pixel = None
     if pixel_quantile is not None and maps is not None and len(maps) > 0:
-        if pixel_strategy == "image_max":
+        if pixel_strategy == PIXEL_IMAGE_MAX:
             maxima = np.array([float(np.max(m)) for m in maps])
             pixel = calibrate_quantile(maxima, quantile=pixel_quantile, source_split=source_split, n_images=len(maps),
                                        code_path=PIXEL_CODE_PATH)

@@ -41,6 +41,8 @@ from pyimgano_deploy.inputs.source_info import unlike_training
 from pyimgano_deploy.postprocess.thresholds import (
     ALL_STRATEGIES,
     F1_STRATEGY,
+    PIXEL_ALL,
+    PIXEL_IMAGE_MAX,
     VALIDATION_SPLIT,
     ThresholdCalibration,
     Thresholds,
@@ -106,8 +108,8 @@ class RecalibrationOptions:
 @dataclass
 class ScoredImages:
     """What the engine made of one group of images: scores (float64 ``[n]``) and model-scale maps
-    (or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order, with their labels (validation images) and file digests;
-    the failed inputs as ``{input, error}``; how many differ from the training images."""
+    (or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order,
+    with their labels (validation images) and file digests; the failed inputs as ``{input, error}``; how many differ from the training images."""
 
     scores: np.ndarray
     maps: list[np.ndarray]
@@ -200,7 +202,7 @@ def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, m
         digests.append(result.source.sha256 if result.source is not None and result.source.sha256 else "")
         if maps is not None:
             anomaly_map = np.asarray(result.anomaly_map, dtype=np.float32)
-            kept_maps.append(anomaly_map.max(keepdims=True) if maps == "image_max" else anomaly_map)
+            kept_maps.append(anomaly_map.max(keepdims=True) if maps == PIXEL_IMAGE_MAX else anomaly_map)
         unlike += bool(unlike_training(bundle.trained_colour, bundle.trained_aspect, result.source))
     return ScoredImages(scores=np.asarray(scores, dtype=np.float64), maps=kept_maps, labels=np.asarray(kept_labels, dtype=np.int64),
                         digests=digests, failed=failed, unlike_training=unlike, n_inputs=len(paths))
@@ -216,7 +218,7 @@ def images_digest(*groups: ScoredImages) -> str:
 def _pixel_settings(previous: ThresholdCalibration | None, options: RecalibrationOptions) -> tuple[float | None, str]:
     """(quantile, strategy) of the new pixel threshold; quantile ``None``: keep the previous one."""
     if previous is None or not options.recalibrate_pixel:
-        return None, "pixels"
+        return None, PIXEL_ALL
     quantile = options.pixel_quantile if options.pixel_quantile is not None else previous.quantile
     if quantile is None:
         raise ValueError("the bundle's pixel threshold records no quantile; give the pixel quantile to recalibrate it with "

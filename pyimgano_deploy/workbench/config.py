@@ -24,6 +24,7 @@ from pyimgano_deploy.workbench.config_checks import (
     mapping_of,
 )
 from pyimgano_deploy.inputs.formats import validate_u16_max
+from pyimgano_deploy.postprocess.thresholds import PIXEL_ALL
 from pyimgano_deploy.workbench.recipes import get_recipe
 from pyimgano_deploy.workbench.size_policy import is_size_policy, short_side
 
@@ -169,7 +170,7 @@ class CalibrationConfig:
     #: labelled folder (good/ + defect sub-folders) of the f1_validation strategy
     validation_dir: str | None = None
     #: pixel threshold from all calibration pixels or from each calibration map's maximum (PIXEL_STRATEGIES)
-    pixel_strategy: str = "pixels"
+    pixel_strategy: str = PIXEL_ALL
 
     @classmethod
     def from_dict(cls, data: Any, *, default_seed: int) -> "CalibrationConfig":

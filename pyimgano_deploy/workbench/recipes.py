@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pyimgano_deploy.postprocess.thresholds import PIXEL_IMAGE_MAX
 from pyimgano_deploy.runtimes.tiling import TilingSpec
 from pyimgano_deploy.workbench.config_checks import CALIBRATION_DEFAULTS, ConfigError
 
@@ -40,7 +41,7 @@ FINE_ALIGNED_MODEL_KWARGS: Mapping[str, Any] = {"image_size": "keep_aspect:320"}
 #: False-positive control: the pixel threshold is the 0.95 quantile of the calibration maps' maxima,
 #: so about 5 % of normal images have any pixel above it (the 0.99 quantile of all pixels puts
 #: some pixels of most normal images above it: a region on most of them).
-FP40_CALIBRATION: Mapping[str, Any] = {"pixel_strategy": "image_max", "pixel_quantile": 0.95}
+FP40_CALIBRATION: Mapping[str, Any] = {"pixel_strategy": PIXEL_IMAGE_MAX, "pixel_quantile": 0.95}
 
 HIGHRES_TILING = TilingSpec(tile=512, stride=384, blend="hann", score_reduction="topk_mean", topk=100)
 
