@@ -14,7 +14,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT
 from pyimgano_deploy.cli.defects_options import DefectsFlags, defects_options, resolve_defects
 from pyimgano_deploy.cli.failing import fail
-from pyimgano_deploy.cli.progress import progress_bar
+from pyimgano_deploy.cli.progress import bar_wanted, progress_bar, progress_option
 from pyimgano_deploy.cli.infer_records import LIST_LIMIT, RESUME_CHECKS, UnlikeTraining, previous_stats, score_all
 from pyimgano_deploy.inputs.source_info import UNLIKE_TRAINING_POLICIES
 from pyimgano_deploy.cli.maps_output import MAP_DTYPES, MapsOutput
@@ -80,6 +80,7 @@ def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
 @click.option("--max-errors", type=click.IntRange(min=0), default=0, show_default=True, help="Exit 0 while errors <= this.")
 @click.option("--fsync", is_flag=True, help="fsync the JSONL file after every record.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+@progress_option
 @click.option("--save-parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the records as a Parquet table (pyarrow) once the run is complete; the JSONL stays the record of truth.")
 @click.option("--ray-address", default=None, metavar="local|auto|ray://HOST:PORT",
@@ -126,6 +127,7 @@ def infer(
     max_errors: int,
     fsync: bool,
     as_json: bool,
+    progress: bool,
     parquet_path: str | None,
     ray_address: str | None,
     ray_actors: int,
@@ -198,7 +200,7 @@ def infer(
         _run(runtime, plan, jsonl, maps=maps, defects_flags=defects_flags, resume=resume, resume_check=resume_check or "size",
              overwrite=overwrite, fsync=fsync,
              u16_max=u16_max, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None),
-             max_errors=max_errors, unlike_training=unlike_training, as_json=as_json,
+             max_errors=max_errors, unlike_training=unlike_training, as_json=as_json, progress=progress,
              parquet=None if parquet_path is None else Path(parquet_path),
              watch=FolderWatch(list(inputs), settle_s=watch_settle, poll_s=watch_poll, idle_exit_s=watch_idle_exit) if watch else None)
 
@@ -248,7 +250,8 @@ def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: in
 
 def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defects_flags: DefectsFlags, resume: bool, resume_check: str,
          overwrite: bool, fsync: bool, u16_max: int | None, max_pixels: int | None, max_errors: int, as_json: bool,
-         parquet: Path | None = None, watch: FolderWatch | None = None, unlike_training: str = "score") -> None:
+         parquet: Path | None = None, watch: FolderWatch | None = None, unlike_training: str = "score",
+         progress: bool = True) -> None:
     """Score ``plan.items`` (or, with ``watch``, the files that appear) with the open ``runtime``
     into ``jsonl``; exits with the run's code."""
     from pyimgano_deploy.runtimes.jsonl import JsonlWriter, OutputError, path_key
@@ -292,7 +295,7 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
         maps.prepare()
 
     start = time.perf_counter()
-    show_bar = not as_json and sys.stderr.isatty() and watch is None
+    show_bar = bar_wanted(progress, as_json) and watch is None  # a watch has no total to count to
     errors = anomalies = processed = 0
     scoring_s = 0.0  # a watch's wall time is mostly waiting; its scoring rate counts only the rounds
     unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect, unlike_training)

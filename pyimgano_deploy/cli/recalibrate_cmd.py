@@ -12,7 +12,7 @@ import click
 from pyimgano_deploy.bundles.exit_codes import EXIT_CODE_TABLE, EXIT_ENGINE, EXIT_FAILED, EXIT_OUTPUT, EXIT_PARITY, EXIT_USAGE
 from pyimgano_deploy.bundles.manifest import PRECISIONS
 from pyimgano_deploy.cli.failing import fail
-from pyimgano_deploy.cli.progress import progress_bar
+from pyimgano_deploy.cli.progress import bar_wanted, progress_bar, progress_option
 from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES
 
 
@@ -56,10 +56,12 @@ from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES
               help="Sign the new bundle's digest with this Ed25519 PEM private key; writes bundle.sig.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out (never anything else).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (no progress bar).")
+@progress_option
 def recalibrate(bundle_path: str, normal_specs: tuple[str, ...], out_dir: str, strategy: str, quantile: float, margin: float,
                 target_fpr: float, validation_dir: str | None, pixel_quantile: float | None, keep_pixel_threshold: bool,
                 precision: str, batch_size: int, threads: int | None, u16_max: int | None, max_errors: int,
-                expect_digest: str | None, public_key: str | None, sign_key: str | None, force: bool, as_json: bool) -> None:
+                expect_digest: str | None, public_key: str | None, sign_key: str | None, force: bool, as_json: bool,
+                progress: bool) -> None:
     """Re-set a bundle's thresholds on normal images from the line, and write them as a new bundle.
 
     The images are scored with the bundle's own engine, as infer scores them, and the image
@@ -100,7 +102,7 @@ def recalibrate(bundle_path: str, normal_specs: tuple[str, ...], out_dir: str, s
     total = len(normal) + len(validation or [])
     log = (lambda m: None) if as_json else (lambda m: click.echo(m, err=True))
     try:
-        with progress_bar(total, not as_json and sys.stderr.isatty(), "scoring") as bar:
+        with progress_bar(total, bar_wanted(progress, as_json), "scoring") as bar:
             result = recalibrate_bundle(bundle_path, normal, out_dir, options, validation=validation, log=log,
                                         tick=None if bar is None else bar.update)
     except BundleError as exc:
