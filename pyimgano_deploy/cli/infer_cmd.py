@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 import json
 import sys
 import time
@@ -144,6 +145,8 @@ def infer(
 
     Defects options (see docs/DEFECTS.md) override the bundle's defects block. Exit 1 means
     more inputs failed than --max-errors allows; the bundle's own problems use validate's codes.
+    SIGINT (Ctrl-C) or SIGTERM stops a run after the record being written, prints the summary
+    with the number of inputs left, and exits 130 or 143; --resume continues it.
     """
     from pyimgano_deploy.bundles import BundleError
     from pyimgano_deploy.inputs import DEFAULT_MAX_PIXELS
@@ -300,24 +303,29 @@ def _run(runtime: Any, plan: Any, jsonl: Path, *, maps: MapsOutput | None, defec
     scoring_s = 0.0  # a watch's wall time is mostly waiting; its scoring rate counts only the rounds
     unlike = UnlikeTraining(runtime.bundle.trained_colour, runtime.bundle.trained_aspect, unlike_training)
     first_errors: list[dict[str, Any]] = []
+    interruption = _Interruption()
     try:
-        with writer, progress_bar(len(todo), show_bar, "infer") as bar, _driver_messages_to_stderr(info), _stopped_by_signals(watch):
+        with writer, progress_bar(len(todo), show_bar, "infer") as bar, _driver_messages_to_stderr(info), \
+                _stopped_by_signals(watch, interruption):
             for batch in rounds:
                 round_start = time.perf_counter()
-                e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,
-                                         keep_errors=LIST_LIMIT - len(first_errors), unlike=unlike)
+                n, e, a, failed = score_all(runtime, batch, writer, bar, maps, dplan, digest, u16_max, max_pixels,
+                                            keep_errors=LIST_LIMIT - len(first_errors), unlike=unlike,
+                                            stop=interruption.requested)
                 scoring_s += time.perf_counter() - round_start
-                errors, anomalies, processed = errors + e, anomalies + a, processed + len(batch)
+                errors, anomalies, processed = errors + e, anomalies + a, processed + n
                 first_errors += failed
                 if watch is not None and not as_json:
                     click.echo(f"watch: {processed} image(s) scored ({errors} error(s), {anomalies} anomalous)", err=True)
     except OutputError as exc:
         _fail(f"{exc}; the records written before this point are kept, rerun with --resume", as_json, EXIT_OUTPUT)
     elapsed = time.perf_counter() - start
-    table = None if parquet is None else _write_parquet(jsonl, parquet, as_json)
+    # the Parquet table is of a complete run; an interrupted one has only its JSONL until --resume ends it
+    table = None if parquet is None or interruption.requested() else _write_parquet(jsonl, parquet, as_json)
     _summarise(runtime, plan if watch is None else watch.plan, processed, resumed, jsonl, maps, dplan, errors + prev_errors,
                anomalies + prev_anomalies, max_errors, elapsed, as_json, table, first_errors,
-               watch=watch, scoring_s=scoring_s, unlike=unlike)
+               watch=watch, scoring_s=scoring_s, unlike=unlike,
+               interrupted=None if interruption.signum is None else (interruption.signum, len(todo) - processed))
 
 
 def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[int, str, str]]]:
@@ -328,21 +336,42 @@ def _watch_rounds(watch: FolderWatch, done: set[bytes]) -> Iterator[list[tuple[i
         index += len(ready)
 
 
+@dataclass
+class _Interruption:
+    """The first SIGINT or SIGTERM of a plain run: the record being written is finished, no other
+    follows, the summary says what is left, and the exit code is 128 + the signal's number. A
+    second signal stops at once (KeyboardInterrupt)."""
+
+    signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        if self.signum is not None:  # a second signal: stop at once (every record so far is flushed)
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
 @contextlib.contextmanager
-def _stopped_by_signals(watch: FolderWatch | None) -> Iterator[None]:
-    """While watching, SIGINT and SIGTERM end the watch after the batch in flight (its records
-    are written, then the summary), instead of killing the process mid-batch."""
-    if watch is None:
-        yield
-        return
+def _stopped_by_signals(watch: FolderWatch | None, interruption: _Interruption) -> Iterator[None]:
+    """SIGINT and SIGTERM end a watch after the batch in flight (its records are written, then
+    the summary), and a plain run after the record being written, instead of killing the
+    process mid-record; records already written stay, and ``--resume`` continues."""
     import signal
 
-    previous = {sig: signal.signal(sig, lambda *_: watch.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def handler(signum: int, _frame: Any) -> None:
+        if watch is not None:
+            watch.stop()
+        else:
+            interruption.request(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _driver_messages_to_stderr(engine_info: dict[str, Any]) -> Any:
@@ -370,13 +399,20 @@ def _write_parquet(jsonl: Path, parquet: Path, as_json: bool) -> dict[str, Any]:
 def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Path, maps: MapsOutput | None, dplan: Any,
                total_errors: int, total_anomalies: int, max_errors: int, elapsed: float, as_json: bool,
                parquet: dict[str, Any] | None = None, first_errors: list[dict[str, Any]] | None = None, *,
-               watch: FolderWatch | None = None, scoring_s: float = 0.0, unlike: UnlikeTraining | None = None) -> None:
+               watch: FolderWatch | None = None, scoring_s: float = 0.0, unlike: UnlikeTraining | None = None,
+               interrupted: tuple[int, int] | None = None) -> None:
+    """Print the run's summary and exit with its code; ``interrupted`` = (signal number, inputs
+    left unscored) of a plain run stopped by a signal: exit 128 + that number."""
+    import signal
+
     from pyimgano_deploy.runtimes.jsonl import SCHEMA_VERSION, text_and_raw
 
     info = runtime.engine_info
     summary: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "ok": total_errors <= max_errors,
+        "ok": total_errors <= max_errors and interrupted is None,
+        "interrupted": None if interrupted is None else {"signal": signal.Signals(interrupted[0]).name,
+                                                         "remaining": interrupted[1]},
         "bundle_digest": runtime.bundle.digest,
         "images": processed + resumed,
         "processed": processed,
@@ -406,6 +442,8 @@ def _summarise(runtime: Any, plan: Any, processed: int, resumed: int, jsonl: Pat
         click.echo(json.dumps(summary, indent=2))
     else:
         _print_summary(summary)
+    if interrupted is not None:
+        sys.exit(128 + interrupted[0])  # the shell's convention for a process ended by a signal
     sys.exit(EXIT_OK if summary["ok"] else EXIT_FAILED)
 
 
@@ -455,6 +493,12 @@ def _print_summary(s: dict[str, Any]) -> None:
         lines += [f"  {_error_line(e)}" for e in failed]
         if not shown_all:
             lines.append(f"  ... every failure is a record with status \"error\" in {s['jsonl']}")
-    lines.append("OK" if s["ok"] else "FAILED: too many errors")
+    if s["interrupted"] is not None:
+        lines.append(f"INTERRUPTED by {s['interrupted']['signal']}: {s['interrupted']['remaining']} input(s) not scored; "
+                     f"the records written are complete, and --resume with the same --save-jsonl scores the rest")
+    elif s["ok"]:
+        lines.append("OK")
+    else:
+        lines.append("FAILED: too many errors")
     for line in lines:
         click.echo(line, err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pyimgano_deploy.cli.maps_output import MapsOutput
 from pyimgano_deploy.inputs.source_info import unlike_training
@@ -114,16 +114,19 @@ class UnlikeTraining:
 
 def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: Any, maps: MapsOutput | None,
               dplan: Any, digest: str, u16_max: int | None, max_pixels: int | None,
-              keep_errors: int = LIST_LIMIT, unlike: UnlikeTraining | None = None) -> tuple[int, int, list[dict[str, Any]]]:
-    """Score and record every pending ``(index, path, resolved path)``; returns (errors,
-    anomalies, the first ``keep_errors`` failures as ``{index, input, type, stage, message}``).
-    ``unlike`` counts the scored inputs unlike the training images."""
+              keep_errors: int = LIST_LIMIT, unlike: UnlikeTraining | None = None,
+              stop: Callable[[], bool] | None = None) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """Score and record every pending ``(index, path, resolved path)``; returns (records
+    written, errors, anomalies, the first ``keep_errors`` failures as ``{index, input, type,
+    stage, message}``). ``unlike`` counts the scored inputs unlike the training images. When
+    ``stop()`` turns true, no record follows the one being written (the rest stay pending for
+    ``--resume``)."""
     import dataclasses
 
     from pyimgano_deploy.runtimes.jsonl import make_record
     from pyimgano_deploy.runtimes.results import InferenceError, InferenceResult
 
-    errors = anomalies = 0
+    written = errors = anomalies = 0
     first_errors: list[dict[str, Any]] = []
     # overlays (dplan.needs_maps) draw the original-size map; --maps-resolution model excludes them
     include_maps: bool | str = maps.resolution if maps is not None else (dplan is not None and dplan.needs_maps)
@@ -147,6 +150,7 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
                 result = InferenceResult.failure(err, result.threshold, result.source)
         writer.write(make_record(index, path, result, timing_ms=item.timing_ms, anomaly_map=saved,
                                  bundle_digest=digest, resolved_path=resolved, u16_max=u16_max))
+        written += 1
         errors += not result.ok
         anomalies += result.label == 1
         if unlike is not None:  # scored or refused (--unlike-training refuse), each is counted
@@ -155,7 +159,12 @@ def score_all(runtime: Any, todo: list[tuple[int, str, str]], writer: Any, bar: 
             first_errors.append({"index": index, "input": path, **result.error.to_dict()})
         if bar is not None:
             bar.update(1)
-    return errors, anomalies, first_errors
+        if stop is not None and stop():
+            break
+    close = getattr(stream, "close", None)
+    if close is not None:  # a stop leaves the engine's pipeline mid-stream: end it now, not at exit
+        close()
+    return written, errors, anomalies, first_errors
 
 
 __all__ = ["LIST_LIMIT", "RESUME_CHECKS", "UnlikeTraining", "previous_stats", "score_all"]
