@@ -10,9 +10,10 @@ from click.testing import CliRunner
 from pyimgano_deploy.cli import main
 
 
-def run_cli(*args: str) -> tuple[int, str, str]:
-    """``(exit code, stdout, stderr)`` of one command; a bug (not a SystemExit) is re-raised."""
-    result = CliRunner().invoke(main, list(args))
+def run_cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """``(exit code, stdout, stderr)`` of one command, reading ``stdin`` as its standard input;
+    a bug (not a SystemExit) is re-raised."""
+    result = CliRunner().invoke(main, list(args), input=stdin)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr

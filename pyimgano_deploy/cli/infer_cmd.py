@@ -33,7 +33,8 @@ def _fail(message: str, as_json: bool, code: int = EXIT_FAILED) -> None:
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(), help="Bundle directory (or its bundle.json).")
 @click.option(
     "--input", "inputs", required=True, multiple=True,
-    help="Image file, directory (recursive, sorted), glob, or list file (@list.txt / a .txt file). Repeatable.",
+    help="Image file, directory (recursive, sorted), glob, or list file (@list.txt / a .txt file; @- reads the list "
+         "from standard input, one per line or NUL-separated as find -print0 writes it). Repeatable.",
 )
 @click.option("--save-jsonl", "jsonl_path", required=True, type=click.Path(dir_okay=False), help="Write one JSON record per input here.")
 @click.option("--save-maps", "maps_dir", type=click.Path(file_okay=False), default=None,
@@ -155,7 +156,8 @@ def infer(
     from pyimgano_deploy.runtimes.sources import expand_inputs
 
     defects_flags = DefectsFlags.from_kwargs(defects_kwargs)
-    _check_combinations(maps_dir is not None, maps_resolution, bool(defects_kwargs.get("save_overlays")), watch, ray_address)
+    _check_combinations(maps_dir is not None, maps_resolution, bool(defects_kwargs.get("save_overlays")), watch, ray_address,
+                        inputs)
     if resume_check is not None and not resume:
         raise click.UsageError("--resume-check applies to --resume only")
     try:
@@ -208,8 +210,11 @@ def infer(
              watch=FolderWatch(list(inputs), settle_s=watch_settle, poll_s=watch_poll, idle_exit_s=watch_idle_exit) if watch else None)
 
 
-def _check_combinations(save_maps: bool, maps_resolution: str, save_overlays: bool, watch: bool, ray_address: str | None) -> None:
+def _check_combinations(save_maps: bool, maps_resolution: str, save_overlays: bool, watch: bool, ray_address: str | None,
+                        inputs: tuple[str, ...] = ()) -> None:
     """Usage errors (exit 2) for options that contradict each other or describe nothing."""
+    from pyimgano_deploy.runtimes.sources import STDIN_LIST
+
     if maps_resolution == "model" and save_overlays:
         raise click.UsageError("--maps-resolution model and --save-overlays exclude each other: overlays draw the map at "
                                "the original image size; save the maps at --maps-resolution original with them")
@@ -221,6 +226,10 @@ def _check_combinations(save_maps: bool, maps_resolution: str, save_overlays: bo
             raise click.UsageError(f"{' and '.join(unused)} {'describes' if len(unused) == 1 else 'describe'} {what}")
     if watch and ray_address is not None:
         raise click.UsageError("--watch scores files as they arrive on this machine; it does not run on Ray (--ray-address)")
+    if watch and STDIN_LIST in inputs:
+        raise click.UsageError(f"--watch looks at its --input specs again on every poll, and --input {STDIN_LIST} (a list on "
+                               "standard input) can be read only once: watch the folders themselves, or write the list to a file "
+                               "and pass @list.txt")
 
 
 def _ray_runtime(bundle_path: str, address: str, actors: int, cpus_per_actor: int, *, threads: int | None, num_workers: int,

@@ -20,7 +20,7 @@ from pyimgano_deploy.postprocess.thresholds import ALL_STRATEGIES
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(), help="The bundle to start from (never changed).")
 @click.option("--normal", "normal_specs", required=True, multiple=True,
               help="Normal images taken on the line, not ones the model was fitted on: file, directory (recursive), glob, "
-                   "or list file (@list.txt), as infer's --input. Repeatable.")
+                   "or list file (@list.txt; @- for standard input), as infer's --input. Repeatable.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder of the recalibrated bundle.")
 @click.option("--strategy", type=click.Choice(list(ALL_STRATEGIES)), default="quantile", show_default=True,
               help="How the image threshold follows from the scores, as train's --threshold-strategy: quantile of the normal "

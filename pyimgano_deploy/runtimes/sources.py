@@ -4,6 +4,10 @@ A spec is one of:
 
 * ``@list.txt`` or an existing ``*.txt`` file: one spec per line (blank lines and ``#``
   comments ignored; lines are directories, globs or files, not further lists);
+* ``@-`` (:data:`STDIN_LIST`): such a list read from standard input, once, for a pipe from
+  ``find`` or a line controller; NUL-separated entries (``find -print0``) are taken exactly as
+  they are, since no file name holds a NUL byte. Names are decoded as the file system's
+  (``os.fsdecode``), so a name that is not valid UTF-8 is kept;
 * a directory: every file below it, recursively, sorted by path, following symlinked
   sub-folders (each real folder once: a link back to a folder already walked is reported in
   ``loops``); files whose extension is not an image extension are reported in ``skipped``
@@ -21,13 +25,16 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 from pyimgano_deploy.inputs import IMAGE_EXTENSIONS
 
 _GLOB_CHARS = ("*", "?", "[")
+#: the input spec that reads a list of specs from standard input
+STDIN_LIST = "@-"
 
 
 @dataclass
@@ -108,6 +115,14 @@ def _read_list(list_file: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
 
+def _read_stdin_list(stream: BinaryIO) -> list[str]:
+    data = stream.read()
+    if b"\0" in data:  # find -print0: each entry exactly as written, spaces and newlines included
+        return [os.fsdecode(entry) for entry in data.split(b"\0") if entry]
+    lines = (os.fsdecode(line).strip() for line in data.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def _expand_one(plan: InputPlan, spec: str) -> None:
     if os.path.isdir(spec):
         _add_found(plan, _walk(plan, spec))
@@ -124,12 +139,18 @@ def _expand_one(plan: InputPlan, spec: str) -> None:
         plan.add(spec)
 
 
-def expand_inputs(specs: Sequence[str | os.PathLike[str]]) -> InputPlan:
-    """Expand ``specs`` (see the module docstring); ``ValueError`` for an unreadable list file."""
+def expand_inputs(specs: Sequence[str | os.PathLike[str]], stdin: BinaryIO | None = None) -> InputPlan:
+    """Expand ``specs`` (see the module docstring); ``ValueError`` for an unreadable list file,
+    or :data:`STDIN_LIST` given twice. ``stdin``: the byte stream ``@-`` reads (standard input
+    when ``None``)."""
     plan = InputPlan()
+    if sum(os.fspath(s) == STDIN_LIST for s in specs) > 1:
+        raise ValueError(f"{STDIN_LIST} (the list on standard input) can be read only once; give it once")
     for raw in specs:
         spec = os.fspath(raw)
-        if spec.startswith("@"):
+        if spec == STDIN_LIST:
+            lines = _read_stdin_list(sys.stdin.buffer if stdin is None else stdin)
+        elif spec.startswith("@"):
             lines = _read_list(spec[1:])
         elif spec.lower().endswith(".txt") and os.path.isfile(spec):
             lines = _read_list(spec)
