@@ -310,3 +310,19 @@ def test_for_the_image_max_rule_only_each_map_s_maximum_is_kept(tmp_path: Path) 
         none = score_images(rt, paths, [0] * 4, maps=None, options=RecalibrationOptions()).maps
     assert [m.shape for m in kept] == [(1, 1)] * 4 and none == []
     assert [float(m[0, 0]) for m in kept] == [float(np.max(m)) for m in full]
+
+
+def test_for_the_all_pixels_rule_a_bounded_sample_is_kept_the_one_train_takes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyimgano_deploy.postprocess.thresholds as thresholds
+    from pyimgano_deploy.postprocess.thresholds import PixelSample
+    from pyimgano_deploy.runtimes.recalibration import score_images
+
+    src = build_tiny_bundle(tmp_path / "b")
+    paths = _images(tmp_path / "line", 6, seed=5)
+    with load_bundle(src) as rt:
+        full = [np.asarray(r.anomaly_map, dtype=np.float32) for r in rt.infer(paths, include_maps="model")]
+        cap = sum(m.size for m in full) // 3
+        monkeypatch.setattr(thresholds, "MAX_PIXEL_VALUES", cap)
+        kept = score_images(rt, paths, [0] * 6, maps="pixels", options=RecalibrationOptions()).maps
+    assert len(kept) == 6 and sum(m.size for m in kept) <= cap
+    np.testing.assert_array_equal(np.concatenate([m.ravel() for m in kept]), PixelSample.of(full, max_values=cap).values())

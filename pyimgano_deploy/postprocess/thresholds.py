@@ -205,7 +205,7 @@ def apply_threshold(score: float, threshold: float | None) -> int | None:
 
 IMAGE_CODE_PATH = "pyimgano_deploy.postprocess.thresholds.calibrate_thresholds"
 PIXEL_CODE_PATH = "pyimgano_deploy.postprocess.thresholds.calibrate_thresholds(pixel)"
-MAX_PIXEL_VALUES = 1 << 24  # pixel quantile on at most ~16.8 M values (strided subsample beyond)
+MAX_PIXEL_VALUES = 1 << 24  # pixel quantile on at most ~16.8 M values (a strided subsample beyond: PixelSample)
 
 
 @dataclass
@@ -227,13 +227,49 @@ def pixel_strategy_of(calibration: ThresholdCalibration) -> str:
     return PIXEL_IMAGE_MAX if calibration.method.endswith(IMAGE_MAX_METHOD_END) else PIXEL_ALL
 
 
-def _pixel_sample(maps: Sequence[np.ndarray]) -> np.ndarray:
-    """All pixels of ``maps``; a regular strided subsample when there are more than MAX_PIXEL_VALUES."""
-    total = sum(int(np.asarray(m).size) for m in maps)
-    step = 1
-    while total // (step * step) > MAX_PIXEL_VALUES:
-        step += 1
-    return np.concatenate([np.asarray(m, dtype=np.float32)[::step, ::step].ravel() for m in maps])
+class PixelSample:
+    """A regular strided subsample of map pixels, at most ``max_values`` values in all
+    (:data:`MAX_PIXEL_VALUES` by default), built one
+    map at a time so that memory stays bounded however many maps come (a recalibration on the
+    line may score thousands). Each map ``[H, W]`` is kept as ``m[::step, ::step]`` (float32);
+    ``step`` starts at 1 and doubles whenever the kept values pass the cap, and what is kept is
+    strided again, since ``m[::s, ::s][::2, ::2]`` is ``m[::2s, ::2s]``. So the sample depends only
+    on the maps and their order, never on when they came; while there are at most
+    ``max_values`` pixels it is all of them, and a map never keeps fewer than its first pixel."""
+
+    def __init__(self, max_values: int | None = None) -> None:
+        cap = MAX_PIXEL_VALUES if max_values is None else int(max_values)
+        if cap < 1:
+            raise ValueError(f"max_values must be at least 1, got {cap}")
+        self.max_values = cap
+        self.step = 1
+        self.maps: list[np.ndarray] = []
+        self._kept = 0
+
+    def add(self, anomaly_map: np.ndarray) -> None:
+        """Keep ``anomaly_map`` (2-D) at the current step, coarsening every kept map if the cap is passed."""
+        m = np.asarray(anomaly_map, dtype=np.float32)
+        if m.ndim != 2:
+            raise ValueError(f"a pixel sample takes 2-D maps [H, W], got shape {m.shape}")
+        kept = np.ascontiguousarray(m[::self.step, ::self.step])
+        self.maps.append(kept)
+        self._kept += kept.size
+        while self._kept > self.max_values and any(k.size > 1 for k in self.maps):
+            self.step *= 2
+            self.maps = [np.ascontiguousarray(k[::2, ::2]) for k in self.maps]
+            self._kept = sum(k.size for k in self.maps)
+
+    def values(self) -> np.ndarray:
+        """The kept pixels of every map, in order, as one float32 vector."""
+        return np.concatenate([k.ravel() for k in self.maps]) if self.maps else np.empty(0, dtype=np.float32)
+
+    @classmethod
+    def of(cls, maps: Sequence[np.ndarray], max_values: int | None = None) -> "PixelSample":
+        """The sample of ``maps`` in order (``max_values``: :data:`MAX_PIXEL_VALUES` when None)."""
+        sample = cls(max_values)
+        for m in maps:
+            sample.add(m)
+        return sample
 
 
 def calibrate_thresholds(
@@ -274,6 +310,6 @@ def calibrate_thresholds(
                                        code_path=PIXEL_CODE_PATH)
             pixel = replace(pixel, method=f"quantile q={pixel_quantile:g} of the {source_split} {IMAGE_MAX_METHOD_END}")
         else:
-            pixel = calibrate_quantile(_pixel_sample(maps), quantile=pixel_quantile, source_split=source_split,
+            pixel = calibrate_quantile(PixelSample.of(maps).values(), quantile=pixel_quantile, source_split=source_split,
                                        n_images=len(maps), code_path=PIXEL_CODE_PATH)
     return Thresholds(image=image, pixel=pixel)

@@ -44,6 +44,7 @@ from pyimgano_deploy.postprocess.thresholds import (
     PIXEL_ALL,
     PIXEL_IMAGE_MAX,
     VALIDATION_SPLIT,
+    PixelSample,
     ThresholdCalibration,
     Thresholds,
     calibrate_thresholds,
@@ -108,7 +109,7 @@ class RecalibrationOptions:
 @dataclass
 class ScoredImages:
     """What the engine made of one group of images: scores (float64 ``[n]``) and model-scale maps
-    (or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order,
+    (strided to a bounded pixel sample, or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order,
     with their labels (validation images) and file digests; the failed inputs as ``{input, error}``; how many differ from the training images."""
 
     scores: np.ndarray
@@ -183,10 +184,14 @@ def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, m
                  tick: Tick | None = None) -> ScoredImages:
     """Score ``paths`` with ``runtime`` as ``infer`` would (same reader, preprocessing, tiling);
     a failed input is listed, never scored. ``maps``: the pixel strategy the maps are kept for
-    (``None``: none kept); for ``"image_max"`` each map is kept as its ``[1, 1]`` maximum, all
-    that strategy reads, so memory does not grow with the map size."""
+    (``None``: none kept). Memory stays bounded either way: for ``"image_max"`` each map is kept
+    as its ``[1, 1]`` maximum, all that strategy reads; for ``"pixels"`` as the strided
+    :class:`~pyimgano_deploy.postprocess.thresholds.PixelSample` the quantile is taken of, the
+    same sample ``train`` takes of the same maps."""
     bundle = runtime.bundle
-    scores, kept_maps, kept_labels, digests, failed = [], [], [], [], []
+    scores, kept_labels, digests, failed = [], [], [], []
+    maxima: list[np.ndarray] = []
+    sample = PixelSample()
     unlike = 0
     items = runtime.infer_iter(list(paths), include_maps="model" if maps is not None else False, u16_max=options.u16_max,
                                max_pixels=options.max_pixels)
@@ -202,8 +207,12 @@ def score_images(runtime: Any, paths: Sequence[str], labels: Sequence[int], *, m
         digests.append(result.source.sha256 if result.source is not None and result.source.sha256 else "")
         if maps is not None:
             anomaly_map = np.asarray(result.anomaly_map, dtype=np.float32)
-            kept_maps.append(anomaly_map.max(keepdims=True) if maps == PIXEL_IMAGE_MAX else anomaly_map)
+            if maps == PIXEL_IMAGE_MAX:
+                maxima.append(anomaly_map.max(keepdims=True))
+            else:
+                sample.add(anomaly_map)
         unlike += bool(unlike_training(bundle.trained_colour, bundle.trained_aspect, result.source))
+    kept_maps = maxima if maps == PIXEL_IMAGE_MAX else sample.maps
     return ScoredImages(scores=np.asarray(scores, dtype=np.float64), maps=kept_maps, labels=np.asarray(kept_labels, dtype=np.int64),
                         digests=digests, failed=failed, unlike_training=unlike, n_inputs=len(paths))
 
