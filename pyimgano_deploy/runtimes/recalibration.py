@@ -109,8 +109,9 @@ class RecalibrationOptions:
 @dataclass
 class ScoredImages:
     """What the engine made of one group of images: scores (float64 ``[n]``) and model-scale maps
-    (strided to a bounded pixel sample, or their ``[1, 1]`` maxima, see :func:`score_images`) of the scored ones, in input order,
-    with their labels (validation images) and file digests; the failed inputs as ``{input, error}``; how many differ from the training images."""
+    (strided to a bounded pixel sample, or their ``[1, 1]`` maxima, see :func:`score_images`) of
+    the scored ones, in input order, with their labels (validation images) and file digests; the
+    failed inputs as ``{input, error}``; how many differ from the training images."""
 
     scores: np.ndarray
     maps: list[np.ndarray]
