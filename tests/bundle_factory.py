@@ -2,8 +2,7 @@
 
 The model honours the bundle contract: ``uint8 [B, H, W, 3]`` → ``score float32 [B]`` (max of
 the map) and ``anomaly_map float32 [B, H, W]`` (mean over channels of ``|x/255 - 0.5|``,
-blurred by a 3x3 average pool). It is exported with ``torch.onnx.export(dynamo=False,
-opset_version=17)``, golden.npz holds torch outputs, the manifest is written by
+blurred by a 3x3 average pool). It is exported with the exporter's ``trace_to_onnx`` (opset 17), golden.npz holds torch outputs, the manifest is written by
 ``bundles.write_manifest``. Reuse: ``from bundle_factory import build_tiny_bundle``.
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from pyimgano_deploy.bundles import SCHEMA_VERSION, config_sha256, save_golden, utc_now_iso, write_manifest
 from pyimgano_deploy.bundles.parity import gate_tolerances
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.postprocess.thresholds import calibrate_quantile
 
 
@@ -58,22 +57,8 @@ def export_tiny_onnx(path: Path, height: int, width: int, static_batch: int | No
     """Export with a dynamic batch axis, or a fixed batch of ``static_batch``."""
     example = torch.zeros((static_batch or 2, height, width, 3), dtype=torch.uint8)
     axes = None if static_batch else {"images": {0: "batch"}, "score": {0: "batch"}, "anomaly_map": {0: "batch"}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is what we want here
-        _export(TinyAnomalyModel().eval(), example, path, axes)
-
-
-def _export(model: nn.Module, example: torch.Tensor, path: Path, axes: dict | None) -> None:
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["images"],
-        output_names=["score", "anomaly_map"],
-        dynamic_axes=axes,
-    )
+    trace_to_onnx(TinyAnomalyModel().eval(), (example,), path, opset=17, input_names=["images"],
+                  output_names=["score", "anomaly_map"], dynamic_axes=axes)
 
 
 def build_tiny_bundle(

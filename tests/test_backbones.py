@@ -24,6 +24,7 @@ from pyimgano_deploy.models.backbones import (
     wide_resnet50_2,
 )
 from pyimgano_deploy.models.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.models.backbones.weights import download_state_dict
 
 # --------------------------------------------------------------------------- expected layouts
@@ -361,16 +362,8 @@ def test_onnx_export_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     extractor = create_feature_extractor(name)
     path = tmp_path / f"{name}.onnx"
     output_names = list(extractor.stages)
-    torch.onnx.export(
-        extractor,
-        (_u8(1, 64),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["images"],
-        output_names=output_names,
-        dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}},
-    )
+    trace_to_onnx(extractor, (_u8(1, 64),), path, opset=17, input_names=["images"], output_names=output_names,
+                  dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in output_names}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = _u8(3, 64, seed=5)  # batch differs from the traced one: the batch axis is dynamic
     got = session.run(None, {"images": images.numpy()})

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, NearestNeighbourDistance, gaussian_kernel1d
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 
 
 def _reference_finish(p: torch.Tensor, out_size: tuple[int, int], sigma: float) -> torch.Tensor:
@@ -80,8 +81,8 @@ def test_head_exports_as_bias_free_matmuls(tmp_path) -> None:
     path = tmp_path / "head.onnx"
     head = _Head().eval()
     x = torch.randn(2, 64, 16)
-    torch.onnx.export(head, (x,), str(path), dynamo=False, opset_version=17, input_names=["q"], output_names=["map"],
-                      dynamic_axes={"q": {0: "batch"}, "map": {0: "batch"}})
+    trace_to_onnx(head, (x,), path, opset=17, input_names=["q"], output_names=["map"],
+                  dynamic_axes={"q": {0: "batch"}, "map": {0: "batch"}})
     nodes = onnx.load(str(path)).graph.node
     ops = [n.op_type for n in nodes]
     products = [n for n in nodes if n.op_type in ("MatMul", "Gemm")]

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pyimgano_deploy.exporters.graph_rewrites import fold_conv_output_slices
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 
 
 class _ConvThenCrop(nn.Module):
@@ -23,7 +24,7 @@ def test_slices_after_strided_conv_are_folded_exactly(tmp_path):
     m = _ConvThenCrop().eval()
     x = torch.randn(2, 3, 17, 16)
     path = tmp_path / "m.onnx"
-    torch.onnx.export(m, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    trace_to_onnx(m, (x,), path, opset=17, input_names=["x"], output_names=["y"])
     model = onnx.load(str(path))
     before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x.numpy()})[0]
     assert fold_conv_output_slices(model) >= 1

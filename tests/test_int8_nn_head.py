@@ -18,6 +18,7 @@ from run_factory import make_run_dir
 from pyimgano_deploy.bundles.exit_codes import EXIT_USAGE
 from pyimgano_deploy.bundles.parity import ParityError
 from pyimgano_deploy.exporters.bundle_export import ExportOptions, export_run
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.models.detectors import int8_candidates
 from pyimgano_deploy.models.detectors.int8_candidates import (
     CODE_MAX,
@@ -75,7 +76,7 @@ def test_int8_product_in_onnx_runtime_is_the_integer_product_at_extreme_codes(tm
     q = torch.where(torch.rand(16, 96, generator=G) < 0.5, -1.0, 1.0)
     model = _Int8Product(bank).eval()
     path = tmp_path / "product.onnx"
-    torch.onnx.export(model, (q,), str(path), dynamo=False, opset_version=17, input_names=["q"], output_names=["d"])
+    trace_to_onnx(model, (q,), path, opset=17, input_names=["q"], output_names=["d"])
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"q": q.numpy()})[0]
     np.testing.assert_allclose(got, model(q).numpy(), rtol=1e-6, atol=1e-3)
 
@@ -132,8 +133,7 @@ def test_chunked_candidates_export_as_a_loop_that_matches_eager(tmp_path: Path) 
     head = Int8RerankedNearestNeighbourDistance(bank, candidates=3, chunk_rows=16, projection_dim=16).eval()
     q = bank[torch.randint(0, 300, (100,), generator=G)] + 0.5 * torch.randn(100, 40, generator=G)
     path = tmp_path / "head.onnx"
-    torch.onnx.export(head, (q,), str(path), dynamo=False, opset_version=17, input_names=["q"], output_names=["d"],
-                      dynamic_axes={"q": {0: "rows"}})
+    trace_to_onnx(head, (q,), path, opset=17, input_names=["q"], output_names=["d"], dynamic_axes={"q": {0: "rows"}})
     assert "Loop" in _all_ops(onnx.load(str(path)).graph)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for rows in (100, 16, 5):  # several chunks, exactly one, one short one

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from pyimgano_deploy.cli import main
 from pyimgano_deploy.models.detectors.layers import NearestNeighbourDistance
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.models.detectors.reranked_distance import RerankedNearestNeighbourDistance
 from pyimgano_deploy.models.detectors.softpatch.model import TIE_RTOL, SoftWeightedScorer, tie_blended_weight
 
@@ -89,8 +90,8 @@ def test_onnx_runtime_scores_a_tied_query_as_eager_does(tmp_path) -> None:
     batch[:, 0, 0, 0] += offsets
     path = tmp_path / "scorer.onnx"
     with torch.no_grad():
-        torch.onnx.export(scorer, (batch,), str(path), dynamo=False, opset_version=17, input_names=["emb"], output_names=["map"],
-                          dynamic_axes={"emb": {0: "batch"}, "map": {0: "batch"}})
+        trace_to_onnx(scorer, (batch,), path, opset=17, input_names=["emb"], output_names=["map"],
+                      dynamic_axes={"emb": {0: "batch"}, "map": {0: "batch"}})
         eager = scorer(batch).numpy()
     exported = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"emb": batch.numpy()})[0]
     np.testing.assert_allclose(exported, eager, rtol=1e-4, atol=1e-5)

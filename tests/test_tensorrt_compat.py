@@ -58,9 +58,9 @@ def test_clean_graph_passes():
     assert report.to_dict()["ok"] is True
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_torch_exported_module_passes(tmp_path: Path):
     torch = pytest.importorskip("torch")
+    from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 
     class Head(torch.nn.Module):
         def __init__(self) -> None:
@@ -78,16 +78,9 @@ def test_torch_exported_module_passes(tmp_path: Path):
             return amap.amax(dim=(1, 2)), amap[:, 1:, :]
 
     path = tmp_path / "head.onnx"
-    torch.onnx.export(
-        Head().eval(),
-        (torch.zeros(2, 16, 16, 3, dtype=torch.uint8),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["images"],
-        output_names=["score", "anomaly_map"],
-        dynamic_axes={"images": {0: "batch"}, "score": {0: "batch"}, "anomaly_map": {0: "batch"}},
-    )
+    trace_to_onnx(Head().eval(), (torch.zeros(2, 16, 16, 3, dtype=torch.uint8),), path, opset=17, input_names=["images"],
+                  output_names=["score", "anomaly_map"],
+                  dynamic_axes={"images": {0: "batch"}, "score": {0: "batch"}, "anomaly_map": {0: "batch"}})
     report = check_tensorrt_compatibility(path)
     assert report.ok, report.format_table()
     assert report.checked_opset == 17

@@ -29,6 +29,23 @@ class ExportError(RuntimeError):
     """The module could not be exported or the exported file failed its checks."""
 
 
+def trace_to_onnx(module: torch.nn.Module, args: tuple[torch.Tensor, ...], path: str | Path, *, opset: int,
+                  input_names: list[str], output_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
+    """Trace ``module`` on ``args`` (no grad) to the ONNX file ``path`` with the TorchScript
+    exporter, constants folded. A ``TracerWarning`` (a value the trace would freeze) is an error."""
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated upstream but gives static, deterministic
+        # graphs for our modules; its deprecation notice is not actionable for users.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*")
+        warnings.filterwarnings("error", category=torch.jit.TracerWarning)
+        with torch.no_grad():
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                              output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
 @dataclass(frozen=True)
 class OnnxExportInfo:
     """What one export produced: file names relative to the bundle, sizes and settings."""
@@ -97,19 +114,7 @@ def export_module(
         m.half_outside_fp32_scopes()
     x = torch.from_numpy(np.ascontiguousarray(example))
     dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}}
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated upstream but gives static, deterministic
-        # graphs for our modules; its deprecation notice is not actionable for users.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
-        warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*")
-        warnings.filterwarnings("error", category=torch.jit.TracerWarning)
-        with torch.no_grad():
-            torch.onnx.export(
-                m, (x,), str(path), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                dynamic_axes=dynamic, do_constant_folding=True,
-            )
+    trace_to_onnx(m, (x,), path, opset=opset, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic)
     model = onnx.load(str(path))
     _declare_output_shapes(model, example.shape[1], example.shape[2])
     fold_conv_output_slices(model)
