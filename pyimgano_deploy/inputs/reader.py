@@ -136,9 +136,10 @@ def _header_size(raw: bytes, head: bytes, label: str) -> tuple[int, int] | None:
             raise ImageReadError(label, "corrupt PNG: the first chunk is not IHDR")
         return struct.unpack(">II", raw[16:24])
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(raw)) as im:
-            warnings.simplefilter("ignore")  # metadata quirks (EXIF); OpenCV judges the pixels
-            return im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # metadata quirks (EXIF), which open() already parses; OpenCV judges the pixels
+            with Image.open(io.BytesIO(raw)) as im:
+                return im.size
     except Image.DecompressionBombError as exc:
         raise ImageReadError(label, f"image header declares an absurd size ({exc})") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error):
