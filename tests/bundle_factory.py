@@ -2,8 +2,8 @@
 
 The model honours the bundle contract: ``uint8 [B, H, W, 3]`` → ``score float32 [B]`` (max of
 the map) and ``anomaly_map float32 [B, H, W]`` (mean over channels of ``|x/255 - 0.5|``,
-blurred by a 3x3 average pool). It is exported with the exporter's ``trace_to_onnx`` (opset 17), golden.npz holds torch outputs, the manifest is written by
-``bundles.write_manifest``. Reuse: ``from bundle_factory import build_tiny_bundle``.
+blurred by a 3x3 average pool). It is exported with the exporter's ``trace_to_onnx`` (opset
+17), golden.npz holds torch outputs, the manifest is written by ``bundles.write_manifest``. Reuse: ``from bundle_factory import build_tiny_bundle``.
 """
 
 from __future__ import annotations

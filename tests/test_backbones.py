@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.models.backbones import (
     efficientnet_lite,
     lite_weights_file,
@@ -24,7 +25,6 @@ from pyimgano_deploy.models.backbones import (
     wide_resnet50_2,
 )
 from pyimgano_deploy.models.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD
-from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
 from pyimgano_deploy.models.backbones.weights import download_state_dict
 
 # --------------------------------------------------------------------------- expected layouts

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, NearestNeighbourDistance, gaussian_kernel1d
 from pyimgano_deploy.exporters.onnx_export import trace_to_onnx
+from pyimgano_deploy.models.detectors.layers import AnomalyMapFinisher, MahalanobisDistance, NearestNeighbourDistance, gaussian_kernel1d
 
 
 def _reference_finish(p: torch.Tensor, out_size: tuple[int, int], sigma: float) -> torch.Tensor:

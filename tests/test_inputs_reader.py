@@ -193,15 +193,9 @@ def test_truncated_jpeg(tmp_path, cut):
     _assert_read_error(tmp_path / "t.jpg", "truncated JPEG")
 
 
-def test_truncated_tiff(tmp_path):
+def test_truncated_tiff_is_an_error_without_a_python_warning(tmp_path, recwarn):
     data = _write(tmp_path / "full.tiff", _rgb()).read_bytes()
-    (tmp_path / "t.tiff").write_bytes(data[: len(data) // 3])
-    _assert_read_error(tmp_path / "t.tiff", "")
-
-
-def test_a_tiff_with_torn_metadata_is_an_error_without_a_python_warning(tmp_path, recwarn):
-    data = _write(tmp_path / "full.tiff", _rgb()).read_bytes()
-    (tmp_path / "t.tiff").write_bytes(data[: len(data) // 3])
+    (tmp_path / "t.tiff").write_bytes(data[: len(data) // 3])  # cuts into the metadata Pillow parses on open
     _assert_read_error(tmp_path / "t.tiff", "")
     assert [str(w.message) for w in recwarn] == []
 
